@@ -1,0 +1,139 @@
+"""``trainer``: command-line edge of the training side. Flags and config files are bound here, nowhere else.
+
+Each subcommand parses its flags into typed keyword arguments and calls one library function that tests also
+call directly. Errors a user can act on (:class:`~runtime.errors.KickspaceError`) print as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from runtime.errors import KickspaceError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", default="kick",
+                        help="named spectrogram spec: kick (44.1 kHz, 1024/256, 128 Slaney mels x 128 frames; default), "
+                             "kick-2048-htk, nsynth (16 kHz, 80 mels)")
+    parser.add_argument("--channels", type=int, choices=(1, 2), default=None,
+                        help="override the spec's channel count (1 = downmix to mono, 2 = stereo)")
+
+
+def _resolve_spec(args: argparse.Namespace):
+    import dataclasses
+
+    from trainer.spec import get_spec
+
+    spec = get_spec(args.spec)
+    if args.channels is not None:
+        spec = dataclasses.replace(spec, channels=args.channels)
+    return spec
+
+
+# ------------------------------------------------------------------------------------------------------ synth
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a procedural kick corpus (WAV + CSV of synth parameters)",
+                       description="Render N procedural kicks with known parameters (pitch sweep, decay, click, "
+                                   "brightness, noise, drive, sub) as 24-bit WAV files plus params.csv. "
+                                   "Deterministic for a seed: a licence-free training set, ground truth for the "
+                                   "latent knobs, and tiny test data. --bank writes one subfolder per drum class.")
+    p.add_argument("out", type=Path, help="output folder (created)")
+    p.add_argument("--n", type=int, default=256, help="number of sounds (per class with --bank; default 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--sample-rate", type=int, default=44100, help="sample rate of the WAV files (default 44100)")
+    p.add_argument("--bank", nargs="*", metavar="CLASS", default=None,
+                   help="write a bank layout instead of a flat folder: out/CLASS/*.wav for each class "
+                        "(default classes when the flag is given alone: kick snare hat tom)")
+    p.set_defaults(handler=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from trainer.data import synth
+
+    if args.bank is None:
+        csv_path = synth.write_corpus(args.out, n=args.n, seed=args.seed, sample_rate=args.sample_rate)
+    else:
+        classes = tuple(args.bank) or synth.BANK_CLASSES
+        csv_path = synth.write_bank(args.out, n_per_class=args.n, seed=args.seed, sample_rate=args.sample_rate,
+                                    classes=classes)
+    print(f"wrote {csv_path.parent} (parameters in {csv_path.name})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- ingest
+def _preprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", choices=("auto", "flat", "bank", "nsynth"), default="auto",
+                        help="folder layout (default: auto-detect; bank = one subfolder per class)")
+    parser.add_argument("--loudness", choices=("lufs", "peak", "none"), default="lufs",
+                        help="loudness normalisation: BS.1770 integrated loudness, peak, or none (default lufs)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="feature cache folder (default $KICKSPACE_CACHE or ~/.cache/kickspace)")
+    parser.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+
+
+def _resolve_ingest(args: argparse.Namespace) -> dict:
+    from trainer.data.audio import Preprocess
+
+    return dict(spec=_resolve_spec(args), preprocess=Preprocess(loudness=args.loudness), layout=args.layout,
+                cache_dir=None if args.no_cache else args.cache, use_cache=not args.no_cache)
+
+
+def _add_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="load, clean and featurise one-shots; print a summary of kept/skipped files",
+                       description="Ingest one or more data roots (flat folder, bank of class subfolders, or "
+                                   "NSynth examples.json + audio/): decode, resample, onset-align, trim/pad with a "
+                                   "fade, loudness-normalise, compute log-mel features (cached on disk) and print "
+                                   "a summary table: kept, skipped by reason, per class. Bad files are skipped "
+                                   "with a one-line reason, never fatal.")
+    p.add_argument("roots", type=Path, nargs="+", help="data folders")
+    _spec_arguments(p)
+    _preprocess_arguments(p)
+    p.add_argument("--preview", type=Path, default=None,
+                   help="also write, for the first few kept files, the prepared audio and its spectrogram "
+                        "round trip (log-mel -> mel inverse -> 32 Griffin-Lim iterations) as WAV files here")
+    p.add_argument("--skipped-csv", type=Path, default=None, help="write every skipped file and its reason here")
+    p.set_defaults(handler=_run_ingest)
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    from trainer.data import ingest
+
+    corpus = ingest.ingest(args.roots, **_resolve_ingest(args))
+    if args.skipped_csv is not None:
+        corpus.summary.write_skipped_csv(args.skipped_csv)
+    if args.preview is not None:
+        written = ingest.write_preview(corpus, args.preview)
+        print(f"preview: {len(written)} files in {args.preview}")
+    return 0 if len(corpus) else 1
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    """The ``trainer`` argument parser (one subcommand per job)."""
+    parser = argparse.ArgumentParser(prog="trainer", description="Kickspace trainer: data, training, analysis.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_synth, _add_ingest):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trainer`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KickspaceError as err:
+        print(f"trainer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trainer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""THE spectrogram spec and the audio <-> feature transforms.
+
+Every part of Kickspace that turns audio into features or back (ingestion, training, the exported encoder and
+decoder graphs, evaluation, previews) goes through this module, so the parameters cannot drift. The spec is a
+frozen dataclass that is saved inside every checkpoint and every exported model (``to_dict``/``from_dict``).
+
+Feature definition
+------------------
+1. STFT with a Hann window, ``center=True`` and zero padding, keeping the first ``frames`` frames of a signal of
+   ``n_samples = frames * hop_length`` samples. Magnitudes are scaled by ``2 / sum(window)`` so that a full-scale
+   sine has magnitude ~1 in its peak bin (levels are absolute, not relative to each file's maximum).
+2. Power -> mel bands (librosa's filters, Slaney or HTK scale) or kept linear (``mel_scale="linear"``).
+3. Power -> dB, clipped to the ``top_db`` range below a fixed ceiling ``ref_db`` (the loudest band level a
+   full-scale sine reaches, plus ``headroom_db``), then scaled to [-1, 1]: -1 is ``ref_db - top_db`` or quieter,
+   +1 is ``ref_db``.
+
+Shapes: audio is ``[B, N]`` (mono) or ``[B, C, N]``; features are always ``[B, C, M, T]`` with ``C = channels``,
+``M = n_bins`` (mel bands or linear bins) and ``T = frames``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from runtime.errors import ConfigError
+
+MEL_SCALES = ("slaney", "htk", "linear")
+_AMIN = 1e-10
+
+
+@dataclass(frozen=True)
+class SpectrogramSpec:
+    """Parameters of the log-mel representation (see the module docstring for the exact definition).
+
+    Parameters
+    ----------
+    sample_rate : int
+        Model sample rate in Hz; every file is resampled to it.
+    n_fft, hop_length, win_length : int
+        STFT size, hop and Hann window length (``win_length <= n_fft``; the window is centred in the frame).
+    n_mels : int
+        Number of mel bands (ignored when ``mel_scale == "linear"``).
+    fmin, fmax : float
+        Mel filterbank range in Hz; ``fmax=None`` means Nyquist.
+    mel_scale : {"slaney", "htk", "linear"}
+        Mel formula (librosa's ``htk`` flag) or a linear-frequency spectrogram of ``n_fft // 2 + 1`` bins.
+    mel_norm : {"slaney", None}
+        Filter area normalisation (librosa's ``norm``).
+    frames : int
+        Number of STFT frames kept; the audio length is ``frames * hop_length`` samples.
+    channels : int
+        1 (mono, files are downmixed) or 2 (stereo).
+    top_db : float
+        Dynamic range kept below the ceiling, in dB.
+    headroom_db : float
+        Room above the loudest full-scale-sine band level before values clip at +1.
+    """
+
+    sample_rate: int = 44100
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    mel_scale: str = "slaney"
+    mel_norm: str | None = "slaney"
+    frames: int = 128
+    channels: int = 1
+    top_db: float = 80.0
+    headroom_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, problem: str) -> None:
+            if not ok:
+                raise ConfigError(f"spec.{name}", problem)
+
+        for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "frames"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0, name,
+                 f"must be a positive integer, got {value!r}")
+        need(self.win_length <= self.n_fft, "win_length", f"{self.win_length} is longer than n_fft {self.n_fft}")
+        need(self.hop_length <= self.win_length, "hop_length", "must not exceed win_length (gaps between frames)")
+        need(self.mel_scale in MEL_SCALES, "mel_scale", f"must be one of {MEL_SCALES}, got {self.mel_scale!r}")
+        need(self.mel_norm in ("slaney", None), "mel_norm", f"must be 'slaney' or null, got {self.mel_norm!r}")
+        need(self.channels in (1, 2), "channels", f"must be 1 (mono) or 2 (stereo), got {self.channels!r}")
+        nyquist = self.sample_rate / 2
+        need(0 <= self.fmin < nyquist, "fmin", f"must be in [0, {nyquist}) Hz, got {self.fmin}")
+        need(self.fmax is None or self.fmin < self.fmax <= nyquist, "fmax",
+             f"must be in ({self.fmin}, {nyquist}] Hz or null, got {self.fmax}")
+        need(self.top_db > 0, "top_db", f"must be positive, got {self.top_db}")
+        if self.mel_scale != "linear" and self.n_mels > self.n_fft // 2 + 1:
+            raise ConfigError("spec.n_mels", f"{self.n_mels} bands exceed the {self.n_fft // 2 + 1} FFT bins")
+
+    # ----------------------------------------------------------------------------------------- derived sizes
+    @property
+    def n_samples(self) -> int:
+        """Length in samples of one example (``frames * hop_length``)."""
+        return self.frames * self.hop_length
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds of one example."""
+        return self.n_samples / self.sample_rate
+
+    @property
+    def n_freq(self) -> int:
+        """Number of linear STFT bins (``n_fft // 2 + 1``)."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def n_bins(self) -> int:
+        """Feature rows: mel bands, or linear bins when ``mel_scale == "linear"``."""
+        return self.n_freq if self.mel_scale == "linear" else self.n_mels
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Feature shape of one example, ``(channels, n_bins, frames)``."""
+        return (self.channels, self.n_bins, self.frames)
+
+    @property
+    def ref_db(self) -> float:
+        """Fixed dB ceiling that maps to +1 (see module docstring)."""
+        return _ref_db(self) + self.headroom_db
+
+    # ------------------------------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form saved in checkpoints and ONNX metadata."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SpectrogramSpec":
+        """Build a spec from ``to_dict`` output; unknown fields are refused by name."""
+        if not isinstance(data, dict):
+            raise ConfigError("spec", f"must be a table/object of fields, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"spec.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+    def digest(self) -> str:
+        """Short stable hash of every field (used to key feature caches)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+#: Named specs. ``kick`` is DESIGN.md's default; ``kick-2048-htk`` is the measured contender for the low end;
+#: ``nsynth`` is the timbre seed's 80 x 128 log-mel at 16 kHz (4.1 s).
+SPECS: dict[str, SpectrogramSpec] = {
+    "kick": SpectrogramSpec(),
+    "kick-2048-htk": SpectrogramSpec(n_fft=2048, win_length=2048, mel_scale="htk"),
+    "nsynth": SpectrogramSpec(sample_rate=16000, n_fft=1024, hop_length=512, win_length=1024, n_mels=80,
+                              fmax=8000.0),
+}
+
+
+def get_spec(name: str) -> SpectrogramSpec:
+    """Return a named spec from :data:`SPECS` (error lists the names)."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ConfigError("spec", f"unknown spec name {name!r} (known: {', '.join(SPECS)})") from None
+
+
+# ================================================================================ numpy: precomputed matrices
+@lru_cache(maxsize=16)
+def window(spec: SpectrogramSpec) -> np.ndarray:
+    """Periodic Hann window of ``win_length`` zero-padded (centred) to ``n_fft``. Shape ``[n_fft]``, float64."""
+    win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(spec.win_length) / spec.win_length)
+    out = np.zeros(spec.n_fft)
+    start = (spec.n_fft - spec.win_length) // 2
+    out[start:start + spec.win_length] = win
+    out.setflags(write=False)
+    return out
+
+
+def magnitude_scale(spec: SpectrogramSpec) -> float:
+    """Factor applied to raw STFT magnitudes so a full-scale sine reads ~1: ``2 / sum(window)``."""
+    return 2.0 / float(window(spec).sum())
+
+
+@lru_cache(maxsize=16)
+def mel_basis(spec: SpectrogramSpec) -> np.ndarray:
+    """Power -> band matrix, shape ``[n_bins, n_freq]`` (identity for a linear spec), float64."""
+    if spec.mel_scale == "linear":
+        basis = np.eye(spec.n_freq)
+    else:
+        import librosa
+
+        basis = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels, fmin=spec.fmin,
+                                    fmax=spec.fmax, htk=spec.mel_scale == "htk", norm=spec.mel_norm,
+                                    dtype=np.float64)
+    basis.setflags(write=False)
+    return basis
+
+
+@lru_cache(maxsize=16)
+def mel_inverse(spec: SpectrogramSpec) -> np.ndarray:
+    """Band -> power matrix: the pseudo-inverse of :func:`mel_basis` clamped at 0, shape ``[n_freq, n_bins]``.
+
+    DESIGN.md measured this as good as NNLS for kicks and it is a fixed matrix, so it fits in an ONNX graph.
+    """
+    inv = np.clip(np.linalg.pinv(mel_basis(spec)), 0.0, None)
+    inv.setflags(write=False)
+    return inv
+
+
+@lru_cache(maxsize=16)
+def _ref_db(spec: SpectrogramSpec) -> float:
+    """Loudest band power (dB) a full-scale sine reaches anywhere in the band range, per frame."""
+    basis = mel_basis(spec)
+    win = window(spec)
+    t = np.arange(spec.n_fft)
+    lo = max(spec.fmin, 10.0)
+    hi = spec.fmax or spec.sample_rate / 2
+    freqs = np.geomspace(lo, hi * 0.999, 512)
+    frames = np.sin(2 * np.pi * freqs[:, None] * t[None, :] / spec.sample_rate) * win[None, :]
+    power = (np.abs(np.fft.rfft(frames, axis=-1)) * magnitude_scale(spec)) ** 2
+    return float(10 * np.log10(max((power @ basis.T).max(), _AMIN)))
+
+
+def stft_bases(spec: SpectrogramSpec) -> np.ndarray:
+    """Windowed, scaled DFT bases as one real matrix, shape ``[2 * n_freq, n_fft]`` (real rows, then imaginary).
+
+    ``frames @ bases.T`` gives the scaled STFT of ``[.., n_fft]`` frames; used as a Conv1d kernel below.
+    """
+    k = np.arange(spec.n_freq)[:, None]
+    n = np.arange(spec.n_fft)[None, :]
+    phase = 2 * np.pi * k * n / spec.n_fft
+    scale = window(spec)[None, :] * magnitude_scale(spec)
+    return np.concatenate([np.cos(phase) * scale, -np.sin(phase) * scale], axis=0)
+
+
+# ======================================================================================== torch: transforms
+def _as_channels(audio: torch.Tensor, spec: SpectrogramSpec) -> torch.Tensor:
+    """``[B, N]`` or ``[B, C, N]`` -> ``[B, C, N]`` with ``C == spec.channels``."""
+    if audio.dim() == 2:
+        audio = audio.unsqueeze(1)
+    if audio.dim() != 3:
+        raise ConfigError("audio", f"expected [batch, samples] or [batch, channels, samples], got {tuple(audio.shape)}")
+    if audio.shape[1] != spec.channels:
+        raise ConfigError("audio", f"has {audio.shape[1]} channels, the spec wants {spec.channels}")
+    return audio
+
+
+class LogMel(nn.Module):
+    """Waveform -> normalised log-mel features, written with ops that export to ONNX (Conv1d, MatMul, Log).
+
+    Input ``[B, N]`` or ``[B, C, N]`` float32 with ``N == spec.n_samples``; output ``[B, C, M, T]`` in [-1, 1].
+    """
+
+    def __init__(self, spec: SpectrogramSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("bases", torch.tensor(stft_bases(spec), dtype=torch.float32).unsqueeze(1))
+        self.register_buffer("mel", torch.tensor(mel_basis(spec), dtype=torch.float32))
+
+    def power(self, audio: torch.Tensor) -> torch.Tensor:
+        """Scaled linear power spectrogram ``[B, C, n_freq, T]``."""
+        spec = self.spec
+        audio = _as_channels(audio, spec)
+        batch, channels, n = audio.shape
+        if n != spec.n_samples:
+            raise ConfigError("audio", f"has {n} samples, the spec wants {spec.n_samples} (crop/pad first)")
+        x = audio.reshape(batch * channels, 1, n)
+        pad = spec.n_fft // 2
+        x = nn.functional.pad(x, (pad, pad))
+        coeffs = nn.functional.conv1d(x, self.bases, stride=spec.hop_length)[..., : spec.frames]
+        re, im = coeffs[:, : spec.n_freq], coeffs[:, spec.n_freq:]
+        return (re * re + im * im).reshape(batch, channels, spec.n_freq, spec.frames)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        bands = torch.matmul(self.mel, self.power(audio))
+        return power_to_features(bands, self.spec)
+
+
+def power_to_features(power: torch.Tensor, spec: SpectrogramSpec) -> torch.Tensor:
+    """Band power (any shape) -> normalised dB in [-1, 1]."""
+    db = 10.0 * torch.log10(torch.clamp(power, min=_AMIN))
+    floor = spec.ref_db - spec.top_db
+    return torch.clamp((db - floor) / spec.top_db, 0.0, 1.0) * 2.0 - 1.0
+
+
+def features_to_power(features: torch.Tensor, spec: SpectrogramSpec) -> torch.Tensor:
+    """Inverse of :func:`power_to_features` (values at -1 map to the floor power, not to zero)."""
+    db = (torch.clamp(features, -1.0, 1.0) + 1.0) * 0.5 * spec.top_db + (spec.ref_db - spec.top_db)
+    return torch.pow(10.0, db / 10.0)
+
+
+class MelInverse(nn.Module):
+    """Normalised features ``[B, C, M, T]`` -> scaled linear magnitude ``[B, C, n_freq, T]``.
+
+    De-normalise, apply the clamped pseudo-inverse of the mel basis to the power, take the square root. Used by
+    evaluation and written into the exported decoder graph.
+    """
+
+    def __init__(self, spec: SpectrogramSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("inverse", torch.tensor(mel_inverse(spec), dtype=torch.float32))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        power = features_to_power(features, self.spec)
+        if self.spec.mel_scale != "linear":
+            power = torch.matmul(self.inverse, power)
+        return torch.sqrt(torch.clamp(power, min=0.0))
+
+
+@lru_cache(maxsize=16)
+def _transforms(spec: SpectrogramSpec) -> tuple[LogMel, MelInverse]:
+    return LogMel(spec).eval(), MelInverse(spec).eval()
+
+
+@torch.no_grad()
+def waveform_to_features(audio: torch.Tensor | np.ndarray, spec: SpectrogramSpec) -> torch.Tensor:
+    """Waveform ``[B, N]`` / ``[B, C, N]`` (or one example ``[N]``) -> features ``[B, C, M, T]`` float32."""
+    x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    return _transforms(spec)[0](x)
+
+
+@torch.no_grad()
+def griffin_lim(magnitude: torch.Tensor, spec: SpectrogramSpec, *, n_iter: int = 32, momentum: float = 0.99,
+                init: str | torch.Tensor = "random", seed: int = 0) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013) from a scaled magnitude.
+
+    Parameters
+    ----------
+    magnitude : Tensor ``[B, C, n_freq, T]``
+        Scaled linear magnitude (as :class:`MelInverse` returns).
+    n_iter : int
+        Iterations; 0 returns the inverse STFT of the initial phase.
+    momentum : float
+        0 gives classic Griffin-Lim; 0.99 is librosa's default fast variant.
+    init : "random", "zero", or a phase tensor broadcastable to ``magnitude``
+        Initial phase in radians.
+
+    Returns
+    -------
+    Tensor ``[B, C, N]`` with ``N == spec.n_samples``.
+    """
+    batch, channels, n_freq, frames = magnitude.shape
+    mag = magnitude.reshape(batch * channels, n_freq, frames) / magnitude_scale(spec)
+    mag = nn.functional.pad(mag, (0, 1))  # STFT of N samples with center=True has frames + 1 columns
+    win = torch.tensor(window(spec), dtype=mag.dtype)
+    kwargs = dict(n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.n_fft, window=win, center=True)
+    if isinstance(init, torch.Tensor):
+        phase = nn.functional.pad(init.expand_as(magnitude).reshape_as(mag[..., :-1]), (0, 1))
+    elif init == "random":
+        gen = torch.Generator().manual_seed(seed)
+        phase = 2 * torch.pi * torch.rand(mag.shape, generator=gen, dtype=mag.dtype)
+    elif init == "zero":
+        phase = torch.zeros_like(mag)
+    else:
+        raise ConfigError("init", f"must be 'random', 'zero' or a phase tensor, got {init!r}")
+    angles = torch.polar(torch.ones_like(mag), phase)
+    rebuilt = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        previous = rebuilt
+        inverse = torch.istft(mag * angles, length=spec.n_samples, **kwargs)
+        rebuilt = torch.stft(inverse, return_complex=True, pad_mode="constant", **kwargs)
+        angles = rebuilt - (momentum / (1 + momentum)) * previous
+        angles = angles / (angles.abs() + 1e-16)
+    audio = torch.istft(mag * angles, length=spec.n_samples, **kwargs)
+    return audio.reshape(batch, channels, spec.n_samples)
+
+
+@torch.no_grad()
+def features_to_waveform(features: torch.Tensor | np.ndarray, spec: SpectrogramSpec, *, n_iter: int = 32,
+                         momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
+    """Normalised features ``[B, C, M, T]`` -> waveform ``[B, C, N]`` (mel inverse + fast Griffin-Lim)."""
+    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    return griffin_lim(_transforms(spec)[1](x), spec, n_iter=n_iter, momentum=momentum, seed=seed)
