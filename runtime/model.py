@@ -1,0 +1,248 @@
+"""THE exported-model format: metadata schema, version check, and the onnxruntime loader.
+
+An exported model is a folder holding ``decoder.onnx`` (and ``encoder.onnx`` when exported). Each graph carries the
+same JSON document under the ONNX metadata key :data:`METADATA_KEY`; the exporter writes it through
+:meth:`ModelMetadata.to_json` and the runtime reads it through :func:`read_metadata`, so the two sides cannot drift.
+This module imports numpy and onnxruntime only (never torch, never ``trainer``).
+
+Graph contracts (DESIGN.md, "Exported model"):
+
+- decoder: ``z`` float32 ``[B, latent]`` (+ ``label`` int64 ``[B]`` for a CVAE) -> ``audio`` float32
+  ``[B, samples]`` and ``logmel`` float32 ``[B, bins, frames]``;
+- encoder: ``audio`` float32 ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` float32 ``[B, latent]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import ConfigError, KickspaceError
+
+FORMAT_NAME = "kickspace-model"
+FORMAT_VERSION = 1
+METADATA_KEY = "kickspace"
+DECODER_FILE = "decoder.onnx"
+ENCODER_FILE = "encoder.onnx"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A named latent direction a knob moves along.
+
+    ``z = anchor + value * scale * direction`` for a knob value in [-1, 1]; ``effect`` holds what was measured when
+    the axis was derived (e.g. Spearman rho of the knob against its descriptor, cross-talk to the others).
+    """
+
+    name: str
+    direction: tuple[float, ...]
+    scale: float = 1.0
+    effect: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str, latent: int) -> "Axis":
+        data = _fields(cls, data, where)
+        direction = tuple(float(v) for v in data.get("direction", ()))
+        if len(direction) != latent:
+            raise ConfigError(f"{where}.direction", f"has {len(direction)} values, the latent size is {latent}")
+        if not np.all(np.isfinite(direction)):
+            raise ConfigError(f"{where}.direction", "contains NaN or infinite values")
+        return cls(name=str(data["name"]), direction=direction, scale=float(data.get("scale", 1.0)),
+                   effect={str(k): float(v) for k, v in dict(data.get("effect", {})).items()})
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything the runtime needs to know about an exported model.
+
+    Parameters
+    ----------
+    spec : dict
+        The spectrogram spec (``trainer.spec.SpectrogramSpec.to_dict()``): sample rate, sizes, dB scaling.
+    latent : int
+        Latent size of ``z``.
+    labels : tuple of str
+        Class names for a CVAE (index = ``label`` input); empty for an unconditional VAE.
+    axes : tuple of Axis
+        Named knob directions; may be empty.
+    griffin_lim_iterations : int
+        K, the Griffin-Lim iterations inside the decoder graph.
+    phase_init : str
+        Name of the precomputed initial phase.
+    training : dict
+        Training summary (data, epochs, losses, ...).
+    """
+
+    spec: dict[str, Any]
+    latent: int
+    labels: tuple[str, ...] = ()
+    axes: tuple[Axis, ...] = ()
+    griffin_lim_iterations: int = 0
+    phase_init: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.spec["sample_rate"])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.spec["frames"]) * int(self.spec["hop_length"])
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.labels)
+
+    def axis(self, name: str) -> Axis:
+        for axis in self.axes:
+            if axis.name == name:
+                return axis
+        known = ", ".join(a.name for a in self.axes) or "none"
+        raise ConfigError("axis", f"the model has no axis named {name!r} (it has: {known})")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "model") -> "ModelMetadata":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise KickspaceError(f"{source}: its metadata is not valid JSON ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise KickspaceError(f"{source}: not a Kickspace model (metadata format {data.get('format')!r})")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise KickspaceError(
+                f"{source}: model format version {version!r} is not supported by this runtime (it reads version "
+                f"{FORMAT_VERSION}); re-export the model with this version's `python -m export onnx` or update "
+                f"Kickspace")
+        data = _fields(cls, data, "metadata")
+        for name in ("spec", "latent"):
+            if name not in data:
+                raise ConfigError(f"metadata.{name}", "missing")
+        latent = data["latent"]
+        if not isinstance(latent, int) or latent <= 0:
+            raise ConfigError("metadata.latent", f"must be a positive integer, got {latent!r}")
+        axes = tuple(Axis.from_dict(a, where=f"metadata.axes[{i}]", latent=latent)
+                     for i, a in enumerate(data.get("axes", ())))
+        return cls(spec=dict(data["spec"]), latent=latent, labels=tuple(data.get("labels", ())), axes=axes,
+                   griffin_lim_iterations=int(data.get("griffin_lim_iterations", 0)),
+                   phase_init=str(data.get("phase_init", "")), training=dict(data.get("training", {})))
+
+
+def _fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Refuse unknown keys by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"must be an object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+    return data
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Read and validate the Kickspace metadata of one ONNX file (no graph execution)."""
+    session = _session(Path(path), threads=1)
+    return _metadata_of(session, Path(path))
+
+
+def _session(path: Path, *, threads: int):
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise KickspaceError(f"{path}: model file not found (export one with `python -m export onnx RUN --out DIR`)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for corrupt/unsupported files
+        raise KickspaceError(f"{path}: onnxruntime cannot load this model ({err})") from None
+
+
+def _metadata_of(session, path: Path) -> ModelMetadata:
+    custom = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in custom:
+        raise KickspaceError(f"{path}: no Kickspace metadata in this ONNX file (was it written by `python -m export "
+                             f"onnx`?)")
+    return ModelMetadata.from_json(custom[METADATA_KEY], source=str(path))
+
+
+def _check_io(session, path: Path, *, inputs: dict[str, str], outputs: tuple[str, ...]) -> None:
+    have_in = {i.name: i.type for i in session.get_inputs()}
+    if have_in != inputs:
+        raise KickspaceError(f"{path}: graph inputs {have_in} do not match the format's {inputs}")
+    have_out = [o.name for o in session.get_outputs()]
+    if sorted(have_out) != sorted(outputs):
+        raise KickspaceError(f"{path}: graph outputs {have_out} do not match the format's {list(outputs)}")
+
+
+class ExportedModel:
+    """An exported model folder opened with onnxruntime.
+
+    Parameters
+    ----------
+    folder : path
+        Folder holding ``decoder.onnx`` (required) and ``encoder.onnx`` (optional).
+    threads : int
+        onnxruntime intra-op threads per session (1 keeps a render off the audio thread's core).
+    """
+
+    def __init__(self, folder: str | Path, *, threads: int = 1) -> None:
+        self.folder = Path(folder)
+        decoder_path = self.folder / DECODER_FILE
+        self._decoder = _session(decoder_path, threads=threads)
+        self.metadata = _metadata_of(self._decoder, decoder_path)
+        label = {"label": "tensor(int64)"} if self.metadata.conditional else {}
+        _check_io(self._decoder, decoder_path, inputs={"z": "tensor(float)", **label}, outputs=("audio", "logmel"))
+        encoder_path = self.folder / ENCODER_FILE
+        self._encoder = None
+        if encoder_path.exists():
+            self._encoder = _session(encoder_path, threads=threads)
+            enc_meta = _metadata_of(self._encoder, encoder_path)
+            if enc_meta.latent != self.metadata.latent or enc_meta.spec != self.metadata.spec:
+                raise KickspaceError(f"{encoder_path}: encoder and decoder come from different exports")
+            _check_io(self._encoder, encoder_path, inputs={"audio": "tensor(float)", **label},
+                      outputs=("mu", "logvar"))
+
+    @property
+    def has_encoder(self) -> bool:
+        return self._encoder is not None
+
+    def _label_feed(self, label: np.ndarray | int | None, batch: int) -> dict[str, np.ndarray]:
+        if not self.metadata.conditional:
+            return {}
+        if label is None:
+            raise KickspaceError(f"this model is conditioned on a class; pass one of {list(self.metadata.labels)}")
+        ids = np.broadcast_to(np.asarray(label, dtype=np.int64), (batch,)).copy()
+        if ids.min() < 0 or ids.max() >= len(self.metadata.labels):
+            raise KickspaceError(f"label index out of range 0..{len(self.metadata.labels) - 1}: {ids.tolist()}")
+        return {"label": ids}
+
+    def decode(self, z: np.ndarray, *, label: np.ndarray | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Latent ``[B, latent]`` -> (audio ``[B, samples]``, logmel ``[B, bins, frames]``), float32."""
+        z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float32)
+        if z.shape[1] != self.metadata.latent:
+            raise KickspaceError(f"z has {z.shape[1]} dimensions, the model's latent size is {self.metadata.latent}")
+        audio, logmel = self._decoder.run(["audio", "logmel"], {"z": z, **self._label_feed(label, z.shape[0])})
+        return audio, logmel
+
+    def encode(self, audio: np.ndarray, *, label: np.ndarray | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Audio ``[B, samples]`` at the model rate -> (mu, logvar), each ``[B, latent]`` float32."""
+        if self._encoder is None:
+            raise KickspaceError(f"{self.folder}: this model was exported without an encoder graph")
+        audio = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
+        if audio.shape[1] != self.metadata.n_samples:
+            raise KickspaceError(f"audio has {audio.shape[1]} samples, the model wants {self.metadata.n_samples} "
+                                 f"at {self.metadata.sample_rate} Hz")
+        mu, logvar = self._encoder.run(["mu", "logvar"], {"audio": audio, **self._label_feed(label, audio.shape[0])})
+        return mu, logvar
