@@ -1,0 +1,171 @@
+"""Build a corpus of bad, odd and good audio files for the robustness tests (numpy + soundfile only).
+
+:func:`build_corpus` writes, into one flat folder, every bad kind the ingestion must survive (each mapped to the
+reason code it must be skipped with), odd-but-fine files that must be kept (96 kHz, 6 channels, 8-bit, float64,
+unicode and spaces in the name, FLAC/AIFF/OGG/MP3) and non-audio files that must be ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from tests.signals import simple_kick
+
+
+@dataclass
+class BadCorpus:
+    """What was written: bad file name -> expected reason, good file names, ignored file names."""
+
+    root: Path
+    bad: dict[str, str] = field(default_factory=dict)
+    good: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def kick(sample_rate: int = 44100, *, seconds: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A test kick ``[N]`` float32."""
+    return simple_kick(sample_rate=sample_rate, seconds=seconds, seed=seed)
+
+
+def four_kicks(sample_rate: int = 44100, *, spacing_s: float = 0.15) -> np.ndarray:
+    """Four kicks ``spacing_s`` apart in one file (their tails overlap). ``[N]`` float32."""
+    hit = kick(sample_rate, seconds=0.6)
+    out = np.zeros(int(sample_rate * (3 * spacing_s + 0.6)) + 1, np.float32)
+    for i in range(4):
+        start = int(round(i * spacing_s * sample_rate))
+        out[start:start + hit.size] += hit
+    return (0.9 * out / np.abs(out).max()).astype(np.float32)
+
+
+def drum_loop(sample_rate: int = 44100, *, bpm: float = 120.0, bars: int = 1) -> np.ndarray:
+    """A kick / hat / snare / hat eighth-note loop. ``[N]`` float32."""
+    step = 60.0 / bpm / 2
+    rng = np.random.default_rng(1)
+    t = np.arange(int(0.2 * sample_rate)) / sample_rate
+    snare = 0.6 * rng.standard_normal(t.size) * np.exp(-t / 0.05) + 0.5 * np.sin(2 * np.pi * 190 * t) * np.exp(-t / 0.06)
+    hat = 0.3 * rng.standard_normal(t.size) * np.exp(-t / 0.01)
+    sounds = (kick(sample_rate, seconds=0.4), hat, snare, hat)
+    out = np.zeros(int(sample_rate * step * 8 * bars) + sample_rate // 2, np.float32)
+    for i in range(8 * bars):
+        start = int(round(i * step * sample_rate))
+        sound = sounds[i % 4]
+        out[start:start + sound.size] += sound
+    return (0.9 * out / np.abs(out).max()).astype(np.float32)
+
+
+def square_wave(sample_rate: int = 44100, *, hz: float = 60.0, seconds: float = 0.5) -> np.ndarray:
+    """A clipped-to-square sine at 0.99 of full scale. ``[N]`` float32."""
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    return (0.99 * np.sign(np.sin(2 * np.pi * hz * t + 0.1))).astype(np.float32)
+
+
+def write(path: Path, audio: np.ndarray, sample_rate: int = 44100, **kwargs) -> Path:
+    """Write ``[N]`` or ``[N, C]`` with soundfile (format from the extension unless given)."""
+    soundfile.write(str(path), audio, sample_rate, **kwargs)
+    return path
+
+
+def build_corpus(root: Path, *, unreadable: bool = True) -> BadCorpus:
+    """Write the corpus into ``root`` (created). ``unreadable`` adds a chmod-000 file (it is only unreadable to a
+    process without CAP_DAC_OVERRIDE: a normal user, or root with that capability dropped)."""
+    root.mkdir(parents=True, exist_ok=True)
+    corpus = BadCorpus(root=root)
+    _write_bad(corpus, unreadable=unreadable)
+    _write_good(corpus)
+    _write_ignored(corpus)
+    return corpus
+
+
+def _write_bad(corpus: BadCorpus, *, unreadable: bool) -> None:
+    root, bad = corpus.root, corpus.bad
+    whole = write(root / "_whole.tmp.wav", kick(), subtype="PCM_16")
+    (root / "truncated header.wav").write_bytes(whole.read_bytes()[:30])
+    bad["truncated header.wav"] = "corrupt"
+    (root / "riff garbage.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    bad["riff garbage.wav"] = "corrupt"
+    whole.unlink()
+    (root / "zero bytes.wav").write_bytes(b"")
+    bad["zero bytes.wav"] = "empty"
+    (root / "readme named like audio.wav").write_text("These are my kicks, enjoy!\n" * 20, encoding="utf-8")
+    bad["readme named like audio.wav"] = "not-audio"
+    with_nan = kick()
+    with_nan[100:110] = np.nan
+    write(root / "nan samples.wav", with_nan, subtype="FLOAT")
+    bad["nan samples.wav"] = "non-finite"
+    with_inf = kick()
+    with_inf[5] = np.inf
+    write(root / "inf samples.wav", with_inf, subtype="DOUBLE")
+    bad["inf samples.wav"] = "non-finite"
+    write(root / "one sample.wav", np.array([0.5], np.float32), subtype="PCM_16")
+    bad["one sample.wav"] = "too-short"
+    write(root / "header only.wav", np.zeros(0, np.float32), subtype="PCM_16")
+    bad["header only.wav"] = "too-short"
+    _write_ten_minutes(root / "ten minutes.wav")
+    bad["ten minutes.wav"] = "too-long"
+    write(root / "pure silence.wav", np.zeros(22050, np.float32), subtype="PCM_16")
+    bad["pure silence.wav"] = "silent"
+    write(root / "dc only.wav", np.full(22050, 0.5, np.float32), subtype="PCM_16")
+    bad["dc only.wav"] = "dc-only"
+    write(root / "square wave.wav", square_wave(), subtype="PCM_16")
+    bad["square wave.wav"] = "clipped"
+    write(root / "four kicks.wav", four_kicks(), subtype="PCM_16")
+    bad["four kicks.wav"] = "multi-hit"
+    write(root / "drum loop.wav", drum_loop(), subtype="PCM_16")
+    bad["drum loop.wav"] = "multi-hit"
+    (root / "x.wav").mkdir()
+    bad["x.wav"] = "not-a-file"
+    os.symlink(root / "gone" / "deleted kick.wav", root / "broken link.wav")
+    bad["broken link.wav"] = "broken-link"
+    os.mkfifo(root / "named pipe.wav")
+    bad["named pipe.wav"] = "not-a-file"
+    if unreadable:
+        locked = write(root / "unreadable.wav", kick(seed=7), subtype="PCM_16")
+        locked.chmod(0)
+        bad["unreadable.wav"] = "unreadable"
+
+
+def _write_ten_minutes(path: Path, sample_rate: int = 8000) -> None:
+    """10 minutes of quiet noise (8 kHz 16-bit, ~9.6 MB), written in blocks."""
+    rng = np.random.default_rng(0)
+    with soundfile.SoundFile(str(path), "w", sample_rate, 1, subtype="PCM_16") as handle:
+        for _ in range(10):
+            handle.write((0.1 * rng.standard_normal(60 * sample_rate)).astype(np.float32))
+
+
+def _write_good(corpus: BadCorpus) -> None:
+    root, good = corpus.root, corpus.good
+    files = {
+        "kick 44k.wav": (kick(), 44100, {"subtype": "PCM_16"}),
+        "kick 96k.wav": (kick(96000), 96000, {"subtype": "PCM_24"}),
+        "kick 22k.wav": (kick(22050), 22050, {"subtype": "PCM_16"}),
+        "kick six channels.wav": (np.stack([kick(seed=s) for s in range(6)], axis=1), 44100, {"subtype": "PCM_16"}),
+        "kick 8-bit.wav": (kick(), 44100, {"subtype": "PCM_U8"}),
+        "kick 32-bit int.wav": (kick(), 44100, {"subtype": "PCM_32"}),
+        "kick float32 stereo.wav": (np.stack([kick(), 0.5 * kick()], axis=1), 48000, {"subtype": "FLOAT"}),
+        "kick float64.wav": (kick(), 44100, {"subtype": "DOUBLE"}),
+        "kick ünïcødé – 🥁 #1.wav": (kick(seed=3), 44100, {"subtype": "PCM_16"}),
+        "kick 24-bit.flac": (kick(seed=4), 44100, {"subtype": "PCM_24"}),
+        "kick.aiff": (kick(seed=5), 44100, {"subtype": "PCM_16"}),
+        "kick.ogg": (kick(seed=6), 44100, {"subtype": "VORBIS"}),
+        "kick long tail.wav": (simple_kick(seconds=3.0, decay_s=1.2), 44100, {"subtype": "PCM_16"}),
+        "kick driven hard.wav": (np.tanh(5 * kick()).astype(np.float32), 44100, {"subtype": "PCM_16"}),
+        "kick quiet.wav": (0.01 * kick(), 44100, {"subtype": "PCM_16"}),
+    }
+    for name, (audio, rate, kwargs) in files.items():
+        write(root / name, audio, rate, **kwargs)
+        good.append(name)
+    if "MP3" in soundfile.available_formats():
+        write(root / "kick.mp3", kick(), 44100, format="MP3", subtype="MPEG_LAYER_III")
+        good.append("kick.mp3")
+
+
+def _write_ignored(corpus: BadCorpus) -> None:
+    for name, content in (("notes.txt", b"kicks from my MPC\n"), (".DS_Store", b"\x00\x00\x00\x01Bud1"),
+                          ("._kick 44k.wav", b"\x00\x05\x16\x07AppleDouble"), ("MANIFEST.tsv", b"path\tclass\n")):
+        (corpus.root / name).write_bytes(content)
+        corpus.ignored.append(name)

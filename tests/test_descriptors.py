@@ -1,0 +1,129 @@
+"""Audio descriptors: values on known signals, robustness, and monotonicity in the synth knob each one follows."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from runtime.errors import ConfigError
+from tests.signals import simple_kick
+from trainer import descriptors
+from trainer.data import synth
+
+SR = 44100
+#: descriptor <- the synth knob it must follow (the acceptance criterion of issue 4)
+FOLLOWS = [("sub", "sub_level"), ("punch", "drive"), ("click", "click_level"), ("brightness", "brightness"),
+           ("decay", "decay_s"), ("pitch", "end_hz"), ("length", "decay_s")]
+BASE = synth.KickParams(start_hz=250.0, end_hz=55.0, sweep_s=0.015, decay_s=0.12, click_level=0.4, brightness=0.5,
+                        noise_level=0.1, drive=0.3, sub_level=0.3)
+
+
+def _t(seconds: float) -> np.ndarray:
+    return np.arange(int(seconds * SR)) / SR
+
+
+# ------------------------------------------------------------------------------------------ known values
+def test_pitch_of_a_decaying_sine_and_of_a_swept_kick():
+    t = _t(0.8)
+    assert descriptors.describe(np.sin(2 * np.pi * 61.0 * t) * np.exp(-t / 0.2), SR)["pitch"] == pytest.approx(
+        61.0, abs=0.5)
+    assert descriptors.describe(simple_kick(end_hz=48.0), SR)["pitch"] == pytest.approx(48.0, abs=1.5)
+
+
+def test_decay_and_length_of_an_exponential_follow_its_time_constant():
+    tau = 0.05
+    x = np.sin(2 * np.pi * 200.0 * _t(1.0)) * np.exp(-_t(1.0) / tau)
+    values = descriptors.describe(x, SR)
+    assert values["decay"] == pytest.approx(tau * 1.5 * np.log(10), rel=0.06)  # 30 dB = 3.45 time constants
+    assert values["length"] == pytest.approx(tau * 3.0 * np.log(10), rel=0.06)  # 60 dB = 6.9 time constants
+
+
+def test_punch_is_higher_for_a_held_body_than_for_a_plain_decay():
+    t = _t(1.0)
+    sine = np.sin(2 * np.pi * 60.0 * t)
+    plain = descriptors.describe(sine * np.exp(-t / 0.1), SR)["punch"]
+    held = descriptors.describe(sine * np.minimum(1.0, np.exp(-(t - 0.15) / 0.1)), SR)["punch"]
+    assert plain == pytest.approx(3.0 / 20.0, abs=0.05)  # any exponential: 3 dB / 20 dB of the same slope
+    assert held == pytest.approx((0.15 + 0.1 * np.log(10 ** 0.15)) / (0.15 + 0.1 * np.log(10)), abs=0.05)
+    assert held > 2.5 * plain
+
+
+def test_brightness_is_the_centroid_above_500_hz_and_ignores_the_fundamental():
+    t = _t(0.5)
+    tone = np.sin(2 * np.pi * 2000.0 * t)
+    assert descriptors.describe(tone, SR)["brightness"] == pytest.approx(2000.0, rel=0.01)
+    with_body = tone * 0.01 + np.sin(2 * np.pi * 50.0 * t)
+    assert descriptors.describe(with_body, SR)["brightness"] == pytest.approx(2000.0, rel=0.05)
+
+
+def test_click_and_sub_levels_in_db():
+    t = _t(1.0)
+    body = np.sin(2 * np.pi * 60.0 * t) * np.exp(-t / 0.3)
+    sub = np.sin(2 * np.pi * 30.0 * t) * np.exp(-t / 0.3)
+    assert descriptors.describe(body + 0.5 * sub, SR)["sub"] == pytest.approx(10 * np.log10(0.25 / 1.25), abs=0.5)
+    assert descriptors.describe(body, SR)["sub"] < -15.0  # only the decaying body's own spectral skirt
+    hiss = np.random.default_rng(0).standard_normal(t.size)
+    assert descriptors.describe(hiss, SR)["click"] == pytest.approx(10 * np.log10(17050 / 22050), abs=1.0)
+    assert descriptors.describe(body, SR)["click"] < -60.0
+
+
+# -------------------------------------------------------------------------------------------- robustness
+@pytest.mark.parametrize("audio", [np.zeros(0), np.zeros(1), np.ones(1), np.zeros(SR), np.full(64, np.nan),
+                                   np.zeros((2, 100))], ids=["empty", "1-zero", "1-one", "silence", "nan", "stereo0"])
+def test_silence_and_tiny_input_give_the_documented_finite_values(audio):
+    assert descriptors.describe(audio, SR) == descriptors.SILENT
+
+
+def test_short_noisy_input_is_finite():
+    values = descriptors.describe(np.random.default_rng(1).standard_normal(300), SR)
+    assert list(values) == list(descriptors.DESCRIPTORS)
+    assert all(np.isfinite(v) for v in values.values())
+
+
+def test_level_and_stereo_do_not_change_descriptors_and_batch_matches_single():
+    kick = synth.render_kick(BASE, seconds=0.5)
+    single = descriptors.describe(kick, SR)
+    for other in (descriptors.describe(0.1 * kick, SR), descriptors.describe(np.stack([kick, kick]), SR)):
+        assert other == pytest.approx(single, rel=1e-4, abs=1e-4)
+    batch = descriptors.describe_batch(np.stack([kick, np.zeros_like(kick)]), SR)
+    assert batch.shape == (2, len(descriptors.DESCRIPTORS))
+    np.testing.assert_allclose(batch[0], [single[name] for name in descriptors.DESCRIPTORS])
+    np.testing.assert_allclose(batch[1], [descriptors.SILENT[name] for name in descriptors.DESCRIPTORS])
+
+
+def test_wrong_shape_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"audio: must be \[samples\] or \[channels, samples\]"):
+        descriptors.describe(np.zeros((2, 2, 10)), SR)
+
+
+# ------------------------------------------------------------------------------- following the synth knobs
+def _sweep_values(knob: str, descriptor: str) -> np.ndarray:
+    low, high = synth.KickParams.PARAM_RANGES[knob]
+    if descriptor == "length":
+        high = 0.12  # beyond ~0.13 s a kick's -60 dB point lies past the 1 s render
+    return np.geomspace(low, high, 8) if knob in synth.KickParams.LOG_FIELDS else np.linspace(low, high, 8)
+
+
+@pytest.mark.parametrize(("descriptor", "knob"), FOLLOWS, ids=[f"{k}->{d}" for d, k in FOLLOWS])
+def test_each_knob_moves_its_descriptor_monotonically(descriptor, knob):
+    values = _sweep_values(knob, descriptor)
+    measured = [descriptors.describe(synth.render_kick(dataclasses.replace(BASE, **{knob: float(v)})), SR)[descriptor]
+                for v in values]
+    rho = spearmanr(values, measured)[0]
+    assert rho >= 0.95, f"{knob} -> {descriptor}: rho {rho:.3f}, values {np.round(measured, 3)}"
+
+
+@pytest.fixture(scope="module")
+def random_corpus() -> tuple[list[synth.KickParams], np.ndarray]:
+    params = synth.sample_params(200, seed=11)
+    return params, descriptors.describe_batch(np.stack([synth.render_kick(p) for p in params]), SR)
+
+
+@pytest.mark.parametrize(("descriptor", "knob"), FOLLOWS, ids=[f"{k}->{d}" for d, k in FOLLOWS])
+def test_each_descriptor_follows_its_knob_on_random_kicks(random_corpus, descriptor, knob):
+    params, table = random_corpus
+    rho = spearmanr([getattr(p, knob) for p in params], table[:, descriptors.DESCRIPTORS.index(descriptor)])[0]
+    assert rho >= 0.9, f"{knob} -> {descriptor}: Spearman rho {rho:.3f} on 200 random kicks"

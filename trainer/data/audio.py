@@ -1,0 +1,490 @@
+"""Load one audio file and turn it into one clean, fixed-length one-shot at the spec's rate.
+
+The pipeline (:func:`prepare`), in order:
+
+1. rejections on the decoded samples: non-finite values, too short, silent, DC only, clipping only;
+2. resample to ``spec.sample_rate`` (soxr, high quality) and mix to ``spec.channels`` (mean of all channels for
+   mono; a mono file is duplicated for a stereo spec, a file with more than two channels is downmixed to mono and
+   duplicated);
+3. multi-hit rejection (two or more separate attacks: loops, fills, several hits in one file);
+4. onset alignment: the first sample within ``onset_db`` of the file's peak lands ``preroll_ms`` after the start
+   (leading silence trimmed, or a few zeros added when the attack starts at sample 0);
+5. crop or zero-pad to ``spec.n_samples`` and a half-cosine fade-out over the last ``fade_ms``;
+6. loudness: BS.1770 integrated loudness (pyloudnorm) to ``target_lufs`` with the gain limited so the peak stays
+   at or below ``peak_dbfs``; or the peak to ``peak_dbfs``; or nothing (only attenuated when over full scale).
+
+Every file that cannot become a usable one-shot raises :class:`SkipFile` with a short reason code and a one-line
+detail; callers (``trainer.data.ingest``) record it and go on with the next file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ConfigError, KickspaceError
+from trainer.spec import SpectrogramSpec
+
+#: Extensions ingestion treats as audio (anything else in a data folder is ignored, not reported as bad).
+AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".mp3"})
+
+#: Bump when the preprocessing algorithm changes in a way that changes its output (invalidates feature caches).
+PREPROCESS_VERSION = 1
+
+#: Every reason code :class:`SkipFile` may carry, with what it means.
+REASONS: dict[str, str] = {
+    "missing": "listed (NSynth examples.json) or given but not on disk",
+    "broken-link": "a symbolic link whose target does not exist",
+    "not-a-file": "a folder or special file with an audio extension",
+    "empty": "0 bytes",
+    "unreadable": "no permission to read, or the read failed",
+    "not-audio": "not a format libsndfile knows (e.g. a text file named .wav)",
+    "corrupt": "looks like an audio format but cannot be decoded (truncated or damaged header)",
+    "too-long": "longer than max_seconds: not a one-shot (checked from the header, before decoding)",
+    "too-short": "shorter than min_seconds",
+    "non-finite": "NaN or infinite samples",
+    "silent": "peak below silence_dbfs",
+    "dc-only": "a constant offset with nothing moving on top of it",
+    "clipped": "most of the sound sits flat at its peak (clipping or a square wave only)",
+    "multi-hit": "several separate attacks: a loop, a fill or several hits in one file",
+}
+
+_MAGIC = ((b"RIFF", "WAV"), (b"RIFX", "WAV"), (b"RF64", "RF64"), (b"BW64", "BW64"), (b"FORM", "AIFF"),
+          (b"fLaC", "FLAC"), (b"OggS", "OGG"), (b"ID3", "MP3"), (b"caff", "CAF"), (b".snd", "AU"))
+_HIT_GATE_DB = 30.0  # a later attack counts as a hit only when its frame is within this of the loudest frame
+_FLUX_FLOOR_DB = 50.0  # band levels this far below the loudest band-frame are floored (ignores faint clicks)
+_RISE_S = 0.02  # an attack is a rise measured against the band's minimum over the previous 20 ms
+
+
+class SkipFile(KickspaceError):
+    """A file that cannot become a one-shot. ``reason`` is a short code (see :data:`REASONS`), ``detail`` a line."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}")
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+# ============================================================================================== configuration
+@dataclass(frozen=True)
+class Preprocess:
+    """How one file becomes one training example (everything except the spectrogram spec).
+
+    Parameters
+    ----------
+    loudness : {"lufs", "peak", "none"}
+        BS.1770 integrated loudness to ``target_lufs``, peak to ``peak_dbfs``, or no gain (only attenuation of a
+        file that peaks above full scale).
+    target_lufs : float
+        Loudness target in LUFS; the gain is limited so the peak never exceeds ``peak_dbfs``.
+    peak_dbfs : float
+        Peak target (``loudness="peak"``) and peak ceiling (``loudness="lufs"``) in dBFS, <= 0.
+    fade_ms : float
+        Half-cosine fade-out at the end of the cropped example.
+    onset_db : float
+        Onset threshold relative to the file's peak (dB, negative): the first sample this loud is the onset.
+    preroll_ms : float
+        Time kept (or zero-padded) before the onset so the attack is never cut.
+    min_seconds, max_seconds : float
+        Files shorter or longer are skipped (the length check for ``max_seconds`` reads only the header).
+    silence_dbfs : float
+        Files whose peak is below this are skipped as silent.
+    clip_fraction : float
+        A file is "clipped" when more than this fraction of its loud samples (within 20 dB of the peak) sit
+        within 0.05 dB of the peak: flat-topped clipping or a square wave, not a drum.
+    multi_hit_ratio : float or None
+        A later attack whose spectral rise is at least this fraction of the main attack's (and whose frame is
+        within 30 dB of the loudest frame) is a second hit and the file is skipped; None disables the check.
+    hit_gap_ms : float
+        Attacks closer together than this count as one (claps and flams are one hit).
+    """
+
+    loudness: str = "lufs"
+    target_lufs: float = -20.0
+    peak_dbfs: float = -1.0
+    fade_ms: float = 10.0
+    onset_db: float = -30.0
+    preroll_ms: float = 1.0
+    min_seconds: float = 0.01
+    max_seconds: float = 10.0
+    silence_dbfs: float = -60.0
+    clip_fraction: float = 0.7
+    multi_hit_ratio: float | None = 0.4
+    hit_gap_ms: float = 80.0
+
+    def __post_init__(self) -> None:
+        need = _field_checker("preprocess")
+        need(self.loudness in ("lufs", "peak", "none"), "loudness",
+             f"must be 'lufs', 'peak' or 'none', got {self.loudness!r}")
+        for name in ("target_lufs", "peak_dbfs", "fade_ms", "onset_db", "preroll_ms", "min_seconds", "max_seconds",
+                     "silence_dbfs", "clip_fraction", "hit_gap_ms"):
+            value = getattr(self, name)
+            need(_is_number(value), name, f"must be a finite number, got {value!r}")
+        need(-70.0 <= self.target_lufs <= 0.0, "target_lufs", f"must be in [-70, 0] LUFS, got {self.target_lufs}")
+        need(-60.0 <= self.peak_dbfs <= 0.0, "peak_dbfs", f"must be in [-60, 0] dBFS, got {self.peak_dbfs}")
+        need(self.fade_ms >= 0.0, "fade_ms", f"must be >= 0 ms, got {self.fade_ms}")
+        need(-120.0 < self.onset_db < 0.0, "onset_db", f"must be in (-120, 0) dB below the peak, got {self.onset_db}")
+        need(self.preroll_ms >= 0.0, "preroll_ms", f"must be >= 0 ms, got {self.preroll_ms}")
+        need(self.min_seconds >= 0.0, "min_seconds", f"must be >= 0 s, got {self.min_seconds}")
+        need(self.max_seconds > self.min_seconds, "max_seconds",
+             f"must be longer than min_seconds ({self.min_seconds} s), got {self.max_seconds}")
+        need(-140.0 < self.silence_dbfs < 0.0, "silence_dbfs", f"must be in (-140, 0) dBFS, got {self.silence_dbfs}")
+        need(0.0 < self.clip_fraction <= 1.0, "clip_fraction", f"must be in (0, 1], got {self.clip_fraction}")
+        need(self.multi_hit_ratio is None or (_is_number(self.multi_hit_ratio) and 0.0 < self.multi_hit_ratio <= 1.0),
+             "multi_hit_ratio", f"must be in (0, 1] or null (no check), got {self.multi_hit_ratio!r}")
+        need(self.hit_gap_ms > 0.0, "hit_gap_ms", f"must be > 0 ms, got {self.hit_gap_ms}")
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form (for configs and run records)."""
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Short stable hash of every field and of :data:`PREPROCESS_VERSION` (used to key feature caches)."""
+        blob = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True).encode()
+        return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field_checker(prefix: str):
+    def need(ok: bool, name: str, problem: str) -> None:
+        if not ok:
+            raise ConfigError(f"{prefix}.{name}", problem)
+    return need
+
+
+# ==================================================================================================== reading
+def check_path(path: Path | str) -> None:
+    """Raise :class:`SkipFile` unless ``path`` is a non-empty regular file this process can read.
+
+    Cheap (stat and a 1-byte read); never decodes. Order: broken link, missing, not a file, empty, unreadable.
+    """
+    path = os.fspath(path)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise SkipFile("broken-link", f"symbolic link to {os.readlink(path)!r}, which does not exist")
+    if not os.path.exists(path):
+        raise SkipFile("missing", "no such file")
+    if os.path.isdir(path):
+        raise SkipFile("not-a-file", "a folder named like an audio file")
+    if not os.path.isfile(path):
+        raise SkipFile("not-a-file", "a special file (pipe, socket or device), not an audio file")
+    if os.path.getsize(path) == 0:
+        raise SkipFile("empty", "the file is 0 bytes long")
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as err:
+        raise SkipFile("unreadable", f"cannot read it ({err.strerror or err}); check its permissions") from None
+
+
+def _undecodable(path: str, err: Exception) -> SkipFile:
+    """Tell a damaged audio file (known magic bytes) from a file that is not audio at all."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        head = b""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    message = re.sub(r"^Error opening .*?: (?=\S)", "", message)  # libsndfile repeats the path; the log has it
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return SkipFile("corrupt", f"a damaged or truncated {name} file (libsndfile: {message})")
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return SkipFile("corrupt", f"a damaged or truncated MP3 file (libsndfile: {message})")
+    return SkipFile("not-audio", f"not an audio file libsndfile can read (starts with {head[:8]!r})")
+
+
+def audio_duration(path: Path | str) -> float:
+    """Duration in seconds read from the file's header only (no decoding). Raises :class:`SkipFile`."""
+    import soundfile
+
+    path = os.fspath(path)
+    try:
+        info = soundfile.info(path)
+    except Exception as err:  # libsndfile raises LibsndfileError/RuntimeError/TypeError for odd input
+        raise _undecodable(path, err) from None
+    if info.samplerate <= 0:
+        raise SkipFile("corrupt", f"the header gives an invalid sample rate ({info.samplerate})")
+    return info.frames / info.samplerate
+
+
+def read_audio(path: Path | str) -> tuple[np.ndarray, int]:
+    """Decode a whole audio file (any format and bit depth libsndfile reads).
+
+    Returns
+    -------
+    audio : np.ndarray [C, N] float32
+        Samples as decoded (integer formats scaled to [-1, 1); float files as stored).
+    sample_rate : int
+    """
+    import soundfile
+
+    check_path(path)
+    path = os.fspath(path)
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as err:
+        raise _undecodable(path, err) from None
+    if rate <= 0:
+        raise SkipFile("corrupt", f"the header gives an invalid sample rate ({rate})")
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+def load_one_shot(path: Path | str, *, spec: SpectrogramSpec, preprocess: Preprocess) -> np.ndarray:
+    """Read, check and prepare one file (see :func:`prepare`).
+
+    Files longer than ``preprocess.max_seconds`` are skipped from their header, before any decoding.
+
+    Returns
+    -------
+    np.ndarray [spec.channels, spec.n_samples] float32
+    """
+    check_path(path)
+    reject_too_long(path, preprocess=preprocess)
+    audio, rate = read_audio(path)
+    return prepare(audio, rate, spec=spec, preprocess=preprocess)
+
+
+def reject_too_long(path: Path | str, *, preprocess: Preprocess) -> None:
+    """Raise :class:`SkipFile` ("too-long") from the header alone, or "corrupt"/"not-audio" if it has none."""
+    seconds = audio_duration(path)
+    if seconds > preprocess.max_seconds:
+        raise SkipFile("too-long", f"{_format_seconds(seconds)} long: not a one-shot "
+                                   f"(limit {preprocess.max_seconds:g} s, preprocess.max_seconds)")
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.3g} s"
+
+
+# ================================================================================================== preparing
+def prepare(audio: np.ndarray, sample_rate: int, *, spec: SpectrogramSpec, preprocess: Preprocess) -> np.ndarray:
+    """Turn decoded samples into one clean example (module docstring: the steps and their order).
+
+    Parameters
+    ----------
+    audio : np.ndarray [C, N] or [N]
+        Decoded samples at ``sample_rate``.
+    sample_rate : int
+        Rate of ``audio`` in Hz.
+
+    Returns
+    -------
+    np.ndarray [spec.channels, spec.n_samples] float32
+        Finite, peak <= 1 (<= ``peak_dbfs`` unless ``loudness == "none"``).
+
+    Raises
+    ------
+    SkipFile
+        With reason ``non-finite``, ``too-short``, ``too-long``, ``silent``, ``dc-only``, ``clipped`` or
+        ``multi-hit``.
+    """
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.ndim != 2 or audio.shape[0] == 0:
+        raise ConfigError("audio", f"expected [channels, samples], got shape {audio.shape}")
+    audio = audio.astype(np.float32, copy=False)
+    reject_unusable(audio, sample_rate, preprocess=preprocess)
+    audio = mix_channels(resample(audio, sample_rate, spec.sample_rate), channels=spec.channels)
+    if preprocess.multi_hit_ratio is not None:
+        reject_multi_hit(audio, spec.sample_rate, preprocess=preprocess)
+    audio = align_onset(audio, spec.sample_rate, preprocess=preprocess)
+    audio = fit_length(audio, spec.n_samples, fade=int(round(preprocess.fade_ms * spec.sample_rate / 1000)))
+    audio = normalise(audio, spec.sample_rate, preprocess=preprocess)
+    if not np.all(np.isfinite(audio)):  # cannot happen after the checks above; a guard for the training data
+        raise SkipFile("non-finite", "processing produced non-finite samples")
+    return audio
+
+
+def reject_unusable(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) -> None:
+    """Raise :class:`SkipFile` for non-finite, too short/long, silent, DC-only or clipping-only audio ``[C, N]``."""
+    if not np.all(np.isfinite(audio)):
+        bad = int(np.size(audio) - np.count_nonzero(np.isfinite(audio)))
+        raise SkipFile("non-finite", f"{bad} NaN or infinite sample{'' if bad == 1 else 's'}: the file is damaged")
+    seconds = audio.shape[-1] / sample_rate
+    if seconds < preprocess.min_seconds:
+        count = audio.shape[-1]
+        raise SkipFile("too-short", f"{count} sample{'' if count == 1 else 's'} ({seconds * 1000:.2g} ms): "
+                                    f"shorter than {preprocess.min_seconds * 1000:g} ms (preprocess.min_seconds)")
+    if seconds > preprocess.max_seconds:
+        raise SkipFile("too-long", f"{_format_seconds(seconds)} long: not a one-shot "
+                                   f"(limit {preprocess.max_seconds:g} s, preprocess.max_seconds)")
+    peak = float(np.max(np.abs(audio)))
+    peak_db = _db(peak)
+    if peak == 0.0:
+        raise SkipFile("silent", "every sample is zero")
+    if peak_db < preprocess.silence_dbfs:
+        raise SkipFile("silent", f"peak {peak_db:.0f} dBFS is below {preprocess.silence_dbfs:g} dBFS "
+                                 "(preprocess.silence_dbfs)")
+    moving = float(np.max(np.abs(audio - np.mean(audio, axis=-1, keepdims=True))))
+    if _db(moving) < preprocess.silence_dbfs or moving < 1e-3 * peak:
+        raise SkipFile("dc-only", f"a constant offset of {peak:.3g} with nothing moving on top of it")
+    fraction = clipped_fraction(audio)
+    if fraction > preprocess.clip_fraction:
+        raise SkipFile("clipped", f"{fraction:.0%} of the loud samples sit flat at the peak: clipping or a "
+                                  f"square wave, not a drum (limit {preprocess.clip_fraction:.0%}, "
+                                  "preprocess.clip_fraction)")
+
+
+def clipped_fraction(audio: np.ndarray) -> float:
+    """Fraction of the loud samples (within 20 dB of the peak) that sit within 0.05 dB of the peak. ``[C, N]``."""
+    level = np.abs(audio)
+    peak = float(level.max())
+    if peak <= 0:
+        return 0.0
+    loud = np.count_nonzero(level >= 0.1 * peak)
+    flat = np.count_nonzero(level >= peak * 10 ** (-0.05 / 20))
+    return flat / max(loud, 1)
+
+
+def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Resample ``[C, N]`` float32 from ``rate`` to ``target_rate`` with soxr (high quality). Returns ``[C, M]``."""
+    if rate == target_rate:
+        return audio
+    import soxr
+
+    out = soxr.resample(np.ascontiguousarray(audio.T), rate, target_rate, quality="HQ")
+    return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, audio.shape[0]).T)
+
+
+def mix_channels(audio: np.ndarray, *, channels: int) -> np.ndarray:
+    """Mix ``[C, N]`` to ``[channels, N]``: mean for mono; mono duplicated or >2 channels downmixed for stereo."""
+    have = audio.shape[0]
+    if have == channels:
+        return audio
+    mono = audio.mean(axis=0, keepdims=True, dtype=np.float32)
+    if channels == 1:
+        return mono
+    if have == 2:
+        return audio[:channels]
+    return np.repeat(mono, channels, axis=0)
+
+
+def hit_times(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) -> list[float]:
+    """Times in seconds of the separate attacks in ``[C, N]`` (one for a one-shot).
+
+    Spectral rise: per mel band, the level (dB, floored 50 dB below the loudest band) minus its minimum over the
+    previous 20 ms, averaged over bands. The analysed copy is faded out over its last 10 ms, so a file that ends
+    abruptly (a truncated tail) does not splatter into a fake attack. Peaks at least ``multi_hit_ratio`` of the largest, ``hit_gap_ms`` apart, in frames within 30 dB of the
+    loudest frame, are attacks. A decaying tail only falls, so a single hit with a long tail gives one attack.
+    """
+    import librosa
+
+    ratio = preprocess.multi_hit_ratio if preprocess.multi_hit_ratio is not None else 1.0
+    hop = max(1, int(round(sample_rate * 0.005)))
+    n_fft = 1 << int(math.ceil(math.log2(4 * hop)))
+    mono = audio.mean(axis=0)
+    mono = fit_length(mono[None], max(mono.size, n_fft), fade=min(mono.size, int(sample_rate * 0.01)))[0]
+    spectrum = np.abs(librosa.stft(mono, n_fft=n_fft, hop_length=hop, center=True, pad_mode="constant")) ** 2
+    power = _hit_bands(sample_rate, n_fft) @ spectrum
+    db = 10 * np.log10(np.maximum(power, 1e-20))
+    db = np.maximum(db, db.max() - _FLUX_FLOOR_DB)
+    lag = max(1, int(round(_RISE_S * sample_rate / hop)))
+    padded = np.concatenate([np.full((db.shape[0], lag), db.min()), db], axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded[:, :-1], lag, axis=1)  # [bands, T, lag]
+    rise = np.maximum(db - windows.min(axis=-1), 0.0).mean(axis=0)
+    frame_db = 10 * np.log10(np.maximum(power.sum(axis=0), 1e-20))
+    gate = frame_db >= frame_db.max() - _HIT_GATE_DB
+    threshold = ratio * rise.max()
+    gap = max(1, int(round(preprocess.hit_gap_ms / 1000 * sample_rate / hop)))
+    hits: list[int] = []
+    for t in np.argsort(-rise, kind="stable"):
+        if rise[t] < threshold:
+            break
+        if gate[t] and all(abs(int(t) - h) >= gap for h in hits):
+            hits.append(int(t))
+    return sorted(h * hop / sample_rate for h in hits)
+
+
+@lru_cache(maxsize=8)
+def _hit_bands(sample_rate: int, n_fft: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=40).astype(np.float32)
+
+
+def reject_multi_hit(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) -> None:
+    """Raise :class:`SkipFile` ("multi-hit") when ``[C, N]`` holds two or more separate attacks."""
+    times = hit_times(audio, sample_rate, preprocess=preprocess)
+    if len(times) > 1:
+        shown = ", ".join(f"{t:.2f}" for t in times[:6]) + (", ..." if len(times) > 6 else "")
+        raise SkipFile("multi-hit", f"{len(times)} separate hits (at {shown} s): a loop or several hits in one "
+                                    "file; cut it into one-shots")
+
+
+def align_onset(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) -> np.ndarray:
+    """Put the onset (first sample within ``onset_db`` of the peak) ``preroll_ms`` after the start. ``[C, N]``."""
+    level = np.abs(audio).max(axis=0)
+    onset = int(np.argmax(level >= level.max() * 10 ** (preprocess.onset_db / 20)))
+    start = onset - int(round(preprocess.preroll_ms * sample_rate / 1000))
+    if start >= 0:
+        return audio[:, start:]
+    return np.concatenate([np.zeros((audio.shape[0], -start), np.float32), audio], axis=1)
+
+
+def fit_length(audio: np.ndarray, n_samples: int, *, fade: int) -> np.ndarray:
+    """Crop or zero-pad ``[C, N]`` to ``[C, n_samples]`` and fade the last ``fade`` samples out (half cosine)."""
+    out = np.zeros((audio.shape[0], n_samples), np.float32)
+    keep = min(n_samples, audio.shape[1])
+    out[:, :keep] = audio[:, :keep]
+    fade = min(fade, n_samples)
+    if fade > 0:
+        out[:, n_samples - fade:] *= (0.5 + 0.5 * np.cos(np.pi * (np.arange(1, fade + 1) / fade))).astype(np.float32)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _meter(rate: int, block_size: float):
+    import pyloudnorm
+
+    return pyloudnorm.Meter(rate, block_size=block_size)
+
+
+def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
+    """BS.1770 integrated loudness (LUFS) of ``[C, N]`` with C <= 2; -inf when everything is gated out.
+
+    The 400 ms gating block is shortened to the signal's length for examples shorter than 0.4 s.
+    """
+    block = min(0.4, audio.shape[1] / sample_rate)
+    data = audio[0] if audio.shape[0] == 1 else audio.T
+    return float(_meter(sample_rate, block).integrated_loudness(data.astype(np.float64)))
+
+
+def normalise(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) -> np.ndarray:
+    """Apply the loudness rule to ``[C, N]`` (LUFS gain is limited so the peak stays <= ``peak_dbfs``)."""
+    peak = float(np.max(np.abs(audio)))
+    if peak <= 0.0:
+        raise SkipFile("silent", "nothing left after onset alignment and cropping")
+    ceiling = 10 ** (preprocess.peak_dbfs / 20)
+    if preprocess.loudness == "none":
+        gain = min(1.0, 1.0 / peak)
+    elif preprocess.loudness == "peak":
+        gain = ceiling / peak
+    else:
+        loudness = integrated_loudness(audio, sample_rate)
+        gain = 10 ** ((preprocess.target_lufs - loudness) / 20) if math.isfinite(loudness) else ceiling / peak
+        gain = min(gain, ceiling / peak)
+    out = (audio * np.float32(gain)).astype(np.float32)
+    limit = 1.0 if preprocess.loudness == "none" else ceiling
+    over = float(np.max(np.abs(out)))
+    if over > limit:  # float32 rounding of the gain
+        out *= np.float32(limit / over * (1 - 1e-7))
+    return out
+
+
+def _db(value: float) -> float:
+    return 20 * math.log10(value) if value > 0 else -math.inf

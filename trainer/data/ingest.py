@@ -1,0 +1,469 @@
+"""Find the one-shots in data folders, featurise them through the cache, and report what was kept and skipped.
+
+Layouts (``layout="auto"`` picks one per root):
+
+``nsynth``
+    ``examples.json`` + ``audio/<note>.wav``: label = ``instrument_family_str``, pitch = ``pitch`` (MIDI), plus
+    ``instrument_family_str`` and ``instrument_source_str`` per item. Files not listed in the JSON are ignored.
+``flat``
+    Audio files directly in the root (``data/kicks/*.wav``); no labels. Forced on a tree, every file is taken,
+    unlabelled.
+``bank``
+    Anything deeper: the label is the name of each file's immediate parent folder (``bank/kick/x.wav`` -> kick,
+    ``drums/<source>/<class>/x.wav`` -> class); files directly in the root are unlabelled.
+
+Files with other extensions and hidden files (``.DS_Store``, macOS ``._x.wav`` forks) are counted as ignored, not
+as bad. Every bad audio file is skipped with a reason code and a one-line log (``skip: <path>: <detail>``); a
+summary table (kept, skipped by reason, per class) is printed at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from runtime.errors import ConfigError, KickspaceError
+from trainer.data.audio import (AUDIO_EXTENSIONS, Preprocess, SkipFile, check_path, load_one_shot,
+                                reject_too_long)
+from trainer.data.cache import FeatureCache, content_key
+from trainer.spec import SpectrogramSpec
+
+LAYOUTS = ("auto", "flat", "bank", "nsynth")
+UNLABELLED = "(unlabelled)"
+
+
+# ================================================================================================ data types
+@dataclass
+class Item:
+    """One candidate file: where it is and what its layout says about it."""
+
+    path: Path
+    label: str | None = None
+    pitch: int = -1
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ClassCount:
+    """Kept and skipped files of one class."""
+
+    kept: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class IngestSummary:
+    """What one ingestion did.
+
+    Attributes
+    ----------
+    kept : int
+    skipped : list of (path, reason code, detail)
+    skipped_labels : list of str or None
+        Class of each skipped file (parallel to ``skipped``).
+    ignored : int
+        Non-audio and hidden files (not reported as bad).
+    per_class : dict label -> ClassCount
+        ``None`` is the key of unlabelled files.
+    layouts : list of (root, layout)
+    elapsed_s : float
+    cache_hits, cache_misses : int
+    """
+
+    kept: int = 0
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped_labels: list[str | None] = field(default_factory=list)
+    ignored: int = 0
+    per_class: dict[str | None, ClassCount] = field(default_factory=dict)
+    layouts: list[tuple[str, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def count(self, label: str | None, *, kept: bool) -> None:
+        """Add one file of class ``label`` to the kept or skipped count."""
+        entry = self.per_class.setdefault(label, ClassCount())
+        if kept:
+            entry.kept += 1
+            self.kept += 1
+        else:
+            entry.skipped += 1
+
+    def by_reason(self) -> dict[str, int]:
+        """Number of skipped files per reason code, most frequent first."""
+        counts: dict[str, int] = {}
+        for _, reason, _ in self.skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def reasons(self) -> dict[str, str]:
+        """Skipped path -> reason code."""
+        return {path: reason for path, reason, _ in self.skipped}
+
+    def render(self):
+        """A rich Table: one row per class and a total row; columns kept, skipped, skipped by reason."""
+        from rich.table import Table
+
+        table = Table(title=f"ingest: {self.kept} kept, {len(self.skipped)} skipped", title_justify="left",
+                      caption=f"{self.ignored} non-audio files ignored", caption_justify="left")
+        table.add_column("class", no_wrap=True)
+        table.add_column("kept", justify="right")
+        table.add_column("skipped", justify="right")
+        table.add_column("skipped by reason")
+        per_reason: dict[str | None, dict[str, int]] = {}
+        for (_, reason, _), label in zip(self.skipped, self.skipped_labels):
+            row = per_reason.setdefault(label, {})
+            row[reason] = row.get(reason, 0) + 1
+        for label in sorted(self.per_class, key=lambda name: (name is None, name or "")):
+            counts = self.per_class[label]
+            table.add_row(label or UNLABELLED, str(counts.kept), str(counts.skipped or ""),
+                          _reason_list(per_reason.get(label, {})))
+        table.add_row("total", str(self.kept), str(len(self.skipped)), _reason_list(self.by_reason()),
+                      style="bold")
+        return table
+
+    def describe(self) -> str:
+        """One line: roots and layouts, time, cache hits."""
+        roots = ", ".join(f"{root} ({layout})" for root, layout in self.layouts)
+        return (f"{roots}: {self.elapsed_s:.1f} s, feature cache {self.cache_hits} hits / "
+                f"{self.cache_misses} misses")
+
+    def write_skipped_csv(self, path: Path | str) -> Path:
+        """Write ``path,reason,detail`` for every skipped file (atomic). Returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["path", "reason", "detail"])
+                writer.writerows(self.skipped)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return path
+
+    def add_skip(self, path: str, label: str | None, skip: SkipFile) -> None:
+        """Record a skipped file of class ``label``."""
+        self.skipped.append((path, skip.reason, skip.detail))
+        self.skipped_labels.append(label)
+        self.count(label, kept=False)
+
+
+@dataclass
+class Corpus:
+    """Featurised one-shots.
+
+    Attributes
+    ----------
+    features : np.ndarray [N, C, M, T] float32
+    audio : np.ndarray [N, C, S] float32
+        Prepared audio (what ``features`` were computed from).
+    paths : list of str
+    labels : list of str or None
+    classes : list of str
+        Sorted unique labels.
+    label_ids : np.ndarray [N] int64
+        Index into ``classes``, -1 when unlabelled.
+    pitch : np.ndarray [N] int64
+        MIDI pitch (NSynth), -1 when unknown.
+    extra : list of dict
+        Per-item metadata (NSynth: ``instrument_family_str``, ``instrument_source_str``; empty otherwise).
+    spec : SpectrogramSpec
+    summary : IngestSummary
+    """
+
+    features: np.ndarray
+    audio: np.ndarray
+    paths: list[str]
+    labels: list[str | None]
+    classes: list[str]
+    label_ids: np.ndarray
+    pitch: np.ndarray
+    extra: list[dict[str, str]]
+    spec: SpectrogramSpec
+    summary: IngestSummary
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+# ================================================================================================== layouts
+def is_audio_name(name: str) -> bool:
+    """True for a visible file name with an audio extension."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, bool]]:
+    """Every visible entry under ``root`` as (path, has audio name); folders named like audio are not entered."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            if is_audio_name(name):
+                yield here / name, True  # a folder named x.wav: a candidate that will be skipped, not a class
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_audio_name(d))
+        for name in sorted(filenames):
+            yield here / name, is_audio_name(name)
+
+
+def detect_layout(root: Path) -> str:
+    """``nsynth`` (examples.json), ``flat`` (audio only directly in the root) or ``bank``."""
+    if (root / "examples.json").is_file():
+        return "nsynth"
+    for path, audio in _walk(root):
+        if audio and path.parent != root:
+            return "bank"
+    return "flat"
+
+
+def scan_root(root: Path, *, layout: str = "auto") -> tuple[str, list[Item], int, list[tuple[Item, SkipFile]]]:
+    """Candidates of one data root.
+
+    Returns
+    -------
+    layout : str
+        The layout used (``auto`` resolved).
+    items : list of Item
+    ignored : int
+        Non-audio and hidden files.
+    missing : list of (Item, SkipFile)
+        NSynth entries whose file is absent.
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError("layout", f"must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if not root.exists():
+        raise KickspaceError(f"data folder {root} does not exist; check the path")
+    if not root.is_dir():
+        raise KickspaceError(f"{root} is a file, not a data folder; give the folder that holds the one-shots")
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout == "nsynth":
+        return (layout, *_scan_nsynth(root))
+    items, ignored = [], 0
+    for path, audio in _walk(root):
+        if not audio:
+            ignored += 1
+            continue
+        label = path.parent.name if layout == "bank" and path.parent != root else None
+        items.append(Item(path=path, label=label))
+    return layout, items, ignored, []
+
+
+def _scan_nsynth(root: Path) -> tuple[list[Item], int, list[tuple[Item, SkipFile]]]:
+    meta_path = root / "examples.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise KickspaceError(f"{meta_path}: cannot read the NSynth metadata ({err}); "
+                             "fix or remove examples.json (without it the folder is read as a bank)") from None
+    if not isinstance(meta, dict):
+        raise KickspaceError(f"{meta_path}: expected an object of note name -> fields, got {type(meta).__name__}")
+    audio_dir = root / "audio"
+    items, missing, listed = [], [], set()
+    for note in sorted(meta):
+        fields = meta[note] if isinstance(meta[note], dict) else {}
+        path = audio_dir / f"{note}.wav"
+        listed.add(path.name)
+        item = Item(path=path, label=_text(fields.get("instrument_family_str")), pitch=_int(fields.get("pitch")),
+                    extra={key: _text(fields.get(key)) or "" for key in ("instrument_family_str",
+                                                                        "instrument_source_str")})
+        if os.path.lexists(path):
+            items.append(item)
+        else:
+            missing.append((item, SkipFile("missing", "listed in examples.json but not in audio/")))
+    ignored = sum(1 for path, _ in _walk(root) if path.name not in listed and path != meta_path)
+    return items, ignored, missing
+
+
+def _reason_list(counts: dict[str, int]) -> str:
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{reason} {n}" for reason, n in ordered)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: object) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
+
+
+# =================================================================================================== ingest
+def featurise(path: Path, *, spec: SpectrogramSpec, preprocess: Preprocess,
+              cache: FeatureCache | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``[C, M, T]`` and prepared audio ``[C, N]`` of one file, through the cache when given.
+
+    Raises :class:`SkipFile` (cached verdicts included). Files that cannot be opened, are not audio or are too
+    long are judged from the file system and the header on every pass (cheap) and never hashed, so a huge file
+    is never read in full.
+    """
+    from trainer.spec import waveform_to_features
+
+    check_path(path)
+    reject_too_long(path, preprocess=preprocess)
+    key = _key(path) if cache is not None else None
+    if key is not None:
+        hit = cache.load(key)
+        if hit is not None:
+            if hit.skip is not None:
+                raise hit.skip
+            return hit.features, hit.audio
+    try:
+        audio = load_one_shot(path, spec=spec, preprocess=preprocess)
+    except SkipFile as skip:
+        if key is not None:
+            cache.store_skip(key, skip)
+        raise
+    features = waveform_to_features(audio[None], spec)[0].numpy()
+    if key is not None:
+        cache.store(key, features=features, audio=audio)
+    return features, audio
+
+
+def _key(path: Path) -> str:
+    try:
+        return content_key(path)
+    except OSError as err:
+        raise SkipFile("unreadable", f"cannot read it ({err.strerror or err}); check its permissions") from None
+
+
+def ingest(roots: Sequence[Path], *, spec: SpectrogramSpec, preprocess: Preprocess, layout: str = "auto",
+           cache_dir: Path | None = None, use_cache: bool = True, progress: bool = True) -> Corpus:
+    """Ingest data roots into a :class:`Corpus`; bad files are skipped and reported, never fatal.
+
+    Parameters
+    ----------
+    roots : sequence of Path
+        Data folders (each gets its own layout when ``layout="auto"``).
+    layout : {"auto", "flat", "bank", "nsynth"}
+    cache_dir : Path or None
+        Feature cache root (default ``$KICKSPACE_CACHE`` or ``~/.cache/kickspace``).
+    use_cache : bool
+        False computes everything and reads/writes no cache.
+    progress : bool
+        Show a progress bar on stderr.
+    """
+    start = time.perf_counter()
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    summary = IngestSummary()
+    items: list[Item] = []
+    for root in roots:
+        used, found, ignored, missing = scan_root(Path(root), layout=layout)
+        summary.layouts.append((str(root), used))
+        summary.ignored += ignored
+        items.extend(found)
+        for item, skip in missing:
+            _log_skip(None, item, skip)
+            summary.add_skip(str(item.path), item.label, skip)
+    cache = FeatureCache(cache_dir, spec=spec, preprocess=preprocess) if use_cache else None
+    kept = _featurise_all(items, spec=spec, preprocess=preprocess, cache=cache, summary=summary, progress=progress)
+    if cache is not None:
+        summary.cache_hits, summary.cache_misses = cache.hits, cache.misses
+    corpus = _assemble(kept, spec=spec, summary=summary)
+    summary.elapsed_s = time.perf_counter() - start
+    _print_summary(summary)
+    return corpus
+
+
+def _featurise_all(items: list[Item], *, spec: SpectrogramSpec, preprocess: Preprocess, cache: FeatureCache | None,
+                   summary: IngestSummary, progress: bool) -> list[tuple[Item, np.ndarray, np.ndarray]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, disable=not progress, transient=True)
+    kept = []
+    with bar:
+        task = bar.add_task("ingest", total=len(items))
+        for item in items:
+            try:
+                features, audio = featurise(item.path, spec=spec, preprocess=preprocess, cache=cache)
+            except SkipFile as skip:
+                _log_skip(console, item, skip)
+                summary.add_skip(str(item.path), item.label, skip)
+            else:
+                kept.append((item, features, audio))
+                summary.count(item.label, kept=True)
+            bar.advance(task)
+    return kept
+
+
+def _log_skip(console, item: Item, skip: SkipFile) -> None:
+    line = f"skip: {item.path}: {skip.detail}"
+    if console is None:
+        print(line, file=sys.stderr)
+    else:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _assemble(kept: list[tuple[Item, np.ndarray, np.ndarray]], *, spec: SpectrogramSpec,
+              summary: IngestSummary) -> Corpus:
+    labels = [item.label for item, _, _ in kept]
+    classes = sorted({label for label in labels if label is not None})
+    index = {name: i for i, name in enumerate(classes)}
+    features = np.empty((len(kept), *spec.shape), np.float32)
+    audio = np.empty((len(kept), spec.channels, spec.n_samples), np.float32)
+    for i, (_, feats, wave) in enumerate(kept):
+        features[i], audio[i] = feats, wave
+    return Corpus(features=features, audio=audio, paths=[str(item.path) for item, _, _ in kept], labels=labels,
+                  classes=classes, label_ids=np.array([index.get(label, -1) for label in labels], np.int64),
+                  pitch=np.array([item.pitch for item, _, _ in kept], np.int64),
+                  extra=[dict(item.extra) for item, _, _ in kept], spec=spec, summary=summary)
+
+
+def _print_summary(summary: IngestSummary) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(summary.render())
+    console.print(summary.describe(), markup=False, highlight=False, soft_wrap=True)
+
+
+# ================================================================================================== preview
+def write_preview(corpus: Corpus, out_dir: Path, *, count: int = 4) -> list[Path]:
+    """Write, for the first ``count`` items, the prepared audio and its spectrogram round trip as 24-bit WAVs.
+
+    The round trip is log-mel -> mel inverse -> 32 fast Griffin-Lim iterations (``trainer.spec``), i.e. the best a
+    model on this spec can sound. Files: ``NN-<stem>-prepared.wav`` and ``NN-<stem>-roundtrip.wav``.
+    """
+    from trainer.spec import features_to_waveform
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = min(count, len(corpus))
+    if n == 0:
+        return []
+    rebuilt = features_to_waveform(corpus.features[:n], corpus.spec, n_iter=32).numpy()
+    written = []
+    for i in range(n):
+        stem = f"{i:02d}-{Path(corpus.paths[i]).stem}"
+        for suffix, wave in (("prepared", corpus.audio[i]), ("roundtrip", rebuilt[i])):
+            written.append(_write_wav(out_dir / f"{stem}-{suffix}.wav", wave, corpus.spec.sample_rate))
+    return written
+
+
+def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Atomically write ``[C, N]`` as a 24-bit WAV (clipped to [-1, 1])."""
+    import soundfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        soundfile.write(tmp, np.clip(audio, -1.0, 1.0).T, sample_rate, subtype="PCM_24", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

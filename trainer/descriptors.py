@@ -1,0 +1,259 @@
+"""Audio descriptors of a drum one-shot, computed from the waveform (numpy + scipy only, no torch, no librosa).
+
+They name what a listener hears in a kick, so that latent axes can be labelled and the synth's knobs checked.
+Every descriptor is computed from the onset (the first sample within 40 dB of the peak) on, is independent of
+the overall level, and is finite for any input: silence, an empty array or a 1-sample array gives the
+documented "no sound" value of each descriptor (:data:`SILENT`).
+
+============  ======  ================================================================================
+name          unit    definition
+============  ======  ================================================================================
+sub           dB      energy below 0.7 x ``pitch`` (a sub-octave layer under the body) re total energy
+punch         ratio   hold ratio: time from the onset until the envelope (40 ms RMS) falls 3 dB below
+                      its peak, divided by the time until it falls 20 dB below. About 0.15-0.2 for a
+                      plain exponential decay of any length, towards 1 as the body is held at full level
+                      (saturation, compression): a dense, punchy body rather than a ping
+click         dB      energy above 5 kHz in the first 10 ms re all energy in the first 10 ms
+brightness    Hz      spectral centroid of the energy above 500 Hz from 20 ms after the onset (faded in
+                      over 5 ms): the tone of the body's harmonics and noise. The fundamental is left out
+                      (a whole-sound centroid is a second pitch measure) and so is the click (``click``)
+decay         s       time from the envelope peak until the envelope first falls 30 dB below it
+pitch         Hz      body fundamental late in the sound: peak (25-500 Hz, interpolated) of the summed
+                      spectrum of the later half of the frames within 40 dB of the loudest frame
+length        s       time from the onset until the envelope stays below -60 dB re its peak
+============  ======  ================================================================================
+
+The envelope is the RMS in 10 ms windows every 1 ms (40 ms for ``punch``, so a 20-50 Hz sub's ripple does
+not count as level changes). ``pitch`` and ``sub`` assume a pitched body; on noise (hats) they are numbers without
+a musical meaning. Measured against :mod:`trainer.data.synth` (tests/test_descriptors.py), each descriptor follows
+its synth knob with Spearman rho >= 0.9 on random kicks: sub <- sub_level, punch <- drive, click <- click_level,
+brightness <- brightness, decay and length <- decay_s, pitch <- end_hz.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+from runtime.errors import ConfigError
+
+DESCRIPTORS: tuple[str, ...] = ("sub", "punch", "click", "brightness", "decay", "pitch", "length")
+
+#: Value of each descriptor for silence or input too short to measure.
+SILENT: dict[str, float] = {"sub": -120.0, "punch": 0.0, "click": -120.0, "brightness": 0.0, "decay": 0.0,
+                            "pitch": 0.0, "length": 0.0}
+
+_FLOOR_DB = -120.0
+_TINY = 1e-12
+_SUB_RATIO = 0.7
+_HOP_S = 0.001
+_ENVELOPE_S = 0.01
+_PUNCH_ENVELOPE_S = 0.04
+_PUNCH_DB = (3.0, 20.0)
+_CLICK_BAND_HZ = 5000.0
+_CLICK_S = 0.01
+_BRIGHT_FROM_HZ = 500.0
+_BRIGHT_SKIP_S = 0.02
+_BRIGHT_FADE_S = 0.005
+_PITCH_RANGE_HZ = (25.0, 500.0)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _db(num: float, den: float) -> float:
+    if den <= _TINY or num <= 0.0:
+        return _FLOOR_DB
+    return float(max(10.0 * np.log10(num / den), _FLOOR_DB))
+
+
+def _mono(audio: np.ndarray) -> np.ndarray:
+    x = np.asarray(audio, dtype=np.float64)
+    if x.ndim == 2:
+        x = x.mean(axis=0)
+    if x.ndim != 1:
+        raise ConfigError("audio", f"must be [samples] or [channels, samples], got shape {x.shape}")
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _onset(x: np.ndarray) -> int:
+    """First sample within 40 dB of the absolute peak."""
+    return int(np.argmax(np.abs(x) >= 0.01 * np.max(np.abs(x))))
+
+
+def envelope(x: np.ndarray, sample_rate: int, *, window_s: float = 0.01, hop_s: float = 0.001) -> np.ndarray:
+    """RMS envelope.
+
+    Parameters
+    ----------
+    x : np.ndarray [N]
+    window_s, hop_s : float
+        Window and hop in seconds; frame ``k`` covers samples ``[k * hop, k * hop + window)``.
+
+    Returns
+    -------
+    np.ndarray [K]
+        RMS amplitude per frame, ``K = 1 + max(N - window, 0) // hop``.
+    """
+    win = max(1, int(round(window_s * sample_rate)))
+    hop = max(1, int(round(hop_s * sample_rate)))
+    csum = np.concatenate(([0.0], np.cumsum(x * x)))
+    if x.size <= win:
+        return np.array([np.sqrt(csum[-1] / max(x.size, 1))])
+    starts = np.arange(0, x.size - win + 1, hop)
+    return np.sqrt(np.maximum(csum[starts + win] - csum[starts], 0.0) / win)
+
+
+def _envelope_db(x: np.ndarray, sample_rate: int, window_s: float) -> np.ndarray:
+    env = envelope(x, sample_rate, window_s=window_s, hop_s=_HOP_S)
+    return 20.0 * np.log10(np.maximum(env, 1e-9))
+
+
+def _power_spectrum(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    n_fft = max(1 << int(np.ceil(np.log2(max(x.size, 2)))), 4096)
+    power = np.abs(np.fft.rfft(x, n_fft)) ** 2
+    return np.fft.rfftfreq(n_fft, 1.0 / sample_rate), power
+
+
+def _filter(x: np.ndarray, cutoff: float, btype: str, sample_rate: int) -> np.ndarray:
+    if cutoff >= 0.49 * sample_rate:
+        return x if btype == "lowpass" else np.zeros_like(x)
+    return signal.sosfilt(signal.butter(4, cutoff, btype=btype, fs=sample_rate, output="sos"), x)
+
+
+# ------------------------------------------------------------------------------------------ descriptors
+def pitch_hz(x: np.ndarray, sample_rate: int) -> float:
+    """Body fundamental in Hz late in the sound (see the module table); 0.0 when nothing is in 25-500 Hz."""
+    n_win = 1 << int(np.ceil(np.log2(0.09 * sample_rate)))
+    hop = n_win // 4
+    if x.size < n_win:
+        x = np.pad(x, (0, n_win - x.size))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_win)[::hop] * np.hanning(n_win)
+    energy = np.sum(frames * frames, axis=1)
+    if energy.max() <= _TINY:
+        return 0.0
+    active = np.flatnonzero(energy >= energy.max() * 1e-4)
+    late = active[active >= active[len(active) // 2]]
+    n_fft = 4 * n_win
+    power = np.sum(np.abs(np.fft.rfft(frames[late], n_fft, axis=1)) ** 2, axis=0)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    band = np.flatnonzero((freqs >= _PITCH_RANGE_HZ[0]) & (freqs <= _PITCH_RANGE_HZ[1]))
+    if band.size < 3 or power[band].max() <= _TINY:
+        return 0.0
+    k = band[np.argmax(power[band])]
+    a, b, c = np.log(power[k - 1:k + 2] + _TINY)
+    shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
+    return float((k + np.clip(shift, -0.5, 0.5)) * sample_rate / n_fft)
+
+
+def sub_db(x: np.ndarray, sample_rate: int, pitch: float) -> float:
+    """Energy below ``0.7 * pitch`` re total energy, dB (floor -120)."""
+    freqs, power = _power_spectrum(x, sample_rate)
+    return _db(float(power[freqs < _SUB_RATIO * pitch].sum()), float(power.sum()))
+
+
+def punch_ratio(x: np.ndarray, sample_rate: int) -> float:
+    """Hold ratio of the 40 ms RMS envelope, from the onset: time to fall 3 dB / time to fall 20 dB (0..1)."""
+    env_db = _envelope_db(x, sample_rate, _PUNCH_ENVELOPE_S)
+    peak = int(np.argmax(env_db))
+    hold = peak * _HOP_S + _crossing_s(env_db, peak, env_db[peak] - _PUNCH_DB[0], _HOP_S)
+    fall = peak * _HOP_S + _crossing_s(env_db, peak, env_db[peak] - _PUNCH_DB[1], _HOP_S)
+    return float(hold / fall) if fall > 0.0 else 0.0
+
+
+def click_db(x: np.ndarray, sample_rate: int) -> float:
+    """Energy above 5 kHz in the first 10 ms re all energy in the first 10 ms, dB."""
+    n = max(1, int(_CLICK_S * sample_rate))
+    high = _filter(x, _CLICK_BAND_HZ, "highpass", sample_rate)[:n]
+    return _db(float(np.sum(high * high)), float(np.sum(x[:n] ** 2)))
+
+
+def brightness_hz(x: np.ndarray, sample_rate: int) -> float:
+    """Spectral centroid in Hz of the energy above 500 Hz from 20 ms after the onset (0.0 when there is none)."""
+    skip = int(_BRIGHT_SKIP_S * sample_rate)
+    if x.size - skip < 2:
+        return 0.0
+    x = x[skip:].copy()
+    fade = min(x.size, max(1, int(_BRIGHT_FADE_S * sample_rate)))
+    x[:fade] *= np.sin(np.linspace(0.0, 0.5 * np.pi, fade)) ** 2
+    freqs, power = _power_spectrum(x, sample_rate)
+    keep = freqs >= _BRIGHT_FROM_HZ
+    total = float(power[keep].sum())
+    return float(np.sum(freqs[keep] * power[keep]) / total) if total > _TINY else 0.0
+
+
+def _crossing_s(env_db: np.ndarray, start: int, level_db: float, hop_s: float) -> float:
+    below = np.flatnonzero(env_db[start:] < level_db)
+    if below.size == 0:
+        return (env_db.size - 1 - start) * hop_s
+    k = start + int(below[0])
+    a, b = env_db[k - 1], env_db[k]
+    frac = (a - level_db) / (a - b) if a > b else 0.0
+    return (k - 1 - start + frac) * hop_s
+
+
+def decay_s(env_db: np.ndarray, hop_s: float) -> float:
+    """Seconds from the envelope peak until it first falls 30 dB below the peak."""
+    peak = int(np.argmax(env_db))
+    return float(_crossing_s(env_db, peak, env_db[peak] - 30.0, hop_s))
+
+
+def length_s(env_db: np.ndarray, hop_s: float) -> float:
+    """Seconds from the first frame until the envelope stays below -60 dB re its peak."""
+    above = np.flatnonzero(env_db >= env_db.max() - 60.0)
+    return float((above[-1] + 1) * hop_s)
+
+
+def describe(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """All descriptors of one sound.
+
+    Parameters
+    ----------
+    audio : np.ndarray [N] or [C, N]
+        Waveform at ``sample_rate`` (channels are averaged). Level does not matter.
+    sample_rate : int
+        Hz.
+
+    Returns
+    -------
+    dict
+        ``{name: value}`` in :data:`DESCRIPTORS` order, units as in the module table; always finite. Silence or
+        fewer than 2 samples gives :data:`SILENT`.
+    """
+    x = _mono(audio)
+    if x.size < 2 or np.max(np.abs(x)) <= 1e-9:
+        return dict(SILENT)
+    x = x[_onset(x):] / np.max(np.abs(x))
+    if x.size < 2:
+        return dict(SILENT)
+    env_db = _envelope_db(x, sample_rate, _ENVELOPE_S)
+    pitch = pitch_hz(x, sample_rate)
+    values = {
+        "sub": sub_db(x, sample_rate, pitch),
+        "punch": punch_ratio(x, sample_rate),
+        "click": click_db(x, sample_rate),
+        "brightness": brightness_hz(x, sample_rate),
+        "decay": decay_s(env_db, _HOP_S),
+        "pitch": pitch,
+        "length": length_s(env_db, _HOP_S),
+    }
+    return {name: float(np.nan_to_num(values[name], nan=SILENT[name])) for name in DESCRIPTORS}
+
+
+def describe_batch(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Descriptors of a batch.
+
+    Parameters
+    ----------
+    audio : np.ndarray [B, N] (or [B, C, N])
+    sample_rate : int
+
+    Returns
+    -------
+    np.ndarray [B, len(DESCRIPTORS)] float64
+        Columns in :data:`DESCRIPTORS` order.
+    """
+    batch = np.asarray(audio)
+    out = np.empty((len(batch), len(DESCRIPTORS)))
+    for i, example in enumerate(batch):
+        values = describe(example, sample_rate)
+        out[i] = [values[name] for name in DESCRIPTORS]
+    return out
