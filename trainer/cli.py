@@ -112,12 +112,77 @@ def _run_ingest(args: argparse.Namespace) -> int:
     return 0 if len(corpus) else 1
 
 
+# -------------------------------------------------------------------------------------------------------- fit
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="train a VAE / CVAE on one or more data roots; writes a run folder",
+                       description="Train the spectrogram (C)VAE. Config layers, later wins: defaults, the model "
+                                   "preset, --config FILE (TOML: [data] [model] [objective] [train]), then --set "
+                                   "section.key=value. Writes OUT/config.toml, last.pt, best.pt, tensorboard/, "
+                                   "samples/ and summary.json. Multi-process: torchrun --nproc_per_node N -m "
+                                   "trainer fit ...")
+    p.add_argument("data", type=Path, nargs="+",
+                   help="data roots (flat folder, bank of class folders, NSynth), or one .npz of features")
+    p.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--config", type=Path, default=None,
+                   help="TOML run config (see configs/kick.toml); with --resume, defaults to OUT/config.toml")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override config keys, e.g. --set train.lr=1e-3 model.latent=8 data.spec=nsynth")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last.pt")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="feature cache folder (default $KICKSPACE_CACHE or ~/.cache/kickspace)")
+    p.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs and summary only)")
+    p.set_defaults(handler=_run_fit)
+
+
+def _fit_arrays(args: argparse.Namespace, run, spec):
+    """Training arrays from one .npz, or from ingesting the data roots (rank 0 first, so it fills the cache)."""
+    from trainer import distributed
+    from trainer.data.audio import Preprocess
+    from trainer.data.ingest import ingest
+    from trainer.fit import TrainingArrays, load_npz
+
+    if len(args.data) == 1 and args.data[0].suffix == ".npz":
+        return load_npz(args.data[0])
+    ctx = distributed.setup(run.train.device)
+    if not ctx.is_main:
+        distributed.barrier(ctx)
+    corpus = ingest(args.data, spec=spec, preprocess=Preprocess(loudness=run.data.loudness), layout=run.data.layout,
+                    cache_dir=None if args.no_cache else args.cache, use_cache=not args.no_cache,
+                    progress=ctx.is_main and run.train.progress)
+    if ctx.is_main:
+        distributed.barrier(ctx)
+    labelled = bool(corpus.classes)
+    return TrainingArrays(corpus.features, corpus.label_ids if labelled else None, corpus.pitch,
+                          tuple(corpus.classes))
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from trainer.config import load_run_config
+    from trainer.fit import fit
+
+    config = args.config
+    if config is None and args.resume and (args.out / "config.toml").is_file():
+        config = args.out / "config.toml"
+    run = load_run_config(config, args.overrides)
+    if args.no_progress:
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train, progress=False))
+    spec = run.data.resolve_spec()
+    arrays = _fit_arrays(args, run, spec)
+    model = run.model_config(spec, n_classes=len(arrays.classes))
+    fit(arrays, out=args.out, spec=spec, model=model, objective=run.objective, train=run.train,
+        resume=args.resume, run_config=run.to_dict())
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``trainer`` argument parser (one subcommand per job)."""
     parser = argparse.ArgumentParser(prog="trainer", description="Kickspace trainer: data, training, analysis.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_synth, _add_ingest):
+    for add in (_add_synth, _add_ingest, _add_fit):
         add(sub)
     return parser
 

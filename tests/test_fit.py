@@ -1,0 +1,268 @@
+"""`trainer fit`: quality, CVAE, resume after SIGKILL, divergence, checkpoints, TensorBoard, config, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.errors import ConfigError, KickspaceError
+from tests.signals import simple_kick
+from trainer import cli
+from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
+from trainer.config import dumps_toml, load_run_config, load_toml, parse_overrides
+from trainer.fit import TrainConfig, TrainingArrays, TrainingDiverged, fit, lr_at, split_indices
+from trainer.model import ModelConfig
+from trainer.objective import ObjectiveConfig
+from trainer.spec import SpectrogramSpec, waveform_to_features
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)
+MODEL = ModelConfig(input_shape=SPEC.shape, widths=(16, 32), latent=8)
+OBJECTIVE = ObjectiveConfig(beta=1e-5, beta_warmup_steps=100, free_bits=0.25)
+QUIET = TrainConfig(batch_size=8, lr=5e-3, patience=0, progress=False, media_every=0, threads=1)
+
+
+def kick_features(n: int, *, seed: int = 0) -> np.ndarray:
+    """Log-mel features ``[n, 1, 32, 32]`` of pitch-swept sine kicks with varied pitch, decay and level."""
+    rng = np.random.default_rng(seed)
+    audio = np.stack([simple_kick(sample_rate=SPEC.sample_rate, seconds=SPEC.duration,
+                                  start_hz=rng.uniform(150, 600), end_hz=rng.uniform(40, 120),
+                                  decay_s=rng.uniform(0.02, 0.12), click=0.0, amplitude=rng.uniform(0.2, 0.9))
+                      for _ in range(n)])
+    return waveform_to_features(audio, SPEC).numpy()
+
+
+def hat_features(n: int, *, seed: int = 0) -> np.ndarray:
+    """Log-mel features of short high-passed noise bursts (a second, clearly different class)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(SPEC.n_samples) / SPEC.sample_rate
+    noise = np.diff(rng.standard_normal((n, SPEC.n_samples + 1)), axis=1)
+    audio = 0.5 * noise * np.exp(-t / rng.uniform(0.005, 0.02, (n, 1)))
+    return waveform_to_features(audio.astype(np.float32), SPEC).numpy()
+
+
+def spec_table() -> dict:
+    return {k: v for k, v in SPEC.to_dict().items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+def test_split_is_stratified_deterministic_and_disjoint() -> None:
+    labels = np.array([0] * 40 + [1] * 20 + [-1] * 10)
+    train, val = split_indices(len(labels), labels, val_fraction=0.1, seed=1)
+    assert set(train).isdisjoint(val) and len(train) + len(val) == len(labels)
+    assert [int((labels[val] == k).sum()) for k in (0, 1, -1)] == [4, 2, 1]
+    again = split_indices(len(labels), labels, val_fraction=0.1, seed=1)
+    assert np.array_equal(again[1], val)
+    assert not np.array_equal(split_indices(len(labels), labels, val_fraction=0.1, seed=2)[1], val)
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    cfg = TrainConfig(lr=1.0, lr_schedule="cosine", lr_warmup_steps=10, lr_min=0.0)
+    assert lr_at(0, cfg, 110) == pytest.approx(0.1)
+    assert lr_at(9, cfg, 110) == pytest.approx(1.0)
+    assert lr_at(60, cfg, 110) == pytest.approx(0.5)
+    assert lr_at(110, cfg, 110) == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------------------------------------- done-when (small)
+def test_vae_beats_mean_spectrogram_without_posterior_collapse(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    summary = fit(TrainingArrays(kick_features(96)), out=tmp_path / "run", spec=SPEC, model=MODEL,
+                  objective=OBJECTIVE, train=dataclasses.replace(QUIET, epochs=40))
+    best = summary["best"]
+    assert best["val_recon"] <= 0.2 * summary["baseline_mean_spectrogram_mse"]
+    assert best["latent_active_units"] >= MODEL.latent / 4
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["best_epoch"] == summary["best_epoch"] and saved["epochs"] == 40
+
+
+def test_cvae_samples_differ_by_class(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    kicks, hats = kick_features(48, seed=1), hat_features(48, seed=2)
+    arrays = TrainingArrays(np.concatenate([kicks, hats]), np.repeat([0, 1], 48), None, ("kick", "hat"))
+    model = dataclasses.replace(MODEL, n_classes=2)
+    fit(arrays, out=tmp_path / "cvae", spec=SPEC, model=model, objective=OBJECTIVE,
+        train=dataclasses.replace(QUIET, epochs=15, n_media=2))
+    net, _, ckpt = load_model(tmp_path / "cvae" / "best.pt")
+    assert ckpt.classes == ["kick", "hat"]
+    gen = torch.Generator().manual_seed(0)
+    drawn = {label: net.sample(32, label, generator=gen).mean(dim=0).numpy() for label in (0, 1)}
+    means = {0: kicks.mean(axis=0), 1: hats.mean(axis=0)}
+    for label in (0, 1):  # each class's samples sit closer to its own class mean than to the other's
+        own = np.mean((drawn[label] - means[label]) ** 2)
+        other = np.mean((drawn[label] - means[1 - label]) ** 2)
+        assert own < 0.25 * other
+    assert sorted(p.name for p in (tmp_path / "cvae" / "samples").glob("prior_*")) == [
+        "prior_hat_00.wav", "prior_hat_01.wav", "prior_kick_00.wav", "prior_kick_01.wav"]
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_holds_configs_loads_weights_only_and_refuses_configless(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    fit(TrainingArrays(kick_features(24)), out=out, spec=SPEC, model=MODEL, objective=OBJECTIVE,
+        train=dataclasses.replace(QUIET, epochs=2), run_config={"train": {"epochs": 2}})
+    raw = torch.load(out / "last.pt", weights_only=True)
+    assert raw["format_version"] == 1 and raw["epoch"] == 2 and raw["config"] == {"train": {"epochs": 2}}
+    assert set(raw["train_config"]) == {"train", "objective"} and raw["optimizer_state"]["state"]
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt.model_config == MODEL and ckpt.spec == SPEC and len(ckpt.history) == 2
+    model, spec, _ = load_model(out / "last.pt")
+    assert spec == SPEC and not model.training
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    del raw["model_config"]
+    torch.save(raw, tmp_path / "bare.pt")
+    with pytest.raises(KickspaceError, match="lacks model_config"):
+        load_checkpoint(tmp_path / "bare.pt")
+    save_checkpoint(tmp_path / "copy.pt", ckpt)
+    assert load_checkpoint(tmp_path / "copy.pt").step == ckpt.step
+
+
+def test_resume_in_process_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    arrays = TrainingArrays(kick_features(24))
+    kwargs = dict(spec=SPEC, model=MODEL, objective=OBJECTIVE)
+    fit(arrays, out=tmp_path / "a", train=dataclasses.replace(QUIET, epochs=3), **kwargs)
+    fit(arrays, out=tmp_path / "b", train=dataclasses.replace(QUIET, epochs=1), **kwargs)
+    with pytest.raises(KickspaceError, match="--resume"):
+        fit(arrays, out=tmp_path / "b", train=dataclasses.replace(QUIET, epochs=3), **kwargs)
+    fit(arrays, out=tmp_path / "b", train=dataclasses.replace(QUIET, epochs=3), resume=True, **kwargs)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert b.epoch == 3 and b.step == a.step
+    assert all(torch.allclose(a.model_state[k], b.model_state[k], atol=1e-6) for k in a.model_state)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_good(tmp_path: Path) -> None:
+    arrays = TrainingArrays(kick_features(24))
+    out = tmp_path / "run"
+    fit(arrays, out=out, spec=SPEC, model=MODEL, objective=OBJECTIVE, train=dataclasses.replace(QUIET, epochs=1))
+    before = load_checkpoint(out / "last.pt")
+    with pytest.raises(TrainingDiverged, match="non-finite loss.*last good checkpoint"):
+        fit(arrays, out=out, spec=SPEC, model=MODEL, objective=OBJECTIVE, resume=True,
+            train=dataclasses.replace(QUIET, epochs=5, lr=1e30, grad_clip=0.0))
+    after = load_checkpoint(out / "last.pt")
+    assert after.epoch == before.epoch == 1
+    assert all(torch.equal(before.model_state[k], after.model_state[k]) for k in before.model_state)
+
+
+def test_early_stopping_on_validation_reconstruction(tmp_path: Path) -> None:
+    summary = fit(TrainingArrays(kick_features(24)), out=tmp_path / "run", spec=SPEC, model=MODEL,
+                  objective=OBJECTIVE, train=dataclasses.replace(QUIET, epochs=20, lr=1e-12, patience=2))
+    assert summary["stopped"] == "early_stopping" and summary["epochs"] == 3
+
+
+# ---------------------------------------------------------------------------------------------- TensorBoard
+def test_tensorboard_events_are_readable_by_tensorboard(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    fit(TrainingArrays(kick_features(24)), out=out, spec=SPEC, model=MODEL, objective=OBJECTIVE,
+        train=dataclasses.replace(QUIET, epochs=2, media_every=1, n_media=2, log_every=1, griffin_lim_iters=4))
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "audio": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/recon", "train/kl", "train/kl_free_bits", "train/total", "train/beta", "train/lr",
+                "val/recon", "val/recon_ratio", "latent/active_units", "latent/mu_std", "latent/logvar_mean",
+                "latent_kl_per_dim/07", "train_step/recon", "perf/samples_per_s"):
+        assert tag in tags["scalars"], tag
+    assert len(events.Scalars("val/recon")) == 2
+    assert {"spectrogram/0", "spectrogram/1"} <= set(tags["images"])
+    assert {"reconstruction/0", "reconstruction/1"} <= set(tags["audio"])
+    assert events.Audio("reconstruction/0")[0].sample_rate == SPEC.sample_rate
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_config_layers_and_unknown_keys(tmp_path: Path) -> None:
+    assert parse_overrides(["train.lr=1e-3", "model.widths=[8,16]", "data.spec=nsynth"]) == {
+        "train": {"lr": 1e-3}, "model": {"widths": [8, 16]}, "data": {"spec": "nsynth"}}
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlr = 0.01\nepochs = 3\n[model]\nlatent = 8\n")
+    run = load_run_config(path, ["train.lr=0.002", "model.latent=4"])
+    assert run.train.lr == 0.002 and run.train.epochs == 3 and run.model_config(run.data.resolve_spec()).latent == 4
+    for bad, key in ((["train.lrr=1"], "train.lrr"), (["optim.lr=1"], "optim"), (["model.input_shape=[1,2,3]"],
+                                                                                 "model.input_shape")):
+        with pytest.raises(ConfigError, match=key):
+            load_run_config(None, bad)
+    assert load_toml_round_trip(run.to_dict()) == run.to_dict()
+
+
+def load_toml_round_trip(data: dict) -> dict:
+    import tomllib
+
+    return tomllib.loads(dumps_toml(data))
+
+
+@pytest.mark.parametrize("name", ["kick", "timbre"])
+def test_shipped_configs_resolve_to_the_seed_models(name: str) -> None:
+    run = load_run_config(ROOT / "configs" / f"{name}.toml")
+    spec = run.data.resolve_spec()
+    model = run.model_config(spec, n_classes=11)
+    expected = {"kick": ((16, 32, 64, 128), 16, (1, 128, 128)), "timbre": ((16, 32, 64), 32, (1, 80, 128))}[name]
+    assert (model.widths, model.latent, model.input_shape) == expected
+    assert load_toml(ROOT / "configs" / f"{name}.toml")["model"]["preset"] == name
+
+
+# ---------------------------------------------------------------------------------------------- CLI + SIGKILL
+def write_npz_run(tmp_path: Path, *, epochs: int) -> tuple[Path, Path]:
+    data = tmp_path / "data.npz"
+    np.savez(data, features=kick_features(48))
+    config = tmp_path / "tiny.toml"
+    config.write_text(dumps_toml({
+        "data": {"spec": spec_table()},
+        "model": {"preset": "kick", "widths": [16, 32], "latent": 8},
+        "objective": OBJECTIVE.to_dict(),
+        "train": {**QUIET.to_dict(), "epochs": epochs, "batch_size": 4, "lr": 1e-3}}))
+    return data, config
+
+
+def test_cli_fit_writes_the_run_folder(tmp_path: Path) -> None:
+    data, config = write_npz_run(tmp_path, epochs=2)
+    out = tmp_path / "runs" / "tiny"
+    assert cli.main(["fit", str(data), "--config", str(config), "--out", str(out), "--set", "train.epochs=1"]) == 0
+    assert {"config.toml", "last.pt", "best.pt", "summary.json", "tensorboard", "samples"} <= {
+        p.name for p in out.iterdir()}
+    assert load_toml(out / "config.toml")["train"]["epochs"] == 1
+    assert load_checkpoint(out / "last.pt").config["train"]["epochs"] == 1
+    assert cli.main(["fit", str(data), "--out", str(out), "--resume", "--set", "train.epochs=2"]) == 0
+    assert load_checkpoint(out / "last.pt").epoch == 2
+    assert cli.main(["fit", str(data), "--out", str(tmp_path / "x"), "--set", "train.bogus=1"]) == 2
+
+
+def test_sigkill_then_resume_continues_with_optimizer_state(tmp_path: Path) -> None:
+    data, config = write_npz_run(tmp_path, epochs=1000)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "fit", str(data), "--config", str(config),
+                             "--out", str(out), "--no-progress"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "last.pt").exists() and load_checkpoint(out / "last.pt").epoch >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed = load_checkpoint(out / "last.pt")  # whatever the kill interrupted, the file on disk is whole
+    epoch, steps_per_epoch = killed.epoch, killed.step // killed.epoch
+    adam_step = int(next(iter(killed.optimizer_state["state"].values()))["step"])
+    assert adam_step == killed.step and epoch >= 2
+    assert cli.main(["fit", str(data), "--out", str(out), "--resume", "--no-progress",
+                     "--set", f"train.epochs={epoch + 2}"]) == 0
+    resumed = load_checkpoint(out / "last.pt")
+    assert resumed.epoch == epoch + 2 and len(resumed.history) == epoch + 2
+    assert resumed.history[:epoch] == killed.history
+    assert int(next(iter(resumed.optimizer_state["state"].values()))["step"]) == (epoch + 2) * steps_per_epoch

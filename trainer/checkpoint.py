@@ -1,0 +1,141 @@
+"""THE checkpoint format: what a training run leaves behind, and the only code that reads it.
+
+A checkpoint is a ``torch.save`` of a plain dict (tensors, numbers, strings, lists, dicts), so it loads with
+``torch.load(..., weights_only=True)`` and never executes pickled code. It is self-describing: the model config,
+the spectrogram spec and the training config travel with the weights, and a file lacking them is refused. Writes
+are atomic (temporary file in the same folder + ``os.replace``), so a crash or SIGKILL mid-write leaves the previous
+checkpoint intact.
+
+Keys (format version 1): ``format_version``, ``model_config`` (``ModelConfig.to_dict``), ``spec``
+(``SpectrogramSpec.to_dict``), ``train_config`` (dict), ``classes`` (list of str), ``model_state``,
+``optimizer_state`` (or None), ``epoch`` (completed epochs), ``step`` (optimiser steps), ``history`` (one dict of
+metrics per epoch), ``rng`` (dict of RNG state tensors), ``progress`` (loop bookkeeping: best metric, patience),
+``config`` (the merged run config as written to ``config.toml``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from runtime.errors import KickspaceError
+from trainer.model import VAE, ModelConfig, build_model
+from trainer.spec import SpectrogramSpec
+
+FORMAT_VERSION = 1
+REQUIRED = ("format_version", "model_config", "spec", "train_config", "model_state")
+
+
+@dataclass
+class Checkpoint:
+    """In-memory form of a checkpoint (see the module docstring for the fields)."""
+
+    model_config: ModelConfig
+    spec: SpectrogramSpec
+    train_config: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    classes: list[str] = field(default_factory=list)
+    optimizer_state: dict[str, Any] | None = None
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict that is written to disk."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "model_config": self.model_config.to_dict(),
+            "spec": self.spec.to_dict(),
+            "train_config": dict(self.train_config),
+            "classes": list(self.classes),
+            "model_state": self.model_state,
+            "optimizer_state": self.optimizer_state,
+            "epoch": int(self.epoch),
+            "step": int(self.step),
+            "history": list(self.history),
+            "rng": dict(self.rng),
+            "progress": dict(self.progress),
+            "config": dict(self.config),
+        }
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint.to_dict(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises
+    ------
+    KickspaceError
+        If the file is missing, unreadable, of another format version, or lacks its configs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise KickspaceError(f"{path}: no such checkpoint")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt / foreign files
+        raise KickspaceError(f"{path}: not a readable Kickspace checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise KickspaceError(f"{path}: not a Kickspace checkpoint (top level is {type(data).__name__}, not a dict)")
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:
+        raise KickspaceError(f"{path}: checkpoint lacks {', '.join(missing)}; it cannot be rebuilt without its "
+                             "config (was it saved by `trainer fit`?)")
+    if data["format_version"] != FORMAT_VERSION:
+        raise KickspaceError(f"{path}: checkpoint format version {data['format_version']!r} is not supported "
+                             f"(this code reads version {FORMAT_VERSION})")
+    return Checkpoint(
+        model_config=ModelConfig.from_dict(data["model_config"]),
+        spec=SpectrogramSpec.from_dict(data["spec"]),
+        train_config=dict(data["train_config"]),
+        model_state=data["model_state"],
+        classes=list(data.get("classes", [])),
+        optimizer_state=data.get("optimizer_state"),
+        epoch=int(data.get("epoch", 0)),
+        step=int(data.get("step", 0)),
+        history=list(data.get("history", [])),
+        rng=dict(data.get("rng", {})),
+        progress=dict(data.get("progress", {})),
+        config=dict(data.get("config", {})),
+    )
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[VAE, SpectrogramSpec, Checkpoint]:
+    """Rebuild the trained model of a checkpoint, in eval mode on ``device``.
+
+    Returns
+    -------
+    model : VAE
+    spec : SpectrogramSpec
+        The features the model expects.
+    checkpoint : Checkpoint
+        Everything else (class names, training config, metrics history).
+    """
+    checkpoint = load_checkpoint(path, map_location=device)
+    model = build_model(checkpoint.model_config)
+    model.load_state_dict(checkpoint.model_state)
+    return model.to(device).eval(), checkpoint.spec, checkpoint
