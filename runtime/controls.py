@@ -1,0 +1,230 @@
+"""Control state and the control logic: MIDI messages -> knob values, latent points per pad, engine and worker calls.
+
+:class:`ControlState` is the pure part: knob values per axis (CC -> value through the knob's curve and range) and
+each pad's latent rows ``z = anchor + sum(value * scale * direction)`` (one row per velocity layer when velocity
+moves an axis). :class:`Controller` is the control thread's job from DESIGN.md: it applies CC and program changes to
+the state and asks the render worker for the sounds the new state needs; note-ons go straight to the engine (no
+inference on the note path). Offline render drives the same :class:`Controller` and renders synchronously.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from runtime.engine import Engine, PadSettings
+from runtime.errors import ConfigError, KickspaceError
+from runtime.model import ExportedModel, ModelMetadata
+from runtime.preset import Knob, Preset, load_preset
+from runtime.worker import PadRequest, RenderWorker, resample
+
+CURVE_FUNCTIONS: dict[str, Callable[[float], float]] = {
+    "linear": lambda x: x,
+    "quadratic": lambda x: x * x,
+    "sqrt": math.sqrt,
+    "smooth": lambda x: x * x * (3.0 - 2.0 * x),
+}
+
+
+def knob_value(knob: Knob, cc_value: int) -> float:
+    """The knob value of a CC value 0-127: ``min + curve(cc / 127) * (max - min)``."""
+    x = min(max(int(cc_value), 0), 127) / 127.0
+    return knob.min + CURVE_FUNCTIONS[knob.curve](x) * (knob.max - knob.min)
+
+
+def velocity_layer_offsets(layers: int, amount: float) -> np.ndarray:
+    """Axis offset of each velocity layer ``[layers]``: ``amount * (2 * v / 127 - 1)`` at the layer's centre
+    velocity (the engine picks layer ``velocity * layers // 128``)."""
+    centres = (np.arange(layers) + 0.5) * 128.0 / layers
+    return amount * (2.0 * np.minimum(centres, 127.0) / 127.0 - 1.0)
+
+
+class ControlState:
+    """Knob values and latent points of one preset on one model.
+
+    Parameters
+    ----------
+    preset : Preset
+        Checked against ``metadata`` here (axes, labels, anchor sizes).
+    metadata : ModelMetadata
+        The model's axes, labels and latent size.
+    anchors : dict, optional
+        Note -> latent anchor ``[latent]`` for pads whose anchor is not in the preset (user samples, encoded by
+        :func:`encode_samples`); pads without either sit at the origin.
+    """
+
+    def __init__(self, preset: Preset, metadata: ModelMetadata, anchors: dict[int, np.ndarray] | None = None) -> None:
+        preset.check_against(metadata)
+        self.preset = preset
+        self.metadata = metadata
+        self.values: dict[str, float] = {knob.axis: knob.default for knob in preset.knobs}
+        self._anchors = {p.note: np.asarray(p.anchor, dtype=np.float64) if p.anchor is not None
+                         else np.asarray((anchors or {}).get(p.note, np.zeros(metadata.latent)), dtype=np.float64)
+                         for p in preset.pads}
+
+    def set_cc(self, cc: int, value: int) -> bool:
+        """Apply a CC; True when it moved a knob (the sounds must be re-rendered)."""
+        changed = False
+        for knob in self.preset.knobs:
+            if knob.cc == cc:
+                new = knob_value(knob, value)
+                changed |= self.values.get(knob.axis) != new
+                self.values[knob.axis] = new
+        return changed
+
+    def set_axis(self, name: str, value: float) -> None:
+        """Set an axis value directly (one-shot render, tests); the name must be one of the model's axes."""
+        known = [a.name for a in self.metadata.axes]
+        if name not in known:
+            raise ConfigError("axes", f"the model has no axis named {name!r} (it has: {', '.join(known) or 'none'})")
+        if not math.isfinite(value):
+            raise ConfigError(f"axes.{name}", f"must be a finite number, got {value}")
+        self.values[name] = float(value)
+
+    @property
+    def layers(self) -> int:
+        """Velocity layers per pad (1 unless velocity moves an axis)."""
+        return self.preset.velocity.layers if self.preset.velocity.axis is not None else 1
+
+    def pad_z(self, note: int) -> np.ndarray:
+        """Latent rows of a pad ``[layers, latent]`` float32 for the current knob values."""
+        z = self._anchors[note].copy()
+        for name, value in self.values.items():
+            axis = self.metadata.axis(name)
+            z += value * axis.scale * np.asarray(axis.direction)
+        rows = np.repeat(z[None], self.layers, axis=0)
+        velocity = self.preset.velocity
+        if velocity.axis is not None:
+            axis = self.metadata.axis(velocity.axis)
+            offsets = velocity_layer_offsets(self.layers, velocity.amount)
+            rows += offsets[:, None] * axis.scale * np.asarray(axis.direction)[None]
+        return rows.astype(np.float32)
+
+    def pad_label(self, note: int) -> int | None:
+        """Class index of a pad for a conditional model, else None."""
+        pad = self.preset.pad(note)
+        return None if pad is None or pad.label is None else self.metadata.labels.index(pad.label)
+
+    def requests(self, model: ExportedModel) -> list[PadRequest]:
+        """One render request per pad for the current state."""
+        return [PadRequest(p.note, model, self.pad_z(p.note), self.pad_label(p.note)) for p in self.preset.pads]
+
+
+def encode_samples(preset: Preset, model: ExportedModel) -> dict[int, np.ndarray]:
+    """Latent anchors ``{note: [latent]}`` of the pads that use a user's own sample, through the encoder graph.
+
+    The sample is read with soundfile, mixed to mono, resampled to the model rate and cropped or zero-padded to the
+    model's length; its anchor is the encoder's mean.
+    """
+    import soundfile as sf
+
+    anchors = {}
+    for i, pad in enumerate(preset.pads):
+        if pad.sample is None:
+            continue
+        if not model.has_encoder:
+            raise ConfigError(f"pads[{i}].sample", f"the model at {model.folder} was exported without an encoder, "
+                                                   f"so it cannot place your own sample; use an anchor or a label")
+        try:
+            audio, rate = sf.read(str(pad.sample), dtype="float32", always_2d=True)
+        except (RuntimeError, OSError) as err:
+            raise ConfigError(f"pads[{i}].sample", f"cannot read {pad.sample} ({err})") from None
+        mono = resample(audio.mean(axis=1), rate, model.metadata.sample_rate)
+        n = model.metadata.n_samples
+        mono = np.pad(mono[:n], (0, max(0, n - mono.shape[0])))
+        label = None if pad.label is None else model.metadata.labels.index(pad.label)
+        mu, _ = model.encode(mono[None].astype(np.float32), label=label)
+        anchors[pad.note] = mu[0].astype(np.float64)
+    return anchors
+
+
+class Controller:
+    """Applies MIDI to an instrument: notes -> engine, CC -> knobs (+ re-render), program change -> preset switch.
+
+    Parameters
+    ----------
+    preset : Preset
+        The preset to start with; its ``programs`` name the presets program changes switch to.
+    engine : Engine
+        Where hits go and sounds end up.
+    worker : RenderWorker
+        Renders the pads' sounds; threaded for live play, or call ``worker.render_now()`` after :meth:`handle`
+        (offline render).
+    """
+
+    def __init__(self, preset: Preset, engine: Engine, worker: RenderWorker) -> None:
+        self.engine = engine
+        self.worker = worker
+        self._models: dict[Path, ExportedModel] = {}
+        self._presets: dict[Path, Preset] = {}
+        self.preset = preset
+        self.model = self._model(preset)
+        self.state = ControlState(preset, self.model.metadata, encode_samples(preset, self.model))
+        self._apply_preset()
+
+    def _model(self, preset: Preset) -> ExportedModel:
+        if preset.model not in self._models:
+            self._models[preset.model] = ExportedModel(preset.model)
+        return self._models[preset.model]
+
+    def _apply_preset(self) -> None:
+        preset = self.preset
+        self.engine.configure(output_gain=preset.output.gain, velocity_curve=preset.velocity.curve,
+                              fade_ms=preset.output.fade_ms)
+        self.engine.set_pads({p.note: PadSettings(p.gain, p.choke) for p in preset.pads})
+        keep = {p.note for p in preset.pads}
+        for note in self.engine.notes:
+            if note not in keep:
+                self.engine.remove_pad(note)
+        self.worker.request(self.state.requests(self.model), replace=True)
+
+    def accepts(self, channel: int) -> bool:
+        """Whether a message on MIDI channel ``channel`` (0-15, mido numbering) passes the preset's filter."""
+        return self.preset.midi_channel is None or channel == self.preset.midi_channel - 1
+
+    def handle(self, message, offset: int = 0) -> bool:
+        """Apply one mido message; True when it changed the sounds (a render is pending)."""
+        if not hasattr(message, "channel") or not self.accepts(message.channel):
+            return False
+        if message.type == "note_on" and message.velocity > 0:
+            self.engine.note_on(message.note, message.velocity, offset)
+        elif message.type == "control_change":
+            if self.state.set_cc(message.control, message.value):
+                self.worker.request(self.state.requests(self.model))
+                return True
+        elif message.type == "program_change":
+            return self.program_change(message.program)
+        return False
+
+    def set_axes(self, values: dict[str, float]) -> None:
+        """Set axis values directly and request the new sounds."""
+        for name, value in values.items():
+            self.state.set_axis(name, value)
+        self.worker.request(self.state.requests(self.model))
+
+    def program_change(self, program: int) -> bool:
+        """Switch to the preset the current one maps ``program`` to; False when it maps none."""
+        path = self.preset.programs.get(program)
+        if path is None:
+            return False
+        if path not in self._presets:
+            self._presets[path] = load_preset(path)
+        self.switch(self._presets[path])
+        return True
+
+    def switch(self, preset: Preset) -> None:
+        """Play ``preset`` from now on (ringing voices finish with their old sounds)."""
+        if preset.output.channels != self.engine.channels:
+            raise KickspaceError(f"preset {preset.name or preset.model}: output.channels is "
+                                 f"{preset.output.channels}, the running engine has {self.engine.channels}")
+        model = self._model(preset)
+        state = ControlState(preset, model.metadata, encode_samples(preset, model))
+        merged = dict(preset.programs)
+        for number, path in self.preset.programs.items():
+            merged.setdefault(number, path)  # keep the way back to the presets we came from
+        self.preset, self.model, self.state = dataclasses.replace(preset, programs=merged), model, state
+        self._apply_preset()

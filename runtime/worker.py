@@ -1,0 +1,265 @@
+"""The render worker: turns the latest requested latent point of each pad into an immutable engine buffer.
+
+Requests are keyed by pad note: a new request replaces a pending one for the same pad, so a knob swept through 100
+values while a render runs costs one more render, of the latest value (stale requests are coalesced). All pending
+pads of one model are decoded in one batched onnxruntime call (onnxruntime releases the GIL while it runs), then each
+sound is made safe (finite, DC-blocked, a short fade-out at its end), resampled from the model rate to the engine
+rate here, never in the audio callback, and swapped into the engine by reference.
+
+The worker runs in its own thread (:meth:`RenderWorker.start`) for live play, or synchronously in the caller's
+thread (:meth:`RenderWorker.render_now`) for offline render, which makes offline output deterministic.
+
+Resampling (:func:`resample`) is a polyphase Kaiser-windowed sinc in numpy (no scipy at runtime): 32 zero crossings
+per side, beta 8.6, cutoff at 94.5 % of the lower Nyquist. Measured: flat (< 0.01 dB) up to 85 % of the lower
+Nyquist (18.7 kHz at 44.1 kHz), -0.4 dB at 90 %, -7 dB at 95 %; rejection -66 dB just past Nyquist (102 %), below
+-89 dB from 104 % on; linear phase, output aligned with the input (no delay). Cost: about 40 ms per 0.74 s pad
+(44.1 -> 48 kHz) on one core, in the worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from runtime.engine import MAX_SOUND_LEVEL, Engine
+from runtime.model import ExportedModel
+
+
+@dataclass(frozen=True, eq=False)
+class PadRequest:
+    """What one pad should sound like: latent rows ``z`` ``[layers, latent]`` (one per velocity layer) of ``model``,
+    with class index ``label`` for a conditional model."""
+
+    note: int
+    model: ExportedModel
+    z: np.ndarray
+    label: int | None = None
+
+
+@dataclass
+class RenderStats:
+    """Counters a test or a status view can read: pads rendered and decoder calls made."""
+
+    renders: int = 0
+    decode_calls: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class RenderWorker:
+    """Renders pad requests into an :class:`~runtime.engine.Engine`.
+
+    Parameters
+    ----------
+    engine : Engine
+        Receives each finished buffer through ``set_pad_buffer``; its ``sample_rate`` is the target rate.
+    fade_out_ms : float
+        Raised-cosine fade over the end of every buffer (the decoder's last frame may not reach zero).
+    dc_cutoff_hz : float
+        Corner of the one-pole DC blocker applied to every buffer.
+    """
+
+    def __init__(self, engine: Engine, *, fade_out_ms: float = 10.0, dc_cutoff_hz: float = 5.0) -> None:
+        self.engine = engine
+        self.fade_out_ms = float(fade_out_ms)
+        self.dc_cutoff_hz = float(dc_cutoff_hz)
+        self.stats = RenderStats()
+        self._pending: dict[int, PadRequest] = {}
+        self._generation = 0
+        self._busy = False
+        self._stopping = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------------ requests
+
+    def request(self, requests: Iterable[PadRequest], *, replace: bool = False) -> None:
+        """Ask for these pads' sounds; a pending request for the same pad is dropped (only the latest renders).
+
+        ``replace=True`` drops every pending request first and discards renders already in flight (a preset
+        switch: the old preset's sounds must not arrive after the new ones).
+        """
+        with self._cond:
+            if replace:
+                self._pending = {}
+                self._generation += 1
+            for req in requests:
+                self._pending[req.note] = req
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Pads waiting to be rendered."""
+        with self._cond:
+            return len(self._pending)
+
+    def render_now(self) -> int:
+        """Render every pending request in the calling thread; returns the number of pads rendered."""
+        with self._cond:
+            batch, generation = self._pending, self._generation
+            self._pending = {}
+        self._render(batch, generation)
+        return len(batch)
+
+    # ---------------------------------------------------------------------------------------------------- thread
+
+    def start(self) -> None:
+        """Start the background thread (live play)."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="kickspace-render", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background thread after the render in progress."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until nothing is pending or rendering (True) or ``timeout`` seconds pass (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._pending or self._stopping)
+                if self._stopping:
+                    return
+                batch, generation = self._pending, self._generation
+                self._pending = {}
+                self._busy = True
+            try:
+                self._render(batch, generation)
+            except Exception as err:  # keep playing the old sounds; the status view shows the error
+                self.stats.errors.append(f"render failed: {err}")
+
+    # ------------------------------------------------------------------------------------------------- rendering
+
+    def _render(self, batch: dict[int, PadRequest], generation: int) -> None:
+        by_model: dict[int, list[PadRequest]] = {}
+        for req in batch.values():
+            by_model.setdefault(id(req.model), []).append(req)
+        for reqs in by_model.values():
+            sounds = render_sounds(reqs, self.engine.sample_rate, fade_out_ms=self.fade_out_ms,
+                                   dc_cutoff_hz=self.dc_cutoff_hz)
+            self.stats.decode_calls += 1
+            if generation != self._generation:
+                return  # a preset switch happened meanwhile: these sounds belong to the old preset
+            for req, sound in zip(reqs, sounds):
+                self.engine.set_pad_buffer(req.note, sound[:, :, None])
+                self.stats.renders += 1
+
+
+def render_sounds(requests: list[PadRequest], sample_rate: int, *, fade_out_ms: float = 10.0,
+                  dc_cutoff_hz: float = 5.0) -> list[np.ndarray]:
+    """Decode the requests of one model in one batched call; one ``[layers, frames]`` float32 sound per request,
+    finite, DC-blocked, faded out and resampled to ``sample_rate``."""
+    model = requests[0].model
+    z = np.concatenate([np.atleast_2d(r.z) for r in requests]).astype(np.float32)
+    rows = [np.atleast_2d(r.z).shape[0] for r in requests]
+    labels = None
+    if model.metadata.conditional:
+        labels = np.concatenate([np.full(n, r.label, dtype=np.int64) for r, n in zip(requests, rows)])
+    audio, _ = model.decode(z, label=labels)
+    rate = model.metadata.sample_rate
+    audio = sanitize(audio, rate, fade_out_ms=fade_out_ms, dc_cutoff_hz=dc_cutoff_hz)
+    audio = resample(audio, rate, sample_rate).astype(np.float32)
+    return np.split(audio, np.cumsum(rows)[:-1])
+
+
+# ----------------------------------------------------------------------------------------------- signal helpers
+
+def sanitize(audio: np.ndarray, sample_rate: int, *, fade_out_ms: float = 10.0,
+             dc_cutoff_hz: float = 5.0) -> np.ndarray:
+    """Finite, bounded, DC-free audio ``[B, samples]`` with a raised-cosine fade over its last ``fade_out_ms``."""
+    x = np.nan_to_num(np.asarray(audio, dtype=np.float64), nan=0.0, posinf=MAX_SOUND_LEVEL,
+                      neginf=-MAX_SOUND_LEVEL)
+    np.clip(x, -MAX_SOUND_LEVEL, MAX_SOUND_LEVEL, out=x)
+    x = dc_block(x, sample_rate, dc_cutoff_hz)
+    n = min(x.shape[-1], max(1, int(round(fade_out_ms * 1e-3 * sample_rate))))
+    x[..., -n:] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)
+    return x
+
+
+def dc_block(x: np.ndarray, sample_rate: int, cutoff_hz: float = 5.0, *, chunk: int = 512) -> np.ndarray:
+    """One-pole DC blocker ``y[n] = x[n] - x[n-1] + r * y[n-1]`` along the last axis, vectorised per chunk.
+
+    Within a chunk ``y[n] = r**n * (y0 + cumsum(r**-k * d[k]))``; chunks keep ``r**-k`` small so float64 stays exact.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    r = math.exp(-2.0 * math.pi * cutoff_hz / sample_rate)
+    d = np.diff(x, axis=-1, prepend=0.0)
+    y = np.empty_like(x)
+    powers = r ** np.arange(1, chunk + 1)
+    state = np.zeros(x.shape[:-1])
+    for s in range(0, x.shape[-1], chunk):
+        seg = d[..., s:s + chunk]
+        p = powers[:seg.shape[-1]]
+        acc = np.cumsum(seg * (r / p), axis=-1)  # r**-(k) scaled so that p * acc = sum r**(n-k) d[k]
+        y[..., s:s + chunk] = p * (state[..., None] + acc / r)
+        state = y[..., s + seg.shape[-1] - 1]
+    return y
+
+
+@functools.lru_cache(maxsize=16)
+def _sinc_table(up: int, down: int, zeros: int, beta: float, rolloff: float) -> tuple[np.ndarray, int]:
+    """Polyphase table ``[up, taps]`` and the tap index of the sample at or before each output position."""
+    cutoff = rolloff * min(1.0, up / down)          # in cycles per input sample, relative to the input Nyquist
+    half = zeros / cutoff                           # window half-width, input samples
+    reach = int(math.ceil(half))
+    k = np.arange(-reach + 1, reach + 1)            # input sample offsets relative to floor(position)
+    frac = np.arange(up)[:, None] / up              # fractional output position of each phase
+    d = frac - k[None, :]                           # distance (input samples) from the output position
+    window = np.i0(beta * np.sqrt(np.clip(1.0 - (d / half) ** 2, 0.0, None))) / np.i0(beta)
+    table = cutoff * np.sinc(cutoff * d) * window * (np.abs(d) <= half)
+    table.setflags(write=False)
+    return table, reach - 1
+
+
+def resample(x: np.ndarray, src_rate: int, dst_rate: int, *, zeros: int = 32, beta: float = 8.6,
+             rolloff: float = 0.945) -> np.ndarray:
+    """Resample along the last axis from ``src_rate`` to ``dst_rate`` (polyphase windowed sinc, numpy only).
+
+    Parameters
+    ----------
+    x : ndarray
+        ``[..., samples]`` audio.
+    src_rate, dst_rate : int
+        Rates in Hz; their ratio is reduced to ``up / down`` exactly.
+
+    Returns
+    -------
+    ndarray
+        ``[..., ceil(samples * dst_rate / src_rate)]`` float64; output sample ``j`` sits at input time
+        ``j * src_rate / dst_rate``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if src_rate == dst_rate:
+        return x.copy()
+    g = math.gcd(int(src_rate), int(dst_rate))
+    up, down = int(dst_rate) // g, int(src_rate) // g
+    table, before = _sinc_table(up, down, zeros, beta, rolloff)
+    taps = table.shape[1]
+    n_in = x.shape[-1]
+    n_out = -(-n_in * up // down)
+    j = np.arange(n_out)
+    base, phase = j * down // up, j * down % up
+    pad = taps
+    xp = np.concatenate([np.zeros(x.shape[:-1] + (pad,)), x, np.zeros(x.shape[:-1] + (pad,))], axis=-1)
+    out = np.empty(x.shape[:-1] + (n_out,))
+    step = max(1, 2 ** 16 // taps)
+    for s in range(0, n_out, step):  # chunks bound the gathered [chunk, taps] index array
+        idx = base[s:s + step, None] - before + np.arange(taps)[None, :] + pad
+        out[..., s:s + step] = np.einsum("...jt,jt->...j", xp[..., idx], table[phase[s:s + step]])
+    return out

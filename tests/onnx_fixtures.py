@@ -1,0 +1,105 @@
+"""Tiny exported models for tests: linear ONNX decoders/encoders built with onnx.helper, plus Kickspace metadata.
+
+A linear decoder ``audio = z @ W`` (+ a per-class offset for a CVAE) makes latent moves audible in a measurable way:
+with row 0 of ``W`` a kick shape, an axis along latent 0 scales the kick's amplitude.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime import model as M
+
+SPEC = {"sample_rate": 8000, "n_fft": 64, "hop_length": 16, "win_length": 64, "n_mels": 8, "fmin": 0.0,
+        "fmax": None, "mel_scale": "slaney", "mel_norm": "slaney", "frames": 4, "channels": 1, "top_db": 80.0,
+        "headroom_db": 6.0}
+LATENT, SAMPLES = 3, 64
+MELS, FRAMES = 8, 4
+
+
+def metadata(**changes) -> M.ModelMetadata:
+    """Metadata of the tiny test model (8 kHz, latent 3, axis ``sub`` along latent 0, scale 2); override fields."""
+    base = M.ModelMetadata(spec=SPEC, latent=LATENT, axes=(M.Axis("sub", (1.0, 0.0, 0.0), 2.0, {"rho": 0.95}),),
+                           griffin_lim_iterations=4, phase_init="test")
+    return dataclasses.replace(base, **changes)
+
+
+def save_graph(graph: onnx.GraphProto, path, meta_json: str | None) -> None:
+    """Save a graph as an opset-17, IR-9 model (onnxruntime 1.31 refuses onnx 1.23's default IR 14)."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    if meta_json is not None:
+        helper.set_model_props(model, {M.METADATA_KEY: meta_json})
+    onnx.save(model, str(path))
+
+
+def write_decoder(path, meta_json: str | None, *, weights: np.ndarray | None = None, conditional: bool = False,
+                  offsets: tuple[float, ...] = (0.0, 10.0), out_name: str = "audio") -> None:
+    """``audio = z @ W`` with ``W`` ``[latent, samples]`` (default: seeded random ``[3, 64]``), ``logmel`` a
+    reshape of ``z @ V``; with ``conditional`` a ``label`` input adds ``offsets[label]`` to every sample."""
+    rng = np.random.default_rng(0)
+    if weights is None:
+        weights = rng.standard_normal((LATENT, SAMPLES))
+    latent, samples = weights.shape
+    inits = [numpy_helper.from_array(np.asarray(weights, dtype=np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal((latent, MELS * FRAMES)).astype(np.float32), "V"),
+             numpy_helper.from_array(np.array([-1, MELS, FRAMES], dtype=np.int64), "shape")]
+    nodes = [helper.make_node("MatMul", ["z", "W"], ["a0"]), helper.make_node("MatMul", ["z", "V"], ["m0"]),
+             helper.make_node("Reshape", ["m0", "shape"], ["logmel"])]
+    inputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["B", latent])]
+    if conditional:
+        table = np.asarray(offsets, dtype=np.float32)[:, None]
+        inits.append(numpy_helper.from_array(table, "offsets"))
+        nodes += [helper.make_node("Gather", ["offsets", "label"], ["off"], axis=0),
+                  helper.make_node("Add", ["a0", "off"], [out_name])]
+        inputs.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["B"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["a0"], [out_name]))
+    outputs = [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["B", samples]),
+               helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["B", MELS, FRAMES])]
+    save_graph(helper.make_graph(nodes, "decoder", inputs, outputs, inits), path, meta_json)
+
+
+def write_encoder(path, meta_json: str, *, latent: int = LATENT, samples: int = SAMPLES, weight: float = 0.01) -> None:
+    """``mu = audio @ E`` with every entry of ``E`` = ``weight``; ``logvar = -mu``."""
+    w = numpy_helper.from_array(np.full((samples, latent), weight, dtype=np.float32), "E")
+    nodes = [helper.make_node("MatMul", ["audio", "E"], ["mu"]), helper.make_node("Neg", ["mu"], ["logvar"])]
+    inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["B", samples])]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", latent]) for n in ("mu", "logvar")]
+    save_graph(helper.make_graph(nodes, "encoder", inputs, outputs, [w]), path, meta_json)
+
+
+def kick_shape(samples: int, sample_rate: int, *, hz: float = 60.0, decay_s: float = 0.05) -> np.ndarray:
+    """A decaying sine starting at 0 with a 1 ms rise: ``[samples]`` float32, peak about 1."""
+    t = np.arange(samples) / sample_rate
+    rise = np.minimum(1.0, t / 0.001)
+    return (rise * np.sin(2 * np.pi * hz * t) * np.exp(-t / decay_s)).astype(np.float32)
+
+
+def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, labels: tuple[str, ...] = (),
+                      encoder: bool = False) -> Path:
+    """A model folder whose decoder plays ``z[0] * kick + z[1] * click + z[2] * tone`` (latent 3).
+
+    Axes: ``sub`` along latent 0 with scale 0.5 (the kick's amplitude), ``click`` along latent 1. Spec: ``samples``
+    long at ``sample_rate``. A pad anchored at ``(1, 0, 0)`` with ``sub = v`` plays ``(1 + 0.5 v) * kick``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(samples) / sample_rate
+    click = (np.exp(-t / 0.002) * np.cos(2 * np.pi * 1000 * t)).astype(np.float32)
+    tone = (np.sin(2 * np.pi * 220 * t) * np.exp(-t / 0.1)).astype(np.float32)
+    weights = np.stack([kick_shape(samples, sample_rate), click, tone])
+    spec = {**SPEC, "sample_rate": sample_rate, "hop_length": samples // FRAMES, "frames": FRAMES}
+    meta = metadata(spec=spec, labels=labels,
+                    axes=(M.Axis("sub", (1.0, 0.0, 0.0), 0.5), M.Axis("click", (0.0, 1.0, 0.0), 1.0)))
+    offsets = tuple(0.0 for _ in labels) or (0.0,)
+    write_decoder(folder / M.DECODER_FILE, meta.to_json(), weights=weights, conditional=bool(labels),
+                  offsets=offsets)
+    if encoder:
+        write_encoder(folder / M.ENCODER_FILE, meta.to_json(), samples=samples)
+    return folder

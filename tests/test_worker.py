@@ -1,0 +1,105 @@
+"""The render worker: coalesced knob renders that end on the final state, batching, safe buffers, resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.engine import Engine
+from runtime.model import ExportedModel
+from runtime.worker import PadRequest, RenderWorker, dc_block, resample, sanitize
+from tests import onnx_fixtures as fx
+
+RATE = 8000
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> ExportedModel:
+    return ExportedModel(fx.linear_kick_model(tmp_path_factory.mktemp("model"), sample_rate=RATE, samples=1024))
+
+
+def _kick(amplitude: float) -> np.ndarray:
+    return amplitude * fx.kick_shape(1024, RATE)
+
+
+def _requests(model, amplitude: float, notes=(36,)) -> list[PadRequest]:
+    return [PadRequest(n, model, np.array([[amplitude, 0.0, 0.0]], np.float32)) for n in notes]
+
+
+def test_rapid_knob_changes_render_once_with_the_final_state(model):
+    engine = Engine(RATE, 128, channels=1)
+    worker = RenderWorker(engine, fade_out_ms=10.0)
+    for i in range(100):  # a knob swept through 100 values before the worker gets to run
+        worker.request(_requests(model, 0.01 * (i + 1), notes=(36, 38)))
+    assert worker.pending == 2
+    worker.start()
+    try:
+        assert worker.wait_idle(30.0)
+    finally:
+        worker.stop()
+    assert worker.stats.renders == 2 and worker.stats.decode_calls == 1  # both pads in one batched decoder call
+    final = engine.pad_buffer(36)[0, :, 0]
+    body = slice(0, 1024 - 80)  # before the end fade (10 ms at 8 kHz)
+    np.testing.assert_allclose(final[body], dc_block(_kick(1.0), RATE)[body], atol=1e-4)
+
+
+def test_requests_while_running_end_on_the_latest_state(model):
+    engine = Engine(RATE, 128, channels=1)
+    worker = RenderWorker(engine)
+    worker.start()
+    try:
+        for i in range(100):
+            worker.request(_requests(model, 0.01 * (i + 1)))
+        assert worker.wait_idle(30.0)
+    finally:
+        worker.stop()
+    assert 1 <= worker.stats.renders <= 100 and not worker.stats.errors
+    np.testing.assert_allclose(engine.pad_buffer(36)[0, :900, 0], dc_block(_kick(1.0), RATE)[:900], atol=1e-4)
+
+
+def test_preset_switch_discards_the_old_requests(model):
+    engine = Engine(RATE, 128, channels=1)
+    worker = RenderWorker(engine)
+    worker.request(_requests(model, 1.0, notes=(36, 38)))
+    worker.request(_requests(model, 0.5, notes=(40,)), replace=True)
+    assert worker.render_now() == 1
+    assert engine.notes == [40]
+
+
+def test_buffers_are_finite_dc_free_and_faded_at_the_end():
+    t = np.arange(4000) / RATE
+    audio = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * 80 * t), np.where(t < 0.1, np.nan, 1e9)])
+    out = sanitize(audio, RATE, fade_out_ms=10.0, dc_cutoff_hz=5.0)
+    assert np.all(np.isfinite(out)) and np.max(np.abs(out)) <= 8.0
+    assert abs(out[0, 2000:].mean()) < 0.01  # the 0.5 offset is gone after the DC blocker settles
+    assert out[0, -1] == 0.0 and np.max(np.abs(out[:, -8:])) < 0.05  # fade to silence
+
+
+def test_dc_block_matches_the_recursive_filter():
+    x = np.random.default_rng(1).standard_normal(3000)
+    r = np.exp(-2 * np.pi * 5.0 / RATE)
+    y, prev_x, prev_y = np.empty_like(x), 0.0, 0.0
+    for n, v in enumerate(x):
+        prev_y = v - prev_x + r * prev_y
+        prev_x, y[n] = v, prev_y
+    np.testing.assert_allclose(dc_block(x, RATE, 5.0, chunk=256), y, atol=1e-9)
+
+
+@pytest.mark.parametrize("src, dst, hz", [(8000, 48000, 440.0), (8000, 48000, 3400.0), (48000, 44100, 1000.0)])
+def test_resampling_keeps_a_sines_frequency_and_level(src, dst, hz):
+    n = src // 2
+    x = np.sin(2 * np.pi * hz * np.arange(n) / src)
+    y = resample(x, src, dst)
+    assert y.shape == (n * dst // src,)
+    mid = y[dst // 20: -dst // 20]  # away from the edges
+    spectrum = np.abs(np.fft.rfft(mid * np.hanning(mid.size)))
+    peak_hz = np.argmax(spectrum) * dst / mid.size
+    assert abs(peak_hz - hz) <= dst / mid.size
+    reference = np.sin(2 * np.pi * hz * (np.arange(y.size) / dst))
+    assert np.max(np.abs(mid - reference[dst // 20: -dst // 20])) < 1e-3  # in time and in level (no delay)
+
+
+def test_downsampling_removes_what_the_new_rate_cannot_hold():
+    x = np.sin(2 * np.pi * 30000 * np.arange(48000) / 96000)  # 30 kHz: above 24 kHz Nyquist of the target
+    y = resample(x, 96000, 48000)
+    assert np.max(np.abs(y[1000:-1000])) < 1e-3
