@@ -167,7 +167,8 @@ def test_a_corrupt_cache_entry_is_recomputed(tmp_path):
     entries[0].write_bytes(entries[0].read_bytes()[:100])  # a torn write from some other tool
     second = _ingest(root, cache=cache)
     assert (second.summary.cache_hits, second.summary.cache_misses) == (1, 1)
-    np.testing.assert_array_equal(first.features, second.features)
+    # recomputed alone rather than in a batch of two: equal up to float32 rounding of the batched convolution
+    np.testing.assert_allclose(first.features, second.features, rtol=0, atol=1e-4)  # 0.004 dB
     third = _ingest(root, cache=cache)  # and the entry was rewritten
     assert third.summary.cache_hits == 2
     assert not [p for p in entries[0].parent.iterdir() if p.suffix == ".tmp"]

@@ -299,16 +299,17 @@ def _int(value: object) -> int:
 
 
 # =================================================================================================== ingest
-def featurise(path: Path, *, spec: SpectrogramSpec, preprocess: Preprocess,
-              cache: FeatureCache | None) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``[C, M, T]`` and prepared audio ``[C, N]`` of one file, through the cache when given.
+FEATURE_BATCH = 32  # prepared examples per log-mel call: one batched conv is several times cheaper per file
+
+
+def prepare_file(path: Path, *, spec: SpectrogramSpec, preprocess: Preprocess,
+                 cache: FeatureCache | None) -> tuple[np.ndarray | None, np.ndarray, str | None]:
+    """Features ``[C, M, T]`` (None when not cached yet), prepared audio ``[C, N]`` and cache key of one file.
 
     Raises :class:`SkipFile` (cached verdicts included). Files that cannot be opened, are not audio or are too
     long are judged from the file system and the header on every pass (cheap) and never hashed, so a huge file
     is never read in full.
     """
-    from trainer.spec import waveform_to_features
-
     check_path(path)
     reject_too_long(path, preprocess=preprocess)
     key = _key(path) if cache is not None else None
@@ -317,17 +318,34 @@ def featurise(path: Path, *, spec: SpectrogramSpec, preprocess: Preprocess,
         if hit is not None:
             if hit.skip is not None:
                 raise hit.skip
-            return hit.features, hit.audio
+            return hit.features, hit.audio, key
     try:
-        audio = load_one_shot(path, spec=spec, preprocess=preprocess)
+        return None, load_one_shot(path, spec=spec, preprocess=preprocess), key
     except SkipFile as skip:
         if key is not None:
             cache.store_skip(key, skip)
         raise
-    features = waveform_to_features(audio[None], spec)[0].numpy()
-    if key is not None:
-        cache.store(key, features=features, audio=audio)
+
+
+def featurise(path: Path, *, spec: SpectrogramSpec, preprocess: Preprocess,
+              cache: FeatureCache | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``[C, M, T]`` and prepared audio ``[C, N]`` of one file, through the cache when given."""
+    features, audio, key = prepare_file(path, spec=spec, preprocess=preprocess, cache=cache)
+    if features is None:
+        features = _features_of([audio], spec=spec, keys=[key], cache=cache)[0]
     return features, audio
+
+
+def _features_of(audio: list[np.ndarray], *, spec: SpectrogramSpec, keys: list[str | None],
+                 cache: FeatureCache | None) -> np.ndarray:
+    """Log-mel features ``[B, C, M, T]`` of prepared examples, computed in one batch and stored in the cache."""
+    from trainer.spec import waveform_to_features
+
+    features = waveform_to_features(np.stack(audio), spec).numpy()
+    if cache is not None:
+        for key, feats, wave in zip(keys, features, audio):
+            cache.store(key, features=feats, audio=wave)
+    return features
 
 
 def _key(path: Path) -> str:
@@ -384,20 +402,37 @@ def _featurise_all(items: list[Item], *, spec: SpectrogramSpec, preprocess: Prep
     console = Console(stderr=True)
     bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=console, disable=not progress, transient=True)
-    kept = []
+    kept: list[list] = []  # [item, features or None until its batch is computed, audio]
+    pending: list[tuple[list, str | None]] = []
     with bar:
         task = bar.add_task("ingest", total=len(items))
         for item in items:
             try:
-                features, audio = featurise(item.path, spec=spec, preprocess=preprocess, cache=cache)
+                features, audio, key = prepare_file(item.path, spec=spec, preprocess=preprocess, cache=cache)
             except SkipFile as skip:
                 _log_skip(console, item, skip)
                 summary.add_skip(str(item.path), item.label, skip)
             else:
-                kept.append((item, features, audio))
+                kept.append([item, features, audio])
                 summary.count(item.label, kept=True)
+                if features is None:
+                    pending.append((kept[-1], key))
+                if len(pending) == FEATURE_BATCH:
+                    _fill_features(pending, spec=spec, cache=cache)
             bar.advance(task)
-    return kept
+        _fill_features(pending, spec=spec, cache=cache)
+    return [tuple(entry) for entry in kept]
+
+
+def _fill_features(pending: list[tuple[list, str | None]], *, spec: SpectrogramSpec,
+                   cache: FeatureCache | None) -> None:
+    """Compute the features of the pending kept entries in one batch (in place) and empty the list."""
+    if pending:
+        features = _features_of([entry[2] for entry, _ in pending], spec=spec, keys=[k for _, k in pending],
+                                cache=cache)
+        for (entry, _), feats in zip(pending, features):
+            entry[1] = feats
+        pending.clear()
 
 
 def _log_skip(console, item: Item, skip: SkipFile) -> None:
