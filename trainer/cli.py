@@ -177,12 +177,184 @@ def _run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------------- analysis
+def _run_arguments(parser: argparse.ArgumentParser, *, data: str) -> None:
+    """RUN, --data (``data``: "required", "optional"), --out, cache flags, --seed, --gl-iters."""
+    parser.add_argument("run", type=Path, help="run folder written by `trainer fit` (best.pt, else last.pt) or a .pt")
+    parser.add_argument("--data", type=Path, nargs="+", required=data == "required", default=None,
+                        help="data folders, ingested with the run's spec and preprocessing")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN/analysis)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="feature cache folder (default $KICKSPACE_CACHE or ~/.cache/kickspace)")
+    parser.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations for audio (default 32)")
+
+
+def _load_run_and_data(args: argparse.Namespace, roots=None):
+    from trainer.analysis.latent import load_corpus, load_run
+
+    run = load_run(args.run)
+    roots = args.data if roots is None else roots
+    corpus = (load_corpus(run, roots, cache_dir=args.cache, use_cache=not args.no_cache) if roots else None)
+    out = args.out or (run.folder / "analysis")
+    return run, corpus, out
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="reconstructions, prior samples, interpolations as WAV + spectrogram grids",
+                       description="Write prior samples (per class for a CVAE) and, with --data, reconstructions "
+                                   "(original | reconstruction | difference grid), interpolations between pairs of "
+                                   "real sounds and between classes, as WAV files plus PNG grids under OUT/generate.")
+    _run_arguments(p, data="optional")
+    p.add_argument("--n", type=int, default=4, help="reconstructions and samples (per class) to write (default 4)")
+    p.add_argument("--pairs", type=int, default=2, help="interpolated pairs of real sounds (default 2)")
+    p.add_argument("--steps", type=int, default=7, help="points per interpolation (default 7)")
+    p.set_defaults(handler=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from trainer.analysis.generate import generate
+
+    run, corpus, out = _load_run_and_data(args)
+    generate(run, corpus, out=out / "generate", n=args.n, pairs=args.pairs, steps=args.steps, n_iter=args.gl_iters,
+             seed=args.seed)
+    print(f"wrote {out / 'generate'}")
+    return 0
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="latent diagnostics (JSON + Markdown) and 2D maps (PNG + HTML)",
+                       description="Encode the data through the run: mu/logvar statistics, KL per dimension, active "
+                                   "units, pairwise distances and a posterior-collapse verdict (latent.json, "
+                                   "latent.md); PCA (and UMAP when installed) maps coloured by class, pitch, "
+                                   "cluster and each descriptor (PNG and interactive HTML).")
+    _run_arguments(p, data="required")
+    p.set_defaults(handler=_run_analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from trainer.analysis.latent import analyze
+
+    run, corpus, out = _load_run_and_data(args)
+    report = analyze(run, corpus, out=out, seed=args.seed)
+    diag = report["diagnostics"]
+    print(f"{diag['verdict']}: {diag['active_units']}/{diag['latent']} active units; wrote {out / 'latent.md'}")
+    return 0
+
+
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cluster", help="GMM (BIC) on latent means, TensorBoard projector, centroids for pads",
+                       description="Fit GMMs on z-scored latent means and keep the component count with the lowest "
+                                   "BIC (bic.png); write a TensorBoard projector (metadata: cluster, class, "
+                                   "descriptors, audio per sample), each cluster's decoded centroid as WAV, and "
+                                   "centroids.json for pad anchors.")
+    _run_arguments(p, data="required")
+    p.add_argument("--max-components", type=int, default=10, help="largest GMM tried (default 10)")
+    p.add_argument("--no-audio", action="store_true", help="no WAV per sample in the projector")
+    p.set_defaults(handler=_run_cluster)
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    from trainer.analysis.cluster import cluster
+
+    run, corpus, out = _load_run_and_data(args)
+    report = cluster(run, corpus, out=out, max_components=args.max_components, seed=args.seed,
+                     projector_audio=not args.no_audio)
+    print(f"{report['components']} clusters; wrote {out / 'centroids.json'} and {out / 'clusters.md'}")
+    return 0
+
+
+def _add_axes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("axes", help="named knob axes (sub, punch, decay, click, brightness), verified by sweeps",
+                       description="Derive one latent direction per control from the encoded training data and the "
+                                   "descriptors of its reconstructions, with three decorrelation methods; decode "
+                                   "sweeps along each axis, measure Spearman rho and cross-talk, keep the best "
+                                   "method and write axes.json (for export) and axes.md.")
+    _run_arguments(p, data="required")
+    p.add_argument("--anchors", type=int, default=4, help="encoded examples swept from besides the mean (default 4)")
+    p.add_argument("--values", type=int, default=9, help="knob values per sweep (default 9)")
+    p.set_defaults(handler=_run_axes)
+
+
+def _run_axes(args: argparse.Namespace) -> int:
+    from trainer.analysis.axes import axes
+
+    run, corpus, out = _load_run_and_data(args)
+    report = axes(run, corpus, out=out, n_anchors=args.anchors, n_values=args.values, seed=args.seed,
+                  n_iter=args.gl_iters)
+    for axis in report["axes"]:
+        print(f"{axis['name']:<11} rho {axis['rho']:+.2f}  span {axis['span']:+.2f}  "
+              f"max cross-talk {axis['max_cross_talk']:.2f}")
+    print(f"method {report['method']}; wrote {out / 'axes.json'} and {out / 'axes.md'}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="held-out round trip, realism, diversity and memorisation report",
+                       description="On audio the model never saw: round-trip log-mel distance next to Griffin-Lim "
+                                   "and spec oracles, Fréchet distance of descriptors (generated vs real, real half "
+                                   "vs half), pairwise diversity with a collapse verdict, and nearest training "
+                                   "neighbours (with --train-data). Writes evaluate.json, evaluate.md and plots.")
+    _run_arguments(p, data="required")
+    p.add_argument("--train-data", type=Path, nargs="+", default=None,
+                   help="the run's training data folders (for the memorisation check)")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from trainer.analysis.evaluate import evaluate
+    from trainer.analysis.latent import load_corpus
+
+    run, corpus, out = _load_run_and_data(args)
+    train = (load_corpus(run, args.train_data, cache_dir=args.cache, use_cache=not args.no_cache)
+             if args.train_data else None)
+    report = evaluate(run, corpus, out=out, train=train, n_iter=args.gl_iters, seed=args.seed)
+    rt = report["round_trip_db"]
+    print(f"round trip {rt['vae']['median']:.2f} dB (spec oracle {rt['oracle_spec']['median']:.2f} dB); "
+          f"collapse: {report['diversity']['collapsed']}; wrote {out / 'evaluate.md'}")
+    return 0
+
+
+def _add_sweep_latent(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep-latent", help="train one model per latent size and recommend one",
+                       description="Train one run per --dims size (same data and settings), report validation "
+                                   "reconstruction and the variance share of the top 3 principal components of "
+                                   "the latent means; recommend the smallest size where it reaches 60%.")
+    p.add_argument("data", type=Path, nargs="+", help="data folders (or one .npz of features)")
+    p.add_argument("--dims", type=int, nargs="+", default=[8, 16, 32], help="latent sizes (default 8 16 32)")
+    p.add_argument("--out", type=Path, required=True, help="sweep folder (one run per size inside)")
+    p.add_argument("--config", type=Path, default=None, help="run config TOML shared by every size")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override config keys, e.g. --set train.epochs=50")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="feature cache folder (default $KICKSPACE_CACHE or ~/.cache/kickspace)")
+    p.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+    p.set_defaults(handler=_run_sweep_latent)
+
+
+def _run_sweep_latent(args: argparse.Namespace) -> int:
+    from trainer.analysis.sweep import sweep_latent
+    from trainer.config import load_run_config
+
+    run = load_run_config(args.config, args.overrides)
+    spec = run.data.resolve_spec()
+    arrays = _fit_arrays(args, run, spec)
+    report = sweep_latent(arrays, dims=args.dims, out=args.out, spec=spec,
+                          model=run.model_config(spec, n_classes=len(arrays.classes)), objective=run.objective,
+                          train=run.train, run_config=run.to_dict())
+    rec = report["recommendation"]
+    print(f"recommended latent: {rec['latent']} ({rec['reason']}); wrote {args.out / 'sweep.md'}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``trainer`` argument parser (one subcommand per job)."""
     parser = argparse.ArgumentParser(prog="trainer", description="Kickspace trainer: data, training, analysis.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_synth, _add_ingest, _add_fit):
+    for add in (_add_synth, _add_ingest, _add_fit, _add_generate, _add_analyze, _add_cluster, _add_axes,
+                _add_evaluate, _add_sweep_latent):
         add(sub)
     return parser
 
