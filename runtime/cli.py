@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from typing import Sequence
+
+import numpy as np
 
 from runtime.errors import KickspaceError
 
@@ -42,7 +45,119 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the audio devices PortAudio sees (with their numbers) and the MIDI input "
                                    "ports of every MIDI API python-rtmidi was built with (ALSA, JACK).")
     p.set_defaults(handler=lambda args: print(list_ports()) or 0)
+    _add_play(sub)
+    _add_render(sub)
     return parser
+
+
+def _add_play(sub) -> None:
+    p = sub.add_parser(
+        "play", help="play a preset live from MIDI (a pad hit fires a kick, CC knobs move it through the latent axes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Play a preset live: note-ons fire the preset's pads, CC knobs move the sound along the model's named "
+            "latent axes (the render worker re-renders in the background; the next hit has the new sound), program "
+            "changes switch presets. With a JACK server running this is a JACK client with ports CLIENT:out_0/out_1 "
+            "and a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns and the output "
+            "peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), s = save the current sound "
+            "(WAV + preset), q = quit. SIGUSR1 saves too. Ctrl-C stops cleanly.", 79),
+        epilog="examples:\n"
+               "  runtime play --preset presets/kicks                      # virtual MIDI input, default device\n"
+               "  runtime play --preset presets/kicks --midi-port nanoKONTROL --device 2\n"
+               "  jackd --no-realtime -d dummy -r 48000 -p 128 &  runtime play --preset presets/kicks --connect\n"
+               "  runtime play --preset presets/kicks --pad 37=my_kick.wav --learn punch\n"
+               "`runtime list` shows the audio devices and MIDI ports; without any device use `runtime render`.")
+    p.add_argument("--preset", required=True, metavar="PATH", help="preset JSON file, or a folder holding preset.json")
+    p.add_argument("--midi-port", metavar="NAME", default=None,
+                   help="connect to the MIDI port whose name contains NAME (or its number in `runtime list`); "
+                        "default: open a virtual input port CLIENT-midi:in that other programs connect to")
+    p.add_argument("--midi-api", choices=("auto", "jack", "alsa"), default="auto",
+                   help="MIDI system (default auto: JACK when the audio runs on JACK, else ALSA)")
+    p.add_argument("--device", metavar="NAME|NUMBER", default=None,
+                   help="audio output device: its number in `runtime list` or a name substring (default: the "
+                        "default output, JACK when a server runs)")
+    p.add_argument("--blocksize", type=int, default=0, metavar="FRAMES",
+                   help="frames per audio callback (default 0: the device's own period; on JACK the server's)")
+    p.add_argument("--samplerate", type=int, default=None, metavar="HZ",
+                   help="output rate (default: the device's; on JACK it must be the server's rate)")
+    p.add_argument("--channel", type=int, default=None, metavar="1-16",
+                   help="listen to this MIDI channel only (overrides the preset's midi_channel; default: the "
+                        "preset's, or all)")
+    p.add_argument("--connect", action="store_true",
+                   help="on JACK: connect the outputs to the system playback ports (default: leave them unconnected)")
+    p.add_argument("--client-name", default="kickspace", metavar="NAME",
+                   help="JACK client name (default kickspace; MIDI client NAME-midi)")
+    p.add_argument("--learn", metavar="AXIS", default=None,
+                   help="MIDI learn at start: the first CC you move binds to AXIS (e.g. punch)")
+    p.add_argument("--pad", action="append", default=[], metavar="NOTE=WAV",
+                   help="play your own sample on NOTE, placed in the latent space by the model's encoder "
+                        "(repeatable; the knobs move it like any pad)")
+    p.add_argument("--save-dir", default="kickspace-saves", metavar="DIR",
+                   help="where 'save current sound' writes its WAV and preset (default ./kickspace-saves)")
+    p.add_argument("--max-voices", type=int, default=16, help="voices sounding at once (default 16)")
+    p.add_argument("--quiet", action="store_true", help="no status view (headless); one summary line at exit")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--stats-json", default=None, metavar="FILE",
+                   help="write the run's counters and timings (xruns, render and knob->ready times, RSS) as JSON")
+    p.set_defaults(handler=_play)
+
+
+def _play(args: argparse.Namespace) -> int:
+    from runtime.play import PlayConfig, parse_pad, play
+
+    pads = dict(parse_pad(text) for text in args.pad)
+    config = PlayConfig(preset=args.preset, midi_port=args.midi_port, midi_api=args.midi_api, device=args.device,
+                        blocksize=args.blocksize, samplerate=args.samplerate, channel=args.channel,
+                        connect=args.connect, client_name=args.client_name, learn=args.learn, pads=pads,
+                        save_dir=args.save_dir, quiet=args.quiet, duration=args.duration,
+                        stats_json=args.stats_json, max_voices=args.max_voices)
+    return play(config)
+
+
+def _add_render(sub) -> None:
+    p = sub.add_parser(
+        "render", help="render a MIDI file or a one-shot to a 24-bit WAV (no audio device needed)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Render offline through the same engine as live play, to a 24-bit WAV. With --midi, every note-on fires "
+            "its pad at its exact sample (the file's tempo map honoured), CC messages move the preset's knobs and "
+            "program changes switch presets at their own time; note-offs are ignored (one-shots). With --axes, one "
+            "hit of a pad at the given latent axis values. The same input always gives identical audio.", 79),
+        epilog="examples:\n"
+               "  runtime render --preset presets/kicks --midi song.mid --out song.wav\n"
+               "  runtime render --preset presets/kicks --axes sub=0.8,decay=0.3 --out kick.wav\n"
+               "axis values are knob values in axis units (-1..1 spans the range measured on the training data).")
+    p.add_argument("--preset", required=True, metavar="PATH",
+                   help="preset JSON file, or a folder holding preset.json")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--midi", metavar="FILE", help="standard MIDI file to play (notes, CC, program changes)")
+    what.add_argument("--axes", metavar="NAME=VALUE,...",
+                      help="render one hit at these axis values, e.g. sub=0.8,decay=0.3 (others at their default)")
+    p.add_argument("--out", required=True, metavar="WAV", help="output WAV file (24-bit PCM)")
+    p.add_argument("--rate", type=int, default=None, metavar="HZ",
+                   help="output sample rate (default: the model's own rate; others are resampled)")
+    p.add_argument("--note", type=int, default=None,
+                   help="with --axes: the pad's MIDI note (default: the preset's first pad)")
+    p.add_argument("--velocity", type=int, default=127, help="with --axes: hit velocity 1-127 (default 127)")
+    p.add_argument("--blocksize", type=int, default=256, help="engine block size in frames (default 256)")
+    p.set_defaults(handler=_render)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from runtime import render
+
+    rate = render.output_rate(args.preset, args.rate)
+    if args.midi is not None:
+        audio = render.render_midi(args.preset, args.midi, sample_rate=rate, blocksize=args.blocksize)
+    else:
+        audio = render.render_one_shot(args.preset, render.parse_axes(args.axes), note=args.note,
+                                       velocity=args.velocity, sample_rate=rate, blocksize=args.blocksize)
+    path = render.write_wav(args.out, audio, rate)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    print(f"wrote {path} ({audio.shape[0] / rate:.2f} s, {rate} Hz, {audio.shape[1]} ch, 24-bit, peak "
+          f"{20 * np.log10(max(peak, 1e-9)):.1f} dBFS)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,135 @@
+"""Live runtime on JACK dummy: note -> onset latency, knob -> new-sound-ready time, worker CPU, xruns, RSS growth.
+
+    .venv/bin/python benchmarks/runtime_latency.py [--seconds 60] [--notes 16] [--cc 100] [--realtime]
+                                                    [--preset PATH] [--out results.json]
+
+Starts its own ``jackd -d dummy -r 48000 -p 128`` under a unique server name (``--no-realtime`` unless
+``--realtime``), runs ``python -m runtime play --quiet`` as a subprocess (default preset: the tiny 48 kHz linear kick
+model of tests/onnx_fixtures.py, 1024 samples = 21 ms so hits
+16/s do not overlap; pass ``--preset`` for a real exported model), drives it from a python-rtmidi JACK
+client (notes at ``--notes``/s, velocity 100, and a triangle CC sweep at ``--cc`` messages/s on CC 20 all the time)
+and records its outputs and the same MIDI with a JACK-Client recorder on one frame clock.
+
+Reported:
+
+* note -> onset latency (frames and ms): recorder frame of the MIDI note-on -> first output sample above 1e-3;
+* knob -> ready (ms): player-side, MIDI timestamp of the oldest CC a render serves -> its buffers swapped in;
+* render worker CPU share: the worker thread's CPU seconds / wall seconds (``time.thread_time``);
+* xruns: output underflows the player's callback counted (PortAudio flags), with the JACK server's log as
+  context (the dummy driver's own xruns and the clients it blamed, by state);
+* RSS growth: player RSS at the end minus at 2 s.
+
+Goals (the runtime issue): latency <= one period added, knob -> ready <= 20 ms, 0 xruns, RSS growth < 5 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.jack_fixtures import (PERIOD, RATE, JackServer, PlayerProcess, Recorder, Sender,  # noqa: E402
+                                 count_onsets, onsets_after, write_test_preset)
+
+
+def run(args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="kickspace-bench-"))
+    server = JackServer(work, name=f"kickspace-bench-{int(time.time())}", realtime=args.realtime).start()
+    try:
+        preset = Path(args.preset) if args.preset else write_test_preset(work / "preset", samples=1024)
+        player = PlayerProcess(preset, work, client="ks-bench")
+        recorder = Recorder("ks-bench-rec", args.seconds + 5, channels=1)
+        sender = Sender("ks-bench-snd")
+        recorder.connect_audio(player.outputs[:1])
+        recorder.connect(sender.port, player.midi_in)
+        recorder.connect(sender.port, "ks-bench-rec:midi_in")
+        time.sleep(0.5)
+        log_at = server.log_size()
+        sent_notes = sent_cc = 0
+        t0 = time.monotonic()
+        next_note, next_cc, step = t0, t0, 0
+        while (now := time.monotonic()) - t0 < args.seconds:
+            if now >= next_note:
+                sender.note(36, 100)
+                sent_notes += 1
+                next_note += 1.0 / args.notes
+            if now >= next_cc:
+                sender.cc(20, abs(step % 254 - 127))
+                step += 2
+                sent_cc += 1
+                next_cc += 1.0 / args.cc
+            time.sleep(max(0.0, min(next_note, next_cc) - time.monotonic()))
+        time.sleep(0.5)
+        rc, stats = player.interrupt()
+        sender.close()
+        recorder.close()
+        xruns = server.xrun_report(log_at)
+    finally:
+        server.stop()
+    notes = [f for f, _ in recorder.note_frames()]
+    hits = onsets_after(recorder.audio, notes, window=min(2000, int(RATE / args.notes) - 200))
+    lat = np.array([h for h, _ in hits if h is not None], dtype=float)
+    pct = lambda v, q: round(float(np.percentile(v, q)), 3) if v.size else None  # noqa: E731
+    result = {
+        "machine_load": _load(), "realtime_jackd": server.realtime, "seconds": args.seconds, "exit_status": rc,
+        "notes_sent": sent_notes, "notes_seen_by_recorder": len(notes), "notes_played": stats.get("notes"),
+        "onsets": count_onsets(recorder.audio), "missing_onsets": int(sum(h is None for h, _ in hits)),
+        "cc_sent": sent_cc, "cc_applied": stats.get("cc"),
+        "latency_frames": {"period": PERIOD, "median": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
+                           "max": float(lat.max()) if lat.size else None,
+                           "share_within_one_period": round(float(np.mean(lat <= PERIOD + 8)), 4) if lat.size
+                           else None},
+        "latency_ms": {"median": pct(lat * 1e3 / RATE, 50), "p95": pct(lat * 1e3 / RATE, 95),
+                       "max": round(float(lat.max() * 1e3 / RATE), 3) if lat.size else None},
+        "knob_to_ready_ms": stats.get("ready_ms"), "render_ms": stats.get("render_ms"),
+        "renders": stats.get("renders"), "worker_cpu_share": stats.get("worker_cpu_share"),
+        "player_cpu_share": round(stats.get("process_cpu_s", 0) / max(stats.get("wall_s", 1), 1e-9), 4),
+        "xruns_player_callback": stats.get("underflows"), "blocks": stats.get("blocks"),
+        "max_callback_ms": stats.get("max_callback_ms"), "recorder_xrun_callbacks": recorder.xruns,
+        "jack_server_log": xruns,
+        "rss_start_mb": stats.get("rss_start_mb"), "rss_end_mb": stats.get("rss_end_mb"),
+        "rss_growth_mb": round(stats.get("rss_end_mb", 0) - stats.get("rss_start_mb", 0), 2),
+    }
+    ready = stats.get("ready_ms") or {}
+    result["goals"] = {
+        "latency <= one period added (p95)": bool(lat.size and np.percentile(lat, 95) <= PERIOD + 8),
+        "knob -> ready <= 20 ms (p95)": bool(ready.get("n") and ready["p95"] <= 20.0),
+        "0 xruns": stats.get("underflows") == 0,
+        "RSS growth < 5 MB": result["rss_growth_mb"] < 5.0,
+    }
+    return result
+
+
+def _load() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+    except OSError:
+        return "?"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--notes", type=float, default=16.0, help="notes per second")
+    parser.add_argument("--cc", type=float, default=100.0, help="CC messages per second (a continuous sweep)")
+    parser.add_argument("--realtime", action="store_true", help="jackd -R instead of --no-realtime")
+    parser.add_argument("--preset", default=None, help="preset to play (default: the tiny test model)")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    result = run(args)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Audio output for live play: a sounddevice (PortAudio) stream whose callback steps the engine.
+
+The callback does what DESIGN.md allows and nothing more: note the block's start time, count the output underflows
+PortAudio reports in its status flags, fill the block with :meth:`runtime.engine.Engine.process`, track the output
+peak in a preallocated scratch array. No inference, logging, locks or numpy allocation of its own.
+
+The callback is Python and needs the GIL: :meth:`AudioOutput.start` shortens CPython's switch interval (5 ms by
+default, longer than a 128-frame period) to :data:`SWITCH_INTERVAL_S`, so another Python thread holds the GIL for at
+most that long before the callback gets it (DESIGN.md, "Realtime audio": 1,577 underflows of ~3,000 blocks beside
+one busy thread with the default, 3 with 0.2 ms).
+
+On JACK, PortAudio is a JACK client: :func:`set_jack_client_name` names it (ports ``NAME:out_0``, ``NAME:out_1``),
+and since PortAudio connects its ports to the device's ports by itself, :class:`AudioOutput` undoes that unless
+``connect`` is set (``--connect``: to the system playback ports). Port connections go through libjack with ctypes
+(standard library), so the runtime needs no JACK package of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+import time
+
+import numpy as np
+
+from runtime.errors import KickspaceError
+
+SWITCH_INTERVAL_S = 0.0002
+NO_DEVICE_HELP = ("Run `runtime list` to see the devices PortAudio finds, start a JACK server (e.g. `jackd -d alsa` "
+                  "for a sound card, or `jackd --no-realtime -d dummy -r 48000 -p 128` to run without one), or "
+                  "render offline with `runtime render`.")
+_client_name_buffer = None  # PortAudio keeps the pointer PaJack_SetClientName gets: keep the bytes alive
+
+
+def _sd():
+    try:
+        import sounddevice as sd
+    except OSError as err:  # libportaudio missing
+        raise KickspaceError(f"PortAudio is not available ({err}); install libportaudio2, or render offline with "
+                             f"`runtime render`") from None
+    return sd
+
+
+def set_jack_client_name(name: str) -> None:
+    """Name the JACK client PortAudio opens (re-initialises PortAudio; call before opening a stream)."""
+    global _client_name_buffer
+    sd = _sd()
+    try:
+        lib = ctypes.CDLL(sd._libname)
+        setter = lib.PaJack_SetClientName
+    except (OSError, AttributeError):
+        return  # a PortAudio without JACK support: nothing to name
+    setter.argtypes, setter.restype = [ctypes.c_char_p], ctypes.c_int
+    _client_name_buffer = ctypes.create_string_buffer(name.encode())
+    if setter(_client_name_buffer) != 0:
+        raise KickspaceError(f"--client-name {name!r} is too long for JACK")
+    sd._terminate()
+    sd._initialize()
+
+
+def output_devices() -> list[dict]:
+    """Every device with output channels, as sounddevice describes it (with ``index`` and ``hostapi_name``)."""
+    sd = _sd()
+    apis = sd.query_hostapis()
+    return [dict(d, hostapi_name=apis[d["hostapi"]]["name"]) for d in sd.query_devices()
+            if d["max_output_channels"] > 0]
+
+
+def find_output_device(spec: str | int | None) -> dict:
+    """The output device ``spec`` names: a number, a case-insensitive name substring, or None for the default."""
+    sd = _sd()
+    devices = output_devices()
+    if not devices:
+        raise KickspaceError(f"no audio output device found. {NO_DEVICE_HELP}")
+    listing = "\n".join(f"  {d['index']}: {d['name']} ({d['hostapi_name']}, {d['max_output_channels']} out)"
+                        for d in devices)
+    if spec is None or spec == "":
+        default = sd.default.device[1]
+        if default is None or default < 0:
+            jack = [d for d in devices if "JACK" in d["hostapi_name"]]
+            return (jack or devices)[0]
+        return next((d for d in devices if d["index"] == default), devices[0])
+    text = str(spec)
+    if text.isdigit():
+        hit = [d for d in devices if d["index"] == int(text)]
+    else:
+        hit = [d for d in devices if text.lower() in d["name"].lower()]
+        hit = hit or [d for d in devices if text.lower() in d["hostapi_name"].lower()]
+    if not hit:
+        raise KickspaceError(f"audio output device {text!r} not found. Output devices:\n{listing}\n"
+                             f"(`runtime list` shows them all)")
+    return hit[0]
+
+
+# ------------------------------------------------------------------------------------ libjack through ctypes
+
+class Jack:
+    """A minimal libjack client (ctypes) to list, connect and disconnect ports; None-safe to close."""
+
+    _IS_INPUT, _IS_OUTPUT, _IS_PHYSICAL, _NO_START_SERVER = 0x1, 0x2, 0x4, 0x01
+
+    def __init__(self, name: str = "kickspace-ports") -> None:
+        path = ctypes.util.find_library("jack") or "libjack.so.0"
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as err:
+            raise KickspaceError(f"libjack is not available ({err})") from None
+        lib.jack_client_open.restype = ctypes.c_void_p
+        lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.jack_client_close.argtypes = [ctypes.c_void_p]
+        lib.jack_get_ports.restype = ctypes.POINTER(ctypes.c_char_p)
+        lib.jack_get_ports.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
+        lib.jack_port_by_name.restype = ctypes.c_void_p
+        lib.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.jack_port_get_all_connections.restype = ctypes.POINTER(ctypes.c_char_p)
+        lib.jack_port_get_all_connections.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.jack_connect.argtypes = lib.jack_disconnect.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                                                     ctypes.c_char_p]
+        lib.jack_free.argtypes = [ctypes.c_void_p]
+        status = ctypes.c_int(0)
+        self._lib = lib
+        self._client = lib.jack_client_open(name.encode(), self._NO_START_SERVER, ctypes.byref(status))
+        if not self._client:
+            raise KickspaceError("no JACK server is running (could not open a JACK client)")
+
+    def _names(self, array) -> list[str]:
+        if not array:
+            return []
+        names, i = [], 0
+        while array[i]:
+            names.append(array[i].decode())
+            i += 1
+        self._lib.jack_free(ctypes.cast(array, ctypes.c_void_p))
+        return names
+
+    def ports(self, pattern: str = "", *, inputs: bool = False, outputs: bool = False,
+              physical: bool = False) -> list[str]:
+        flags = (self._IS_INPUT * inputs) | (self._IS_OUTPUT * outputs) | (self._IS_PHYSICAL * physical)
+        return self._names(self._lib.jack_get_ports(self._client, pattern.encode() or None, None, flags))
+
+    def connections(self, port: str) -> list[str]:
+        handle = self._lib.jack_port_by_name(self._client, port.encode())
+        if not handle:
+            return []
+        return self._names(self._lib.jack_port_get_all_connections(self._client, handle))
+
+    def playback_latency(self, port: str) -> int:
+        """The most frames between ``port`` and the speakers, as JACK reports it (0 for an unconnected port)."""
+        handle = self._lib.jack_port_by_name(self._client, port.encode())
+        if not handle:
+            return 0
+        span = (ctypes.c_uint32 * 2)()
+        self._lib.jack_port_get_latency_range.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        self._lib.jack_port_get_latency_range(handle, 1, span)  # 1 = JackPlaybackLatency
+        return int(span[1])
+
+    def connect(self, source: str, destination: str) -> None:
+        self._lib.jack_connect(self._client, source.encode(), destination.encode())
+
+    def disconnect(self, source: str, destination: str) -> None:
+        self._lib.jack_disconnect(self._client, source.encode(), destination.encode())
+
+    def close(self) -> None:
+        if self._client:
+            self._lib.jack_client_close(self._client)
+            self._client = None
+
+
+def jack_running() -> bool:
+    """Whether a JACK server accepts clients (the default server, or ``$JACK_DEFAULT_SERVER``)."""
+    try:
+        Jack("kickspace-probe").close()
+        return True
+    except KickspaceError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------- the stream
+
+class AudioOutput:
+    """A sounddevice output stream that plays an engine.
+
+    Parameters
+    ----------
+    engine : Engine
+        Filled once per block from the callback; its ``blocksize`` must be at least the stream's block size.
+    device : dict
+        From :func:`find_output_device`.
+    samplerate : int
+        Stream rate (on JACK: the server's rate).
+    blocksize : int
+        Frames per callback; 0 = the device's own period (JACK: the server's period, no extra buffering).
+    client_name : str
+        JACK client name (already set with :func:`set_jack_client_name`); its ports are ``NAME:out_N``.
+    connect : bool
+        On JACK: connect the outputs to the system playback ports; otherwise leave them unconnected.
+    """
+
+    def __init__(self, engine, device: dict, *, samplerate: int, blocksize: int = 0, client_name: str = "kickspace",
+                 connect: bool = False) -> None:
+        self.engine = engine
+        self.device = device
+        self.samplerate = int(samplerate)
+        self.blocksize = int(blocksize)
+        self.client_name = client_name
+        self.connect = connect
+        self.is_jack = "JACK" in device["hostapi_name"]
+        self.channels = engine.channels
+        self.ports: list[str] = []
+        # written by the audio callback only (plain attribute stores: atomic under the GIL)
+        self.block_time = 0.0
+        self.block_frames = max(1, self.blocksize)
+        self.blocks = 0
+        self.underflows = 0
+        self.callback_errors = 0
+        self.peak = 0.0
+        self.max_callback_s = 0.0
+        self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
+        self._stream = None
+        self._old_switch = None
+        self.latency_s = 0.0
+
+    # ------------------------------------------------------------------------------------------ audio thread
+
+    def _callback(self, outdata, frames, time_info, status) -> None:
+        t = time.monotonic()
+        self.block_time = t
+        self.block_frames = frames
+        if status.output_underflow:
+            self.underflows += 1
+        try:
+            self.engine.process(outdata)
+        except Exception:  # never expected: play silence rather than kill the stream
+            outdata.fill(0.0)
+            self.callback_errors += 1
+        mag = self._mag[:frames]
+        np.abs(outdata, out=mag)
+        peak = float(mag.max())
+        if peak > self.peak:
+            self.peak = peak
+        self.blocks += 1
+        spent = time.monotonic() - t
+        if spent > self.max_callback_s:
+            self.max_callback_s = spent
+
+    # ----------------------------------------------------------------------------------------- control side
+
+    def offset_for(self, event_time: float) -> int:
+        """Sample offset in the next block for an event at ``event_time`` (``time.monotonic()`` seconds).
+
+        The next block plays one period after the current one began; placing the event at its distance from the
+        current block's start keeps note-on to onset latency constant (one period) instead of jittering with the
+        moment the event reached Python. An event older than the current block starts at offset 0 (as soon as
+        possible); the engine clamps offsets past the block's end.
+        """
+        start = self.block_time
+        if not start or event_time <= start:
+            return 0
+        return min(int((event_time - start) * self.samplerate), self.block_frames - 1)
+
+    def take_peak(self) -> float:
+        """The output peak since the last call (for a meter), then reset."""
+        peak, self.peak = self.peak, 0.0
+        return peak
+
+    def start(self) -> None:
+        """Open and start the stream (shortening the GIL switch interval first); connect JACK ports as asked."""
+        sd = _sd()
+        if self.is_jack:
+            with _jack_or_none() as jack:
+                if jack is not None and jack.ports(f"^{_re(self.client_name)}:"):
+                    raise KickspaceError(f"a JACK client named {self.client_name!r} is already running; stop it or "
+                                         f"pass another --client-name")
+        self._old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        try:
+            self._stream = sd.OutputStream(samplerate=self.samplerate, blocksize=self.blocksize,
+                                           device=self.device["index"], channels=self.channels, dtype="float32",
+                                           latency="low", callback=self._callback)
+            self._stream.start()
+        except sd.PortAudioError as err:
+            self.close()
+            hint = (f" JACK runs at {int(self.device['default_samplerate'])} Hz: leave out --samplerate or start "
+                    f"jackd with -r {self.samplerate}." if self.is_jack else "")
+            raise KickspaceError(f"cannot open audio device {self.device['index']} ({self.device['name']}) at "
+                                 f"{self.samplerate} Hz, block {self.blocksize or 'auto'}: {err}.{hint} "
+                                 f"{NO_DEVICE_HELP}") from None
+        self.latency_s = float(self._stream.latency)
+        if self.is_jack:
+            self._route_jack_ports()
+
+    def _route_jack_ports(self) -> None:
+        with _jack_or_none() as jack:
+            if jack is None:
+                return
+            self.ports = jack.ports(f"^{_re(self.client_name)}:", outputs=True)
+            playback = jack.ports("", inputs=True, physical=True)
+            for i, port in enumerate(self.ports):
+                current = jack.connections(port)
+                if self.connect:
+                    if playback and not current:
+                        jack.connect(port, playback[i % len(playback)])
+                else:
+                    for other in current:
+                        jack.disconnect(port, other)
+
+    def close(self) -> None:
+        """Stop and close the stream (idempotent); restores the GIL switch interval."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.stop()
+            finally:
+                stream.close()
+        if self._old_switch is not None:
+            sys.setswitchinterval(self._old_switch)
+            self._old_switch = None
+
+
+def _re(name: str) -> str:
+    """Escape a client name for JACK's port regex."""
+    return "".join("\\" + c if not c.isalnum() and c not in "-_ " else c for c in name)
+
+
+class _jack_or_none:
+    """``with _jack_or_none() as jack``: a :class:`Jack` client or None when libjack/the server is missing."""
+
+    def __enter__(self):
+        try:
+            self.jack = Jack()
+        except KickspaceError:
+            self.jack = None
+        return self.jack
+
+    def __exit__(self, *exc):
+        if self.jack is not None:
+            self.jack.close()
+        return False

@@ -1,0 +1,398 @@
+"""``runtime play``: live MIDI -> kicks, wiring preset, model, render worker, controller, MIDI input and audio output.
+
+Threads (DESIGN.md, "Runtime threads"):
+
+- MIDI callback (:mod:`runtime.midi`): decode, timestamp, push ``(message, time)`` to :attr:`Player.events`.
+- Control (:meth:`Player._control_loop`, this module): the only thread that touches the
+  :class:`~runtime.controls.Controller`. It applies CCs and program changes (the controller asks the render worker
+  for the new sounds), hands note-ons to the engine with a sample offset from their timestamp, and runs the musician's
+  actions: MIDI learn (the next moved CC binds to the chosen axis) and "save current sound" (the current kick to a
+  24-bit WAV plus the current state as a new preset). Keys, SIGUSR1 and ``--learn`` reach it through the same queue.
+- Render worker (:class:`LiveWorker`, a :class:`~runtime.worker.RenderWorker` that also times itself): renders the
+  latest requested state per pad and swaps the buffers in.
+- Audio callback (:mod:`runtime.audio`): mixes voices; nothing else.
+- Status view (:mod:`runtime.status`): a low-rate rich view, or nothing with ``--quiet``.
+
+The main thread waits for SIGINT/SIGTERM (or ``--duration``), then closes the MIDI port, stops the control thread,
+the status view, the audio stream and the worker, in that order, and prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import os
+import queue
+import re
+import resource
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.audio import AudioOutput, find_output_device, set_jack_client_name
+from runtime.controls import Controller
+from runtime.engine import Engine
+from runtime.errors import ConfigError, KickspaceError
+from runtime.midi import MidiInput
+from runtime.preset import Knob, Pad, Preset, load_preset
+from runtime.worker import RenderWorker
+
+ANY_BLOCK = 8192  # engine scratch size when the device picks its own block size
+
+
+@dataclass
+class PlayConfig:
+    """Everything ``runtime play`` takes from its command line."""
+
+    preset: str
+    midi_port: str | None = None
+    midi_api: str = "auto"
+    device: str | None = None
+    blocksize: int = 0
+    samplerate: int | None = None
+    channel: int | None = None
+    connect: bool = False
+    client_name: str = "kickspace"
+    learn: str | None = None
+    pads: dict[int, str] = field(default_factory=dict)
+    save_dir: str = "kickspace-saves"
+    quiet: bool = False
+    duration: float | None = None
+    stats_json: str | None = None
+    max_voices: int = 16
+
+
+def parse_pad(text: str) -> tuple[int, str]:
+    """``37=my_kick.wav`` -> (37, "my_kick.wav")."""
+    note, sep, path = text.partition("=")
+    if not sep or not note.strip().isdigit() or not 0 <= int(note) <= 127 or not path:
+        raise KickspaceError(f"--pad must look like NOTE=FILE.wav with NOTE 0-127, got {text!r}")
+    return int(note), path
+
+
+def with_user_pads(preset: Preset, pads: dict[int, str]) -> Preset:
+    """The preset with ``--pad NOTE=WAV`` pads added (or replacing the pad on that note): a user's own sample,
+    placed in the latent space by the model's encoder."""
+    if not pads:
+        return preset
+    out = {p.note: p for p in preset.pads}
+    for note, path in pads.items():
+        wav = Path(path).expanduser().resolve()
+        if not wav.is_file():
+            raise ConfigError(f"--pad {note}", f"sample file {path} not found")
+        old = out.get(note)
+        out[note] = Pad(note=note, name=old.name if old else wav.stem, label=old.label if old else None,
+                        sample=wav, gain=old.gain if old else 1.0, choke=old.choke if old else None)
+    return dataclasses.replace(preset, pads=tuple(out[n] for n in sorted(out)))
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class LiveWorker(RenderWorker):
+    """The render worker, timing itself: render time per batch, knob -> new-sound-ready time, its CPU seconds.
+
+    ``ready_ms``: for every swapped-in batch, time from the oldest knob move it serves (the MIDI event time the
+    control thread stamped in :attr:`stamp`) to the moment the new buffers are in the engine.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.stamp: float | None = None
+        self.render_ms: collections.deque = collections.deque(maxlen=100000)
+        self.ready_ms: collections.deque = collections.deque(maxlen=100000)
+        self.cpu_s = 0.0
+        self._since: dict[int, float] = {}
+
+    def request(self, requests, *, replace: bool = False) -> None:
+        requests = list(requests)
+        now = self.stamp if self.stamp is not None else time.monotonic()
+        with self._cond:
+            if replace:
+                self._since = {}
+            for req in requests:
+                self._since.setdefault(req.note, now)
+        super().request(requests, replace=replace)
+
+    def _render(self, batch, generation) -> None:
+        with self._cond:
+            since = [self._since.pop(note) for note in batch if note in self._since]
+        t0, c0 = time.monotonic(), time.thread_time()
+        super()._render(batch, generation)
+        t1 = time.monotonic()
+        self.cpu_s += time.thread_time() - c0
+        self.render_ms.append((t1 - t0) * 1e3)
+        if since:
+            self.ready_ms.append((t1 - min(since)) * 1e3)
+
+
+class Player:
+    """A live instrument: build it (opens nothing), :meth:`run` it (opens ports, blocks until stopped)."""
+
+    def __init__(self, config: PlayConfig) -> None:
+        self.config = config
+        preset = with_user_pads(load_preset(config.preset), config.pads)
+        if config.channel is not None:
+            preset = dataclasses.replace(preset, midi_channel=None)  # MidiInput filters --channel for every preset
+        self.preset_path = Path(config.preset)
+        set_jack_client_name(config.client_name)
+        self.device = find_output_device(config.device)
+        self.samplerate = int(config.samplerate or self.device["default_samplerate"])
+        channels = min(preset.output.channels, self.device["max_output_channels"])
+        if channels != preset.output.channels:
+            preset = dataclasses.replace(preset, output=dataclasses.replace(preset.output, channels=channels))
+        self.engine = Engine(self.samplerate, config.blocksize or ANY_BLOCK, channels=channels,
+                             max_voices=config.max_voices, fade_ms=preset.output.fade_ms,
+                             velocity_curve=preset.velocity.curve, output_gain=preset.output.gain)
+        self.worker = LiveWorker(self.engine)
+        self.controller = Controller(preset, self.engine, self.worker)
+        axes = [a.name for a in self.controller.model.metadata.axes]
+        if config.learn is not None and config.learn not in axes:
+            raise ConfigError("--learn", f"the model has no axis {config.learn!r} (it has: {', '.join(axes) or 'none'})")
+        self.worker.render_now()  # the first hit has a sound
+        self.worker.render_ms.clear()
+        self.worker.ready_ms.clear()
+        self.worker.cpu_s = 0.0
+        self.audio = AudioOutput(self.engine, self.device, samplerate=self.samplerate, blocksize=config.blocksize,
+                                 client_name=config.client_name, connect=config.connect)
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.midi: MidiInput | None = None
+        self.learn_axis: str | None = config.learn
+        self.last_note: int | None = None
+        self.recent: collections.deque = collections.deque(maxlen=12)  # (time, text) for the status view
+        self.messages: collections.deque = collections.deque(maxlen=6)  # saved files, learned CCs, errors
+        self.counts = collections.Counter()
+        self.peak_max = 0.0
+        self.rss: list[tuple[float, float]] = []
+        self.started = 0.0
+        self._stop = threading.Event()
+        self._control: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    def stop(self, *_args) -> None:
+        """Ask :meth:`run` to return (signal-handler safe)."""
+        self._stop.set()
+
+    def command(self, name: str, argument: str | None = None) -> None:
+        """Queue an action for the control thread: ``save``, ``learn`` (argument: axis or None = off), ``quit``."""
+        self.events.put_nowait((name, argument))
+
+    def run(self) -> dict:
+        """Play until SIGINT/SIGTERM, ``quit`` or ``--duration``; returns the run's statistics."""
+        from runtime.status import StatusView, summary_line
+
+        config = self.config
+        view = None
+        handlers = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self.stop)
+            handlers[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: self.command("save"))
+            self.worker.start()
+            self.audio.start()
+            self.midi = MidiInput(self.events, port=config.midi_port, api=config.midi_api,
+                                  client_name=f"{config.client_name}-midi", port_name="in", channel=config.channel,
+                                  prefer_jack=self.audio.is_jack)
+            self._control = threading.Thread(target=self._control_loop, name="kickspace-control", daemon=True)
+            self._control.start()
+            self.started = time.monotonic()
+            print(f"kickspace: playing {self.controller.preset.name or self.preset_path} | audio: {self.describe()} | "
+                  f"MIDI in: {self.midi.port_label} | Ctrl-C stops", file=sys.stderr, flush=True)
+            if not config.quiet:
+                view = StatusView(self)
+                view.start()
+            next_rss = 0.0
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_rss:
+                    self.rss.append((now - self.started, rss_mb()))
+                    next_rss = now + 1.0
+                if config.duration is not None and now - self.started >= config.duration:
+                    break
+                self._stop.wait(0.1)
+            self.rss.append((time.monotonic() - self.started, rss_mb()))
+        finally:
+            if view is not None:
+                view.stop()
+            self._shutdown()
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+        stats = self.stats()
+        if config.stats_json:
+            Path(config.stats_json).write_text(json.dumps(stats, indent=1) + "\n")
+        print(summary_line(stats), flush=True)
+        return stats
+
+    def _shutdown(self) -> None:
+        if self.midi is not None:
+            self.midi.close()
+        if self._control is not None:
+            self.events.put_nowait(None)
+            self._control.join(5.0)
+            self._control = None
+        self.peak_max = max(self.peak_max, self.audio.take_peak())
+        self.audio.close()
+        self.worker.stop()
+
+    def describe(self) -> str:
+        a = self.audio
+        where = f"JACK client {a.client_name} ({', '.join(p.split(':', 1)[1] for p in a.ports)}" \
+                f"{', connected' if a.connect else ', not connected'})" if a.is_jack else \
+                f"device {self.device['index']} {self.device['name']}"
+        return f"{where}, {self.samplerate} Hz, block {a.blocksize or 'auto'}"
+
+    # ------------------------------------------------------------------------------------------ control thread
+
+    def _control_loop(self) -> None:
+        while True:
+            item = self.events.get()
+            if item is None:
+                return
+            message, when = item
+            try:
+                if isinstance(message, str):
+                    self._action(message, when)
+                else:
+                    self._handle(message, when)
+            except KickspaceError as err:  # a bad program-change preset, an unwritable save folder, ...
+                self.messages.append(f"error: {err}")
+                self.counts["errors"] += 1
+            except Exception as err:  # keep playing whatever happens here
+                self.messages.append(f"error: {type(err).__name__}: {err}")
+                self.counts["errors"] += 1
+
+    def _handle(self, message, when: float) -> None:
+        kind = message.type
+        offset = 0
+        if kind == "note_on" and message.velocity > 0:
+            # ALSA stamps each event when it arrives: place the hit at that distance into the next block. JACK MIDI
+            # through python-rtmidi is stamped once per JACK cycle (the event's frame in the cycle is lost), so
+            # there the hit starts at the next block's first frame: one period after the cycle that carried it.
+            offset = self.audio.offset_for(when) if self.midi is not None and self.midi.api == "alsa" else 0
+            self.last_note = message.note
+            self.counts["notes"] += 1
+            self.recent.append((when, f"note {message.note} vel {message.velocity}"))
+        elif kind == "control_change":
+            self.counts["cc"] += 1
+            if self.learn_axis is not None:
+                self._bind(message.control, self.learn_axis)
+        elif kind == "program_change":
+            self.counts["programs"] += 1
+            self.recent.append((when, f"program {message.program}"))
+        self.worker.stamp = when
+        try:
+            self.controller.handle(message, offset)
+        finally:
+            self.worker.stamp = None
+
+    def _action(self, name: str, argument: str | None) -> None:
+        if name == "save":
+            self.messages.append(self.save_current_sound())
+        elif name == "learn":
+            self.learn_axis = argument
+            self.messages.append(f"learn: move a knob to bind it to {argument}" if argument else "learn: off")
+        elif name == "quit":
+            self.stop()
+
+    def _bind(self, cc: int, axis: str) -> None:
+        """MIDI learn: ``cc`` now moves ``axis`` (a CC already bound to another axis is taken from it)."""
+        controller = self.controller
+        preset = controller.preset
+        old = next((k for k in preset.knobs if k.axis == axis), None)
+        knob = dataclasses.replace(old, cc=cc) if old else Knob(cc=cc, axis=axis)
+        knobs = tuple(k for k in preset.knobs if k.axis != axis and k.cc != cc) + (knob,)
+        preset = dataclasses.replace(preset, knobs=knobs)
+        controller.preset = preset
+        controller.state.preset = preset
+        controller.state.values.setdefault(axis, knob.default)
+        self.learn_axis = None
+        self.messages.append(f"learned: CC {cc} -> {axis}")
+
+    def save_current_sound(self) -> str:
+        """Write the current kick (the last played pad, else the first) to a 24-bit WAV and the current state
+        (knob values as defaults, learned CCs) to a new preset beside it; returns what was written."""
+        import soundfile as sf
+
+        controller = self.controller
+        preset = controller.preset
+        note = self.last_note if self.last_note in self.engine.notes else preset.pads[0].note
+        sound = self.engine.pad_buffer(note)
+        if sound is None:
+            raise KickspaceError(f"pad {note} has no sound yet (still rendering)")
+        folder = Path(self.config.save_dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", preset.name or self.preset_path.stem or "kick").strip("-") or "kick"
+        stem = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 1
+        while (folder / f"{stem}.wav").exists() or (folder / f"{stem}.json").exists():
+            n += 1
+            stem = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+        wav = folder / f"{stem}.wav"
+        sf.write(str(wav), np.asarray(sound[-1], dtype=np.float32), self.engine.sample_rate, subtype="PCM_24")
+        values = controller.state.values
+        knobs = tuple(dataclasses.replace(k, default=_clamp(values.get(k.axis, k.default), k.min, k.max))
+                      for k in preset.knobs)
+        saved = dataclasses.replace(preset, knobs=knobs, name=stem).save(folder / f"{stem}.json")
+        return f"saved {wav} and {saved}"
+
+    # ---------------------------------------------------------------------------------------------------- stats
+
+    def stats(self) -> dict:
+        """Counters and timings of the run (JSON-ready)."""
+        a, w = self.audio, self.worker
+        wall = (time.monotonic() - self.started) if self.started else 0.0
+        ready = sorted(w.ready_ms)
+        renders = sorted(w.render_ms)
+        rss = [r for _, r in self.rss]
+        warm = [r for t, r in self.rss if t >= 2.0] or rss
+        return {
+            "wall_s": round(wall, 3), "samplerate": self.samplerate, "blocksize": a.blocksize,
+            "block_frames": a.block_frames, "stream_latency_s": a.latency_s, "jack": a.is_jack,
+            "ports": a.ports, "midi_port": self.midi.port_label if self.midi else "",
+            "blocks": a.blocks, "underflows": a.underflows, "callback_errors": a.callback_errors,
+            "max_callback_ms": round(a.max_callback_s * 1e3, 3), "peak": max(self.peak_max, a.peak),
+            "notes": self.counts["notes"], "cc": self.counts["cc"], "programs": self.counts["programs"],
+            "errors": self.counts["errors"] + len(w.stats.errors), "dropped_notes": self.engine.dropped,
+            "midi_received": self.midi.received if self.midi else 0,
+            "renders": w.stats.renders, "decode_calls": w.stats.decode_calls,
+            "render_ms": _summary(renders), "ready_ms": _summary(ready), "ready_ms_all": [round(x, 3) for x in ready],
+            "worker_cpu_s": round(w.cpu_s, 4), "worker_cpu_share": round(w.cpu_s / wall, 5) if wall else 0.0,
+            "process_cpu_s": round(time.process_time(), 3),
+            "rss_start_mb": round(warm[0], 2) if warm else 0.0, "rss_end_mb": round(rss[-1], 2) if rss else 0.0,
+            "rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 2),
+            "messages": list(self.messages),
+        }
+
+
+def _clamp(value: float, a: float, b: float) -> float:
+    lo, hi = min(a, b), max(a, b)
+    return min(max(float(value), lo), hi)
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    v = np.asarray(values)
+    return {"n": int(v.size), "median": round(float(np.median(v)), 3), "p95": round(float(np.percentile(v, 95)), 3),
+            "max": round(float(v.max()), 3)}
+
+
+def play(config: PlayConfig) -> int:
+    """Entry point of ``runtime play``; returns the exit status (0 after Ctrl-C too)."""
+    player = Player(config)
+    stats = player.run()
+    return 0 if not math.isnan(stats["wall_s"]) else 1

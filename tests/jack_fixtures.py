@@ -1,0 +1,304 @@
+"""A real JACK server for realtime tests and benchmarks, plus the parts that talk to ``runtime play`` through it.
+
+- :class:`JackServer` / the session fixture :func:`jack_server`: ``jackd --no-realtime -d dummy -r 48000 -p 128``
+  under a unique server name (``JACK_DEFAULT_SERVER`` is set for this process and its children, so a JACK server
+  someone else runs is never touched), waited on until it accepts clients, stopped at the end. Its log is kept: the
+  server's own xruns (``JackTimedDriver::Process XRun``) and the clients it blames (``JackEngine::XRun: client = X
+  was not finished, state = S``) are the context for a client's underflow count. ``KICKSPACE_JACK_REALTIME=1``
+  starts it with ``-R`` instead (realtime scheduling, where the system allows it). Skips, saying why, when ``jackd``
+  is not on PATH.
+- :class:`Recorder`: a JACK client (the ``JACK-Client`` package) recording audio inputs and the MIDI events it
+  receives, both indexed by JACK frame time, so note -> onset latency is measured in frames on one clock.
+- :class:`Sender`: a python-rtmidi JACK MIDI output (a second client, no mocks).
+- :class:`PlayerProcess`: ``python -m runtime play`` as a subprocess against the server.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RATE, PERIOD = 48000, 128
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the test process dies (Linux), so no jackd or player outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class JackServer:
+    """A jackd dummy server (``rate`` Hz, ``period`` frames) under the unique name ``name``."""
+
+    def __init__(self, log_dir: str | Path, *, name: str | None = None, rate: int = RATE, period: int = PERIOD,
+                 realtime: bool | None = None) -> None:
+        self.name = name or f"kickspace-test-{os.getpid()}"
+        self.rate, self.period = rate, period
+        if realtime is None:
+            realtime = os.environ.get("KICKSPACE_JACK_REALTIME", "") == "1"
+        self.realtime = realtime
+        self.log_path = Path(log_dir) / f"jackd-{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+        self._old_env: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
+
+    def start(self, timeout: float = 20.0) -> "JackServer":
+        mode = ["-R"] if self.realtime else ["--no-realtime"]
+        cmd = ["jackd", "-n", self.name, *mode, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                     preexec_fn=_die_with_parent)
+        self._old_env = os.environ.get("JACK_DEFAULT_SERVER")
+        os.environ["JACK_DEFAULT_SERVER"] = self.name
+        import jack
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jackd exited ({self.proc.returncode}): {self.log()[-2000:]}")
+            try:
+                jack.Client("kickspace-probe", no_start_server=True, servername=self.name).close()
+                return self
+            except jack.JackError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"jackd did not accept clients within {timeout} s: {self.log()[-2000:]}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        if self._old_env is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = self._old_env
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def xrun_report(self, since: int = 0) -> dict:
+        """Xruns in the log after character ``since``: the driver's own, and per blamed client and state."""
+        text = self.log()[since:]
+        blamed = collections.Counter(
+            f"{m.group(1)} ({m.group(2)})"
+            for m in re.finditer(r"JackEngine::XRun: client = (\S+) was not finished, state = (\w+)", text))
+        return {"driver": text.count("JackTimedDriver::Process XRun"), "clients": dict(blamed),
+                "late_finish": len(re.findall(r"JackEngine::XRun: client \S+ finished after", text))}
+
+    def log_size(self) -> int:
+        return len(self.log())
+
+
+@pytest.fixture(scope="session")
+def jack_server(tmp_path_factory):
+    """A running jackd dummy server at 48 kHz / 128 frames for the whole session (skips if jackd is missing)."""
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd is not on PATH: install jackd2 (apt-get install jackd2) to run the realtime tests")
+    try:
+        import jack  # noqa: F401
+    except OSError as err:
+        pytest.skip(f"libjack is not loadable ({err}): install jackd2")
+    server = JackServer(tmp_path_factory.mktemp("jack")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Recorder:
+    """Records ``sources`` (audio output ports) and MIDI from a MIDI input port, indexed by JACK frame time.
+
+    ``audio[i]`` is the sample at frame ``t0 + i`` (``t0`` = the first cycle's frame time); cycles the client missed
+    stay zero. ``events`` holds ``(frame - t0, bytes)``.
+    """
+
+    def __init__(self, name: str, seconds: float, *, channels: int = 1) -> None:
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.inputs = [self.client.inports.register(f"in_{i}") for i in range(channels)]
+        self.midi = self.client.midi_inports.register("midi_in")
+        self.audio = np.zeros((int(seconds * self.client.samplerate), channels), np.float32)
+        self.events: list[tuple[int, bytes]] = []
+        self.t0: int | None = None
+        self.cycles = 0
+        self.xruns = 0
+        self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
+        self.client.activate()
+
+    def _xrun(self, _delay) -> None:
+        self.xruns += 1
+
+    def _process(self, frames: int) -> None:
+        now = self.client.last_frame_time
+        if self.t0 is None:
+            self.t0 = now
+        start = now - self.t0
+        self.cycles += 1
+        for offset, data in self.midi.incoming_midi_events():
+            self.events.append((start + offset, bytes(data)))
+        if 0 <= start and start + frames <= self.audio.shape[0]:
+            for c, port in enumerate(self.inputs):
+                self.audio[start:start + frames, c] = port.get_array()
+
+    def connect_audio(self, sources: list[str]) -> None:
+        for port, source in zip(self.inputs, sources):
+            self.client.connect(source, port)
+
+    def connect(self, source: str, destination: str) -> None:
+        self.client.connect(source, destination)
+
+    def port_latency(self, port: str) -> int:
+        """Playback latency (max, frames) JACK reports for ``port`` (JACK-Client 0.5.7 has no call for it)."""
+        from runtime.audio import Jack
+
+        client = Jack("kickspace-latency-probe")
+        try:
+            return client.playback_latency(port)
+        finally:
+            client.close()
+
+    def note_frames(self) -> list[tuple[int, int]]:
+        """(frame, velocity) of every note-on recorded."""
+        return [(t, d[2]) for t, d in self.events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0]
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+class Sender:
+    """A python-rtmidi MIDI output on JACK (a virtual port ``NAME:out``) that the test drives.
+
+    Make one per process and reuse it: creating a second python-rtmidi JACK client after deleting the first hung in
+    ``jack_client_open`` here (python-rtmidi 1.5.8, jackd 1.9.21).
+    """
+
+    def __init__(self, name: str) -> None:
+        import rtmidi
+
+        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=name)
+        self.out.open_virtual_port("out")
+        self.port = f"{name}:out"
+
+    def note(self, note: int, velocity: int, channel: int = 0) -> None:
+        self.out.send_message([0x90 | channel, note, velocity])
+
+    def cc(self, control: int, value: int, channel: int = 0) -> None:
+        self.out.send_message([0xB0 | channel, control, value])
+
+    def close(self) -> None:
+        self.out.close_port()
+        self.out.delete()
+
+
+def write_test_preset(folder: Path, *, gain: float = 0.4, channels: int = 2, samples: int = 4096) -> Path:
+    """A 48 kHz linear kick model ``samples`` long (tests/onnx_fixtures.py) and a preset playing it: pad 36 at the kick,
+    CC 20 -> ``sub`` (-1..1, amplitude x0.5..x1.5), velocity curve 1 (gain = velocity / 127)."""
+    from tests import onnx_fixtures as fx
+
+    fx.linear_kick_model(folder / "model", sample_rate=RATE, samples=samples, encoder=True)
+    doc = {"format": "kickspace-preset", "format_version": 1, "name": "test-kicks", "model": "model",
+           "knobs": [{"cc": 20, "axis": "sub", "min": -1.0, "max": 1.0, "default": 0.0}],
+           "pads": [{"note": 36, "anchor": [1.0, 0.0, 0.0], "gain": gain}], "velocity": {"curve": 1.0},
+           "output": {"gain": 1.0, "fade_ms": 2.0, "channels": channels}}
+    path = folder / "preset.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+class PlayerProcess:
+    """``python -m runtime play --preset PRESET --quiet`` as a subprocess on the current JACK server."""
+
+    def __init__(self, preset: Path, workdir: Path, *, client: str = "ks-play", extra: list[str] | None = None,
+                 ready_timeout: float = 60.0) -> None:
+        self.client = client
+        self.log_path = workdir / f"{client}.log"
+        self.stats_path = workdir / f"{client}-stats.json"
+        cmd = [sys.executable, "-m", "runtime", "play", "--preset", str(preset), "--quiet", "--client-name", client,
+               "--stats-json", str(self.stats_path), "--save-dir", str(workdir / "saves"), *(extra or [])]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + ready_timeout
+        while "kickspace: playing" not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"runtime play did not start: {self.output()[-3000:]}")
+            time.sleep(0.05)
+        self.outputs = [f"{client}:out_0", f"{client}:out_1"]
+        self.midi_in = f"{client}-midi:in"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def interrupt(self, timeout: float = 20.0) -> tuple[int, dict]:
+        """SIGINT (Ctrl-C); returns the exit status and the stats it wrote."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self._log.close()
+        stats = json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
+        return rc, stats
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+def onsets_after(audio: np.ndarray, frames: list[int], *, window: int, threshold: float = 1e-3,
+                 length: int = 4096) -> list[tuple[int | None, float]]:
+    """For each note frame: (onset latency in frames, peak of the hit) from the first sample above ``threshold``
+    within ``window`` frames after it; (None, 0.0) when nothing sounds there."""
+    x = np.abs(audio[:, 0])
+    out = []
+    for f in frames:
+        seg = x[f:f + window]
+        hit = np.flatnonzero(seg > threshold)
+        if hit.size == 0:
+            out.append((None, 0.0))
+            continue
+        start = f + int(hit[0])
+        out.append((int(hit[0]), float(x[start:start + length].max())))
+    return out
+
+
+def count_onsets(audio: np.ndarray, *, threshold: float = 1e-3, quiet: int = 1200) -> int:
+    """Separate sounds in ``audio``: runs above ``threshold`` split by at least ``quiet`` quiet frames."""
+    loud = np.flatnonzero(np.abs(audio[:, 0]) > threshold)
+    if loud.size == 0:
+        return 0
+    return 1 + int(np.sum(np.diff(loud) > quiet))

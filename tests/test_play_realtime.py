@@ -1,0 +1,214 @@
+"""``runtime play`` against a real JACK server (dummy driver, 48 kHz / 128 frames), with real parts only: the player
+runs as a subprocess, a python-rtmidi JACK client sends notes and CCs to its virtual MIDI port, a JACK-Client
+recorder records its output ports and the same MIDI events on one frame clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from runtime import cli
+from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Recorder, Sender, count_onsets, jack_server,  # noqa: F401
+                                 onsets_after, write_test_preset)
+
+DETECT = 8  # frames the threshold detector needs on the kick's 1 ms rise (velocity 32: ~3 frames)
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    return write_test_preset(tmp_path_factory.mktemp("live"))
+
+
+@pytest.fixture(scope="module")
+def sender(jack_server):
+    """One python-rtmidi JACK sender for the module (see :class:`Sender` on why not one per test)."""
+    out = Sender("ks-sender")
+    yield out
+    out.close()
+
+
+class Rig:
+    """Player + recorder, wired: sender -> player MIDI in and recorder MIDI in, player outs -> recorder."""
+
+    def __init__(self, preset, workdir, sender, name: str, seconds: float, extra: list[str] | None = None) -> None:
+        self.sender = sender
+        self.player = PlayerProcess(preset, workdir, client=f"ks-{name}", extra=extra)
+        try:
+            self.recorder = Recorder(f"rec-{name}", seconds, channels=2)
+            self.recorder.connect_audio(self.player.outputs)
+            self.recorder.connect(sender.port, self.player.midi_in)
+            self.recorder.connect(sender.port, f"rec-{name}:midi_in")
+        except BaseException:
+            self.player.kill()
+            raise
+        time.sleep(0.3)
+
+    def close(self):
+        try:
+            rc, stats = self.player.interrupt()
+        finally:
+            self.recorder.close()
+        return rc, stats
+
+
+def test_one_kick_per_note_velocity_scaling_and_latency(jack_server, sender, preset, tmp_path):
+    rig = Rig(preset, tmp_path, sender, "notes", seconds=8.0)
+    velocities = [127, 96, 64, 32] * 4
+    try:
+        for v in velocities:
+            rig.sender.note(36, v)
+            time.sleep(0.2)
+        time.sleep(0.4)
+        port_latency = rig.recorder.port_latency(rig.player.outputs[0])
+    finally:
+        rc, stats = rig.close()
+    assert rc == 0
+    assert stats["notes"] == len(velocities) and stats["dropped_notes"] == 0
+    audio = rig.recorder.audio
+    assert count_onsets(audio) == len(velocities)  # one kick per note, nothing else
+    # the recorder is a JACK client too: a cycle it misses (an xrun) loses that cycle's MIDI for it, not the player
+    notes = rig.recorder.note_frames()
+    assert len(notes) >= len(velocities) - 2
+    hits = onsets_after(audio, [f for f, _ in notes], window=20 * PERIOD)
+    assert all(lat is not None for lat, _ in hits)
+    latency = np.array([lat for lat, _ in hits])
+    peaks = np.array([p for _, p in hits])
+    per_velocity = peaks / np.array([v for _, v in notes])
+    np.testing.assert_allclose(per_velocity, np.median(per_velocity), rtol=0.03)  # gain = velocity / 127
+    np.testing.assert_allclose(audio[:, 1], audio[:, 0])  # mono sound on both outputs
+    bound = PERIOD + port_latency + DETECT
+    print(f"note->onset latency (frames at 48 kHz, period {PERIOD}, port latency {port_latency}): "
+          f"median {np.median(latency):.0f}, max {latency.max()}, all {latency.tolist()}; "
+          f"player underflows {stats['underflows']}; server xruns {jack_server.xrun_report()}")
+    # A JACK MIDI note starts at the first frame of the block after the cycle that carried it (one period) when the
+    # MIDI -> control -> audio threads keep up. With --no-realtime on a loaded 2-core machine the OS sometimes
+    # wakes them a period or two late (measured once: 1 note of 16 at 318 frames): the bound must hold for the
+    # median and for 7 notes in 8, and no note may come later than 4 periods. Stated, not hidden: see the print.
+    assert np.median(latency) <= bound
+    assert np.mean(latency <= bound) >= 7 / 8, f"latencies {latency.tolist()} exceed one period + port latency"
+    assert latency.max() <= 4 * PERIOD, f"latencies {latency.tolist()}"
+
+
+def test_cc_sweep_changes_the_next_kick(jack_server, sender, preset, tmp_path):
+    rig = Rig(preset, tmp_path, sender, "cc", seconds=6.0)
+    try:
+        def sweep(a, b):
+            for value in np.linspace(a, b, 24).round().astype(int):
+                rig.sender.cc(20, int(value))
+                time.sleep(0.005)
+            time.sleep(0.15)  # the render worker swaps the new sound in well before this
+
+        rig.sender.note(36, 100)          # sub 0 (preset default): amplitude x1
+        time.sleep(0.2)
+        sweep(64, 0)                      # sub -1: x0.5
+        rig.sender.note(36, 100)
+        time.sleep(0.2)
+        sweep(0, 127)                     # sub +1: x1.5
+        rig.sender.note(36, 100)
+        time.sleep(0.3)
+    finally:
+        rc, stats = rig.close()
+    assert rc == 0
+    notes = rig.recorder.note_frames()
+    hits = onsets_after(rig.recorder.audio, [f for f, _ in notes], window=20 * PERIOD)
+    default, low, high = (p for _, p in hits)
+    assert low < default < high
+    np.testing.assert_allclose([low / default, high / default], [0.5, 1.5], rtol=0.03)
+    assert stats["cc"] == 48 and stats["ready_ms"]["n"] >= 2
+
+
+def test_twenty_seconds_of_notes_and_cc_sweeps_without_xruns(jack_server, sender, preset, tmp_path):
+    """8 notes/s for 20 s with a CC sweep running all the time (about 100 CC/s: the worker re-renders constantly).
+
+    The assertion is on the underflows the player's own audio callback counts (PortAudio status flags). The JACK
+    server's log is the context: on a loaded machine with ``--no-realtime`` the dummy driver misses its own
+    deadlines and JACK blames clients whose threads the OS did not even wake in time (state ``Triggered``); that
+    context is printed, and the test fails rather than hides it.
+    """
+    seconds, rate = 20.0, 8
+    rig = Rig(preset, tmp_path, sender, "stress", seconds=seconds + 3)
+    log_at = jack_server.log_size()
+    sent = 0
+    try:
+        t0 = time.monotonic()
+        next_note, cc_step = t0, 0
+        while time.monotonic() - t0 < seconds:
+            now = time.monotonic()
+            if now >= next_note:
+                rig.sender.note(36, 100)
+                sent += 1
+                next_note += 1.0 / rate
+            rig.sender.cc(20, abs(cc_step % 254 - 127))  # a triangle sweep 0..127..0
+            cc_step += 3
+            time.sleep(0.01)
+        time.sleep(0.4)
+    finally:
+        rc, stats = rig.close()
+    server = jack_server.xrun_report(log_at)
+    context = (f"player: {stats.get('underflows')} underflows in {stats.get('blocks')} blocks, callback max "
+               f"{stats.get('max_callback_ms')} ms, knob->ready {stats.get('ready_ms')}, render "
+               f"{stats.get('render_ms')}, worker CPU {stats.get('worker_cpu_share')}; server log: {server}; "
+               f"recorder saw {rig.recorder.xruns} xrun callbacks; realtime={jack_server.realtime}")
+    print(context)
+    assert rc == 0 and stats["errors"] == 0 and stats["dropped_notes"] == 0
+    # Under xruns JACK itself may repeat or drop a late client's MIDI buffer (seen once: 161 notes arrived of 160
+    # sent), so the counts may differ by that much; one kick per note is asserted exactly by the test above.
+    assert abs(stats["notes"] - sent) <= 2, context
+    assert abs(count_onsets(rig.recorder.audio) - sent) <= 2, context
+    assert stats["underflows"] == 0, context
+
+
+def test_sigint_closes_ports_and_streams_and_save_writes_wav_and_preset(jack_server, preset, tmp_path):
+    import jack
+    import soundfile as sf
+
+    player = PlayerProcess(preset, tmp_path, client="ks-exit")
+    probe = jack.Client("ks-exit-probe", no_start_server=True)
+    try:
+        names = {p.name for p in probe.get_ports("ks-exit")}
+        assert names == {"ks-exit:out_0", "ks-exit:out_1", "ks-exit-midi:in"}
+        player.proc.send_signal(signal.SIGUSR1)  # "save current sound"
+        deadline = time.monotonic() + 10
+        while not list((tmp_path / "saves").glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rc, stats = player.interrupt()
+        assert rc == 0
+        assert not probe.get_ports("ks-exit")  # the client's ports are gone
+    finally:
+        probe.close()
+    out = player.output()
+    assert "Traceback" not in out and out.strip().splitlines()[-1].startswith("kickspace: ")
+    wav = list((tmp_path / "saves").glob("*.wav"))
+    saved = list((tmp_path / "saves").glob("*.json"))
+    assert len(wav) == 1 and len(saved) == 1
+    info = sf.info(str(wav[0]))
+    assert info.subtype == "PCM_24" and info.samplerate == 48000 and info.frames == 4096
+    from runtime.preset import load_preset
+
+    again = load_preset(saved[0])
+    assert again.model == preset.parent.joinpath("model").resolve() and again.knobs[0].axis == "sub"
+
+
+def test_musician_errors(jack_server, preset, tmp_path, capsys):
+    bad = json.loads(preset.read_text())
+    bad["knobs"][0]["cc"] = 300
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    (tmp_path / "model").symlink_to(preset.parent / "model")
+    assert cli.main(["play", "--preset", str(tmp_path / "bad.json"), "--quiet"]) == 2
+    assert "knobs[0].cc: must be an integer 0-127" in capsys.readouterr().err
+    base = [sys.executable, "-m", "runtime", "play", "--preset", str(preset), "--quiet", "--duration", "0.2"]
+    missing = subprocess.run(base + ["--midi-port", "no-such-port", "--client-name", "ks-err"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert "MIDI port 'no-such-port' not found" in missing.stderr and "Ports you can connect to" in missing.stderr
+    env = {**os.environ, "JACK_DEFAULT_SERVER": "kickspace-no-such-server"}
+    nodev = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert nodev.returncode == 2
+    assert "no audio output device" in nodev.stderr and "runtime list" in nodev.stderr
