@@ -1,0 +1,230 @@
+"""``python -m export onnx``: a training run -> an exported model folder the runtime plays.
+
+The folder holds ``decoder.onnx`` (``z`` [+ ``label``] -> ``audio``, ``logmel``), ``encoder.onnx`` (``audio``
+[+ ``label``] -> ``mu``, ``logvar``) and ``preset.json`` (default knob and pad mapping). Both graphs carry the same
+metadata, written through the runtime's own format module (``runtime.model``) so the two sides cannot drift; the
+run is read through ``trainer.checkpoint`` and the spectrogram transforms come from ``trainer.spec``.
+
+Every file is written atomically; the decoder is written last, so an interrupted export leaves either the previous
+model or a decoder/encoder pair the loader recognises as mismatched (it refuses it with a message).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.graph import MagnitudeToAudio
+from export.onnx import save_onnx
+from export.phase import DEFAULT_INIT, make_init
+from runtime import model as fmt
+from runtime.errors import ConfigError, KickspaceError
+from runtime.model import Axis, ModelMetadata
+from runtime.preset import Pad, default_preset
+from trainer.checkpoint import Checkpoint, load_model
+from trainer.model import VAE
+from trainer.spec import LogMel, SpectrogramSpec
+
+DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "Griffin-Lim phase pipeline"
+PRESET_FILE = "preset.json"
+
+
+class DecoderGraph(nn.Module):
+    """``z`` ``[B, latent]`` (+ ``label`` int64 ``[B]``) -> ``audio`` ``[B, samples]``, ``logmel`` ``[B, M, T]``."""
+
+    def __init__(self, model: VAE, spec: SpectrogramSpec, *, n_iter: int, init_phase: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.synth = MagnitudeToAudio(spec, n_iter, init_phase=init_phase)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logmel = self.model.decode(z, label)[:, 0]
+        return self.synth(logmel), logmel
+
+
+class EncoderGraph(nn.Module):
+    """``audio`` ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` ``[B, latent]``, log-mel front end inside."""
+
+    def __init__(self, model: VAE, spec: SpectrogramSpec) -> None:
+        super().__init__()
+        self.model = model
+        self.front = LogMel(spec)
+
+    def forward(self, audio: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode(self.front(audio), label)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_run` wrote and checked."""
+
+    folder: Path
+    metadata: ModelMetadata
+    parity: dict[str, float]  # max abs difference onnxruntime vs torch per output
+
+
+def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt", n_iter: int = DEFAULT_ITERATIONS,
+               phase_init: str = DEFAULT_INIT, axes: str | Path | None = None, centroids: str | Path | None = None,
+               optimize: bool = True) -> ExportResult:
+    """Export a run's decoder and encoder graphs, metadata and default preset into ``out``.
+
+    Parameters
+    ----------
+    run : path
+        Run folder written by ``trainer fit`` (or a checkpoint file).
+    checkpoint : str
+        Checkpoint inside the run (``best.pt`` or ``last.pt``).
+    n_iter : int
+        Griffin-Lim iterations K inside the decoder graph.
+    phase_init : str
+        Initial phase (``export.phase.make_init``); must be computable without training audio.
+    axes, centroids : path, optional
+        ``axes.json`` (``trainer axes``) and ``centroids.json`` (``trainer cluster``); default: the run's
+        ``analysis/`` files when present. Axes go into the metadata and on CC knobs; centroids become pads.
+    optimize : bool
+        Save onnxruntime-optimised graphs (faster session load).
+    """
+    path = _checkpoint_path(Path(run), checkpoint)
+    model, spec, ckpt = load_model(path)
+    _check_exportable(model, spec, n_iter)
+    analysis = path.parent / "analysis"
+    axes_path = _optional(axes, analysis / "axes.json")
+    centroids_path = _optional(centroids, analysis / "centroids.json")
+    metadata = ModelMetadata(spec=spec.to_dict(), latent=model.config.latent, labels=tuple(ckpt.classes),
+                             axes=_read_axes(axes_path, latent=model.config.latent), griffin_lim_iterations=n_iter,
+                             phase_init=phase_init, training=training_summary(ckpt, source=path))
+    init = make_init(phase_init, spec)
+    decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init).eval()
+    encoder = EncoderGraph(model, spec).eval()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {fmt.METADATA_KEY: metadata.to_json()}
+    z, audio, label = _examples(model, spec)
+    label_in = ("label",) if label is not None else ()
+    extra = (label,) if label is not None else ()
+    save_onnx(encoder, out / fmt.ENCODER_FILE, (audio, *extra), input_names=("audio", *label_in),
+              output_names=("mu", "logvar"), metadata=meta, optimize=optimize)
+    preset = default_preset(metadata, out, name=out.name)
+    pads = _centroid_pads(centroids_path, latent=model.config.latent, labels=metadata.labels)
+    if pads:
+        preset = dataclasses.replace(preset, pads=pads)
+    preset.save(out / PRESET_FILE)
+    save_onnx(decoder, out / fmt.DECODER_FILE, (z, *extra), input_names=("z", *label_in),
+              output_names=("audio", "logmel"), metadata=meta, optimize=optimize)
+    parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec)
+    return ExportResult(folder=out, metadata=metadata, parity=parity)
+
+
+def _checkpoint_path(run: Path, checkpoint: str) -> Path:
+    path = run if run.is_file() else run / checkpoint
+    if not path.is_file():
+        raise KickspaceError(f"{path}: no checkpoint (train one with `trainer fit DATA --out {run}`)")
+    return path
+
+
+def _check_exportable(model: VAE, spec: SpectrogramSpec, n_iter: int) -> None:
+    if model.config.pitch_conditioning:
+        raise ConfigError("model.conditioning", "pitch-conditioned models cannot be exported yet: the exported "
+                                                "format has z and label inputs only")
+    if spec.channels != 1:
+        raise ConfigError("spec.channels", "only mono models can be exported (the decoder graph is mono)")
+    if not isinstance(n_iter, int) or n_iter < 0:
+        raise ConfigError("iterations", f"must be a non-negative integer, got {n_iter!r}")
+
+
+def _optional(given: str | Path | None, default: Path) -> Path | None:
+    if given is not None:
+        if not Path(given).is_file():
+            raise KickspaceError(f"{given}: file not found")
+        return Path(given)
+    return default if default.is_file() else None
+
+
+def _read_axes(path: Path | None, *, latent: int) -> tuple[Axis, ...]:
+    """Axes from an ``axes.json`` written by ``trainer axes`` (its ``export`` list)."""
+    if path is None:
+        return ()
+    import json
+
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if "export" not in report:
+        raise ConfigError(f"{path}: export", "missing (write the file with `trainer axes`)")
+    return tuple(Axis.from_dict(a, where=f"{path.name}: export[{i}]", latent=latent)
+                 for i, a in enumerate(report["export"]))
+
+
+def _centroid_pads(path: Path | None, *, latent: int, labels: tuple[str, ...]) -> tuple[Pad, ...]:
+    """One pad per cluster centroid, from note 36 up (the biggest clusters first), when ``centroids.json`` exists.
+
+    For a class-conditioned model the pads come from its labels instead (a centroid has no single class).
+    """
+    if path is None or labels:
+        return ()
+    import json
+
+    records = json.loads(path.read_text(encoding="utf-8")).get("centroids", [])
+    records = sorted(records, key=lambda r: -float(r.get("weight", 0.0)))[:16]
+    pads = []
+    for i, record in enumerate(records):
+        z = tuple(float(v) for v in record["z"])
+        if len(z) != latent or not all(math.isfinite(v) for v in z):
+            raise ConfigError(f"{path.name}: centroids[{i}].z", f"must be {latent} finite numbers")
+        pads.append(Pad(note=36 + i, name=f"cluster {record.get('id', i)}", anchor=z))
+    return tuple(pads)
+
+
+def training_summary(ckpt: Checkpoint, *, source: Path) -> dict[str, Any]:
+    """The part of a checkpoint worth carrying into the exported model (small, JSON-able)."""
+    last = ckpt.history[-1] if ckpt.history else {}
+    keep = {k: float(v) for k, v in last.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+    return {"checkpoint": source.name, "run": source.parent.name, "epochs": int(ckpt.epoch),
+            "steps": int(ckpt.step), "model_config": ckpt.model_config.to_dict(), "last_epoch": keep}
+
+
+def _examples(model: VAE, spec: SpectrogramSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2, model.config.latent, generator=gen)
+    audio = 0.1 * torch.randn(2, spec.n_samples, generator=gen)
+    label = torch.zeros(2, dtype=torch.long) if model.config.n_classes > 0 else None
+    return z, audio, label
+
+
+@torch.no_grad()
+def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, model: VAE,
+                 spec: SpectrogramSpec, batch: int = 4) -> dict[str, float]:
+    """Run both exported graphs through the runtime's loader and torch on the same inputs; max abs differences.
+
+    Raises :class:`KickspaceError` when an output differs by more than :data:`PARITY_TOLERANCE` (``audio`` is
+    compared relative to its peak: Griffin-Lim's phase normalisation amplifies float32 rounding in near-silent
+    bins, see ``benchmarks/README.md``).
+    """
+    loaded = fmt.ExportedModel(folder)
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(batch, model.config.latent, generator=gen)
+    label = torch.arange(batch) % model.config.n_classes if model.config.n_classes > 0 else None
+    labels = None if label is None else label.numpy()
+    audio_t, logmel_t = decoder(z, label)
+    audio_o, logmel_o = loaded.decode(z.numpy(), label=labels)
+    test_audio = audio_t.clamp(-1, 1)
+    mu_t, logvar_t = encoder(test_audio, label)
+    mu_o, logvar_o = loaded.encode(test_audio.numpy(), label=labels)
+    peak = float(audio_t.abs().max()) or 1.0
+    diffs = {"audio": float(np.abs(audio_o - audio_t.numpy()).max()) / peak,
+             "logmel": float(np.abs(logmel_o - logmel_t.numpy()).max()),
+             "mu": float(np.abs(mu_o - mu_t.numpy()).max()), "logvar": float(np.abs(logvar_o - logvar_t.numpy()).max())}
+    bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE[k]}
+    if bad:
+        raise KickspaceError(f"{folder}: onnxruntime and torch disagree beyond tolerance: {bad} "
+                             f"(tolerances {PARITY_TOLERANCE})")
+    return diffs
+
+
+#: Max abs difference onnxruntime vs torch (audio: relative to its peak).
+PARITY_TOLERANCE = {"audio": 5e-2, "logmel": 1e-4, "mu": 1e-3, "logvar": 1e-3}

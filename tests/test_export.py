@@ -1,0 +1,121 @@
+"""``python -m export onnx``: a run -> decoder + encoder graphs + preset, loaded by the runtime, parity with torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from export import cli as export_cli
+from export.package import DecoderGraph, EncoderGraph, export_run
+from export.phase import make_init
+from runtime.errors import ConfigError, KickspaceError
+from runtime.model import ExportedModel
+from runtime.preset import load_preset
+from trainer.checkpoint import Checkpoint, load_model, save_checkpoint
+from trainer.model import ModelConfig, build_model
+from trainer.spec import SpectrogramSpec, waveform_to_features
+
+TINY = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)
+
+
+def _run(tmp_path, *, classes: list[str] | None = None, pitch: bool = False, name: str = "run"):
+    """A run folder with a randomly initialised tiny (C)VAE checkpoint (export does not care how it was trained)."""
+    torch.manual_seed(0)
+    config = ModelConfig(input_shape=TINY.shape, widths=(8, 16), latent=4, n_classes=len(classes or []),
+                         pitch_conditioning=pitch)
+    model = build_model(config)
+    ckpt = Checkpoint(model_config=config, spec=TINY, train_config={"epochs": 1}, model_state=model.state_dict(),
+                      classes=list(classes or []), epoch=1, step=10, history=[{"val_recon": 0.01}])
+    run = tmp_path / name
+    save_checkpoint(run / "best.pt", ckpt)
+    return run
+
+
+def _axes_file(run, latent: int = 4):
+    (run / "analysis").mkdir(exist_ok=True)
+    axes = [{"name": "sub", "direction": [1.0, 0, 0, 0], "scale": 1.5, "effect": {"rho": 0.95}},
+            {"name": "decay", "direction": [0, 1.0, 0, 0], "scale": 1.0, "effect": {"rho": 0.92}}]
+    (run / "analysis" / "axes.json").write_text(json.dumps({"export": axes, "anchor": [0.0] * latent}))
+
+
+@pytest.mark.parametrize("classes", [None, ["kick", "snare"]], ids=["vae", "cvae"])
+def test_export_writes_graphs_the_runtime_loads_with_parity(tmp_path, classes):
+    run = _run(tmp_path, classes=classes)
+    _axes_file(run)
+    result = export_run(run, out=tmp_path / "preset", n_iter=4)
+    assert result.parity["audio"] <= 1e-4 and result.parity["logmel"] <= 1e-4 and result.parity["mu"] <= 1e-3
+    loaded = ExportedModel(tmp_path / "preset")
+    meta = loaded.metadata
+    assert meta.latent == 4 and meta.griffin_lim_iterations == 4 and meta.phase_init == "pghi"
+    assert meta.labels == tuple(classes or ()) and [a.name for a in meta.axes] == ["sub", "decay"]
+    assert meta.spec == TINY.to_dict() and meta.training["epochs"] == 1
+    model, spec, _ = load_model(run / "best.pt")
+    graph = DecoderGraph(model, spec, n_iter=4, init_phase=make_init("pghi", spec)).eval()
+    for batch in (1, 8):
+        z = np.random.default_rng(batch).standard_normal((batch, 4)).astype(np.float32)
+        label = (np.arange(batch) % 2) if classes else None
+        audio, logmel = loaded.decode(z, label=label)
+        assert audio.shape == (batch, TINY.n_samples) and logmel.shape == (batch, 32, 32)
+        with torch.no_grad():
+            ref_audio, ref_logmel = graph(torch.from_numpy(z), None if label is None else torch.from_numpy(label))
+        assert np.abs(logmel - ref_logmel.numpy()).max() < 1e-4
+        # relative to the peak (see PARITY_TOLERANCE in package.py for why trained models get a wider guard)
+        assert np.abs(audio - ref_audio.numpy()).max() <= 1e-4 * float(ref_audio.abs().max())
+        assert np.isfinite(audio).all()
+        # the decoder's logmel is what the model decodes, and the audio's own features follow it
+        with torch.no_grad():
+            direct = model.decode(torch.from_numpy(z), None if label is None else torch.from_numpy(label))[:, 0]
+        assert np.abs(logmel - direct.numpy()).max() < 1e-4
+    preset = load_preset(tmp_path / "preset" / "preset.json")
+    assert [k.cc for k in preset.knobs] == [20, 21] and [k.axis for k in preset.knobs] == ["sub", "decay"]
+    if classes:
+        assert sorted(p.note for p in preset.pads) == [36, 38] and {p.label for p in preset.pads} == set(classes)
+
+
+def test_encoder_graph_matches_torch_encoder(tmp_path):
+    run = _run(tmp_path)
+    export_run(run, out=tmp_path / "p", n_iter=0, optimize=False)
+    model, spec, _ = load_model(run / "best.pt")
+    audio = (0.5 * np.sin(2 * np.pi * 60 * np.arange(TINY.n_samples) / 8000)).astype(np.float32)[None].repeat(3, 0)
+    mu, logvar = ExportedModel(tmp_path / "p").encode(audio)
+    with torch.no_grad():
+        ref_mu, ref_logvar = model.encode(waveform_to_features(audio, spec))
+        graph_mu, _ = EncoderGraph(model, spec)(torch.from_numpy(audio))
+    assert np.abs(mu - ref_mu.numpy()).max() < 1e-4 and np.abs(logvar - ref_logvar.numpy()).max() < 1e-4
+    assert torch.allclose(graph_mu, ref_mu)
+
+
+def test_centroids_become_pads(tmp_path):
+    run = _run(tmp_path)
+    (run / "analysis").mkdir()
+    records = [{"id": 0, "z": [0.1, 0.2, 0.3, 0.4], "weight": 0.2}, {"id": 1, "z": [1, 1, 1, 1], "weight": 0.8}]
+    (run / "analysis" / "centroids.json").write_text(json.dumps({"centroids": records}))
+    export_run(run, out=tmp_path / "p", n_iter=0, optimize=False)
+    pads = load_preset(tmp_path / "p").pads
+    assert [p.note for p in pads] == [36, 37]
+    assert pads[0].anchor == (1.0, 1.0, 1.0, 1.0), "the biggest cluster goes on the first pad"
+
+
+def test_export_refuses_what_it_cannot_write(tmp_path, capsys):
+    with pytest.raises(KickspaceError, match="no checkpoint"):
+        export_run(tmp_path / "nothing", out=tmp_path / "p")
+    run = _run(tmp_path, classes=["a", "b"], pitch=True, name="pitched")
+    with pytest.raises(ConfigError, match="pitch-conditioned"):
+        export_run(run, out=tmp_path / "p")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    torch.save({"model_state": {}}, bare / "best.pt")
+    assert export_cli.main(["onnx", str(bare), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("export onnx: error:") and "config" in err
+
+
+def test_cli_prints_what_it_wrote(tmp_path, capsys):
+    run = _run(tmp_path)
+    assert export_cli.main(["onnx", str(run), "--out", str(tmp_path / "p"), "--iterations", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "K=2 (pghi)" in out and "parity" in out
+    assert sorted(f.name for f in (tmp_path / "p").iterdir()) == ["decoder.onnx", "encoder.onnx", "preset.json"]
