@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.errors import KickspaceError
+from runtime.files import write_wav
 
 
 def list_ports() -> str:
@@ -153,7 +154,7 @@ def _render(args: argparse.Namespace) -> int:
     else:
         audio = render.render_one_shot(args.preset, render.parse_axes(args.axes), note=args.note,
                                        velocity=args.velocity, sample_rate=rate, blocksize=args.blocksize)
-    path = render.write_wav(args.out, audio, rate)
+    path = write_wav(args.out, audio, rate)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     print(f"wrote {path} ({audio.shape[0] / rate:.2f} s, {rate} Hz, {audio.shape[1]} ch, 24-bit, peak "
           f"{20 * np.log10(max(peak, 1e-9)):.1f} dBFS)")

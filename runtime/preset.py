@@ -29,12 +29,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import ConfigError, KickspaceError
+from runtime.files import write_text
 from runtime.model import ModelMetadata
 
 FORMAT_NAME = "kickspace-preset"
@@ -150,16 +150,7 @@ class Preset:
         """Write the preset atomically (temporary file + rename); paths become relative to its folder."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(relative_to=path.parent.resolve()), indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_text(path, json.dumps(self.to_dict(relative_to=path.parent.resolve()), indent=2) + "\n")
 
     def check_against(self, metadata: ModelMetadata) -> None:
         """Refuse axes, labels and anchors the model does not have, naming the preset field."""

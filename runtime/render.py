@@ -147,13 +147,3 @@ def parse_axes(text: str) -> dict[str, float]:
         if not sep or not name.strip():
             raise ConfigError("--axes", f"{item!r} is not NAME=NUMBER (example: sub=0.8,decay=0.3)")
     return values
-
-
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write ``[frames, channels]`` audio as a 24-bit PCM WAV."""
-    import soundfile as sf
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), audio, int(sample_rate), subtype="PCM_24")
-    return path

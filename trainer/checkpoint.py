@@ -15,8 +15,6 @@ metrics per epoch), ``rng`` (dict of RNG state tensors), ``progress`` (loop book
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 
 from runtime.errors import KickspaceError
+from runtime.files import atomic_path
 from trainer.model import VAE, ModelConfig, build_model
 from trainer.spec import SpectrogramSpec
 
@@ -69,19 +68,9 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint.to_dict(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(checkpoint.to_dict(), tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:

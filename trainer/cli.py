@@ -348,13 +348,58 @@ def _run_sweep_latent(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------------- subset
+def _add_subset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("subset", help="link a licence-filtered subset of a MANIFEST.tsv corpus as a bank folder",
+                       description="Read ROOT/MANIFEST.tsv (or a .tsv file), keep the rows of the given classes whose "
+                                   "licence column starts with one of the --licence prefixes (case-insensitive) and "
+                                   "none of the --exclude-licence prefixes, and write OUT/<class>/<file> symlinks "
+                                   "(a bank layout for `trainer fit`). --every N --keep I keeps only every Nth "
+                                   "selected file starting at I (0-based), --drop I the complement: a "
+                                   "reproducible held-out split.")
+    p.add_argument("root", type=Path, help="corpus folder holding MANIFEST.tsv, or the manifest file itself")
+    p.add_argument("--class", dest="classes", nargs="+", required=True, metavar="CLASS", help="classes to keep")
+    p.add_argument("--licence", dest="licences", nargs="+", required=True, metavar="PREFIX",
+                   help="licence prefixes to keep, e.g. CC0 MIT Apache-2.0 Unlicense 'Public Domain' CC-BY-3.0")
+    p.add_argument("--exclude-licence", dest="exclude", nargs="*", default=[], metavar="PREFIX",
+                   help="licence prefixes to drop even when a --licence prefix matches, e.g. CC-BY-SA")
+    p.add_argument("--every", type=int, default=None, metavar="N", help="split the selection every N files")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--keep", type=int, default=None, metavar="I", help="with --every: keep files I, I+N, ...")
+    split.add_argument("--drop", type=int, default=None, metavar="I", help="with --every: drop files I, I+N, ...")
+    p.add_argument("--out", type=Path, required=True, help="output folder (absent or empty)")
+    p.set_defaults(handler=_run_subset)
+
+
+def _run_subset(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from trainer.data import manifest
+
+    path = args.root / "MANIFEST.tsv" if args.root.is_dir() else args.root
+    rows = manifest.select(path, classes=args.classes, licences=args.licences, exclude=args.exclude)
+    if args.every is not None:
+        if args.every < 1 or (args.keep is None) == (args.drop is None):
+            raise KickspaceError("--every N needs N >= 1 and exactly one of --keep I / --drop I")
+        start = args.keep if args.keep is not None else args.drop
+        chosen = {i for i in range(len(rows)) if i % args.every == start % args.every}
+        rows = [r for i, r in enumerate(rows) if (i in chosen) == (args.keep is not None)]
+    elif args.keep is not None or args.drop is not None:
+        raise KickspaceError("--keep / --drop need --every N")
+    manifest.link_subset(rows, out=args.out)
+    for (licence, source), n in sorted(Counter((r.license, r.source_repo) for r in rows).items()):
+        print(f"{n:5d}  {source}  {licence}")
+    print(f"linked {len(rows)} files into {args.out}")
+    return 0 if rows else 1
+
+
 # ------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``trainer`` argument parser (one subcommand per job)."""
     parser = argparse.ArgumentParser(prog="trainer", description="Kickspace trainer: data, training, analysis.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_synth, _add_ingest, _add_fit, _add_generate, _add_analyze, _add_cluster, _add_axes,
-                _add_evaluate, _add_sweep_latent):
+                _add_evaluate, _add_sweep_latent, _add_subset):
         add(sub)
     return parser
 

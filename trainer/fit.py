@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError, KickspaceError
+from runtime.files import write_text
 from trainer import distributed as dist_
 from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.distributed import DistContext
@@ -485,7 +486,7 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
         if run_config:
             from trainer.config import dumps_toml
 
-            (out / "config.toml").write_text(dumps_toml(run_config))
+            write_text(out / "config.toml", dumps_toml(run_config))
     stopped = "completed"
     started = time.perf_counter()
     start_epoch = state.epoch
@@ -516,7 +517,7 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
     summary = _summary(state, data, train_idx, val_idx, baseline, stopped, ctx,
                        seconds=time.perf_counter() - started, epochs_run=state.epoch - start_epoch)
     if ctx.is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         _write_samples(out / "samples", out / "best.pt", tensors, train)
         log.print_summary(summary)
     return summary

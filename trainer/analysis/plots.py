@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from trainer.analysis.reports import _atomic, write_text
+from runtime.files import atomic_path, write_text
 
 
 def _pyplot():
@@ -27,7 +27,9 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     plt = _pyplot()
-    out = _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    out = Path(path)
     plt.close(fig)
     return out
 

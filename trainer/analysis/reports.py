@@ -4,32 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (UTF-8)."""
-    return _atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+from runtime.files import write_text, write_wav  # noqa: F401  (the analysis modules write through these)
 
 
 def jsonable(value: Any) -> Any:
@@ -54,15 +34,6 @@ def jsonable(value: Any) -> Any:
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` (after :func:`jsonable`) as indented JSON, atomically."""
     return write_text(path, json.dumps(jsonable(data), indent=2) + "\n")
-
-
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write ``audio`` ``[N]`` or ``[C, N]`` (clipped to [-1, 1]) as 24-bit WAV, atomically."""
-    import soundfile as sf
-
-    data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    data = data.T if data.ndim == 2 else data
-    return _atomic(Path(path), lambda tmp: sf.write(tmp, data, sample_rate, subtype="PCM_24", format="WAV"))
 
 
 def fmt(value: Any, digits: int = 3) -> str:

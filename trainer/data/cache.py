@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runtime.files import atomic_path
 from trainer.data.audio import Preprocess, SkipFile
 from trainer.spec import SpectrogramSpec
 
@@ -123,22 +123,9 @@ class FeatureCache:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    np.savez(handle, **arrays)
-                os.replace(tmp, self.path_for(key))
-            except BaseException:
-                _remove_quietly(tmp)
-                raise
+            with atomic_path(self.path_for(key)) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
         except OSError as err:
             self.writable = False
             print(f"warning: feature cache {self.folder} is not writable ({err.strerror or err}); "
                   "going on without caching", file=sys.stderr)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

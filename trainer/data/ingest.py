@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from runtime.errors import ConfigError, KickspaceError
+from runtime.files import atomic_path, write_wav
 from trainer.data.audio import (AUDIO_EXTENSIONS, Preprocess, SkipFile, check_path, load_one_shot,
                                 reject_too_long)
 from trainer.data.cache import FeatureCache, content_key
@@ -139,19 +139,11 @@ class IngestSummary:
 
     def write_skipped_csv(self, path: Path | str) -> Path:
         """Write ``path,reason,detail`` for every skipped file (atomic). Returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["path", "reason", "detail"])
-                writer.writerows(self.skipped)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "reason", "detail"])
+            writer.writerows(self.skipped)
+        return Path(path)
 
     def add_skip(self, path: str, label: str | None, skip: SkipFile) -> None:
         """Record a skipped file of class ``label``."""
@@ -485,20 +477,5 @@ def write_preview(corpus: Corpus, out_dir: Path, *, count: int = 4) -> list[Path
     for i in range(n):
         stem = f"{i:02d}-{Path(corpus.paths[i]).stem}"
         for suffix, wave in (("prepared", corpus.audio[i]), ("roundtrip", rebuilt[i])):
-            written.append(_write_wav(out_dir / f"{stem}-{suffix}.wav", wave, corpus.spec.sample_rate))
+            written.append(write_wav(out_dir / f"{stem}-{suffix}.wav", wave, corpus.spec.sample_rate))
     return written
-
-
-def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Atomically write ``[C, N]`` as a 24-bit WAV (clipped to [-1, 1])."""
-    import soundfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        soundfile.write(tmp, np.clip(audio, -1.0, 1.0).T, sample_rate, subtype="PCM_24", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import numbers
-import os
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,10 +36,10 @@ from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
 import numpy as np
-import soundfile as sf
 from scipy import signal
 
 from runtime.errors import ConfigError
+from runtime.files import atomic_path, write_wav
 
 BANK_CLASSES: tuple[str, ...] = ("kick", "snare", "hat", "tom")
 
@@ -331,20 +330,11 @@ def render_class(drum_class: str, params: KickParams, *, sample_rate: int = 4410
 
 
 # -------------------------------------------------------------------------------------------------- writing
-def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """24-bit PCM WAV, written to a temporary name and moved into place (a killed run leaves no half file)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    sf.write(tmp, audio, sample_rate, subtype="PCM_24", format="WAV")
-    os.replace(tmp, path)
-
-
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(header), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _prepare_out(out: Path) -> Path:
@@ -372,7 +362,7 @@ def write_corpus(out: Path, *, n: int, seed: int, sample_rate: int = 44100) -> P
     rows = []
     for i, params in enumerate(sample_params(n, seed=seed)):
         name = f"kick_{i:05d}.wav"
-        _write_wav(out / name, render_kick(params, sample_rate=sample_rate), sample_rate)
+        write_wav(out / name, render_kick(params, sample_rate=sample_rate), sample_rate)
         rows.append({"filename": name, **params.to_row()})
     csv_path = out / "params.csv"
     _write_csv(csv_path, ("filename", *FIELDS), rows)
@@ -408,7 +398,7 @@ def write_bank(out: Path, *, n_per_class: int, seed: int, sample_rate: int = 441
         folder = _prepare_out(out / drum_class)
         for i, params in enumerate(sample_class_params(drum_class, n_per_class, seed=seed)):
             name = f"{drum_class}_{i:05d}.wav"
-            _write_wav(folder / name, render_class(drum_class, params, sample_rate=sample_rate), sample_rate)
+            write_wav(folder / name, render_class(drum_class, params, sample_rate=sample_rate), sample_rate)
             rows.append({"class": drum_class, "filename": f"{drum_class}/{name}", **params.to_row()})
     csv_path = out / "params.csv"
     _write_csv(csv_path, ("class", "filename", *FIELDS), rows)
