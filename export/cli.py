@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import KickspaceError
+from runtime.errors import run_command
 
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
@@ -63,13 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m export``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except KickspaceError as err:
-        print(f"export {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
+    return run_command(build_parser().parse_args(argv), program="export")
 
 if __name__ == "__main__":
     sys.exit(main())

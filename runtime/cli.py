@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.errors import KickspaceError
+from runtime.errors import run_command
 from runtime.files import write_wav
 
 
@@ -163,13 +163,7 @@ def _render(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``runtime`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except KickspaceError as err:
-        print(f"runtime {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
+    return run_command(build_parser().parse_args(argv), program="runtime")
 
 if __name__ == "__main__":
     sys.exit(main())

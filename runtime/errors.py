@@ -20,3 +20,20 @@ class ConfigError(KickspaceError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+def run_command(args, *, program: str) -> int:
+    """Run a parsed subcommand's ``handler``; a :class:`KickspaceError` prints as one line and exits 2.
+
+    The shared edge of the ``trainer``, ``runtime`` and ``python -m export`` command lines.
+    """
+    import sys
+
+    try:
+        return args.handler(args)
+    except KickspaceError as err:
+        print(f"{program} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{program} {args.command}: interrupted", file=sys.stderr)
+        return 130
