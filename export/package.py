@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.graph import MagnitudeToAudio
+from export.graph import FactorizedLogMel, MagnitudeToAudio
 from export.onnx import save_onnx
 from export.phase import DEFAULT_INIT, make_init
 from runtime import model as fmt
@@ -30,7 +30,7 @@ from runtime.model import Axis, ModelMetadata
 from runtime.preset import Pad, default_preset
 from trainer.checkpoint import Checkpoint, load_model
 from trainer.model import VAE
-from trainer.spec import LogMel, SpectrogramSpec
+from trainer.spec import SpectrogramSpec
 
 DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "Griffin-Lim phase pipeline"
 PRESET_FILE = "preset.json"
@@ -55,7 +55,7 @@ class EncoderGraph(nn.Module):
     def __init__(self, model: VAE, spec: SpectrogramSpec) -> None:
         super().__init__()
         self.model = model
-        self.front = LogMel(spec)
+        self.front = FactorizedLogMel(spec)
 
     def forward(self, audio: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.encode(self.front(audio), label)
@@ -97,7 +97,8 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     analysis = path.parent / "analysis"
     axes_path = _optional(axes, analysis / "axes.json")
     centroids_path = _optional(centroids, analysis / "centroids.json")
-    metadata = ModelMetadata(spec=spec.to_dict(), latent=model.config.latent, labels=tuple(ckpt.classes),
+    labels = tuple(ckpt.classes) if model.config.n_classes else ()  # a bank's folder name on an unconditioned VAE
+    metadata = ModelMetadata(spec=spec.to_dict(), latent=model.config.latent, labels=labels,
                              axes=_read_axes(axes_path, latent=model.config.latent), griffin_lim_iterations=n_iter,
                              phase_init=phase_init, training=training_summary(ckpt, source=path))
     init = make_init(phase_init, spec)

@@ -119,3 +119,33 @@ def test_cli_prints_what_it_wrote(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "K=2 (pghi)" in out and "parity" in out
     assert sorted(f.name for f in (tmp_path / "p").iterdir()) == ["decoder.onnx", "encoder.onnx", "preset.json"]
+
+
+def test_unconditioned_model_trained_on_a_bank_exports_without_labels(tmp_path):
+    """A plain VAE fitted on a one-class bank records the class name; the export must not ask for a label input."""
+    run = _run(tmp_path)
+    ckpt_path = run / "best.pt"
+    from trainer.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt.classes = ["kick"]
+    save_checkpoint(ckpt_path, ckpt)
+    result = export_run(run, out=tmp_path / "p", n_iter=0, optimize=False)
+    assert result.metadata.labels == () and not ExportedModel(tmp_path / "p").metadata.conditional
+
+
+def test_encoder_file_stays_small_at_n_fft_2048(tmp_path):
+    """The encoder's STFT is factorised: no dense [2 x 1025 x 2048] basis (17 MB) in the file."""
+    import dataclasses
+
+    from export.graph import FactorizedLogMel
+
+    spec = dataclasses.replace(TINY, n_fft=2048, win_length=2048, hop_length=256, frames=8, sample_rate=44100,
+                               mel_scale="htk", n_mels=32)
+    audio = torch.from_numpy(np.random.default_rng(0).standard_normal((2, spec.n_samples)).astype(np.float32))
+    assert torch.allclose(FactorizedLogMel(spec)(audio), waveform_to_features(audio, spec), atol=1e-4)
+    from export.onnx import save_onnx
+
+    path = save_onnx(FactorizedLogMel(spec), tmp_path / "front.onnx", (audio,), input_names=("audio",),
+                     output_names=("features",))
+    assert path.stat().st_size < 2e6
