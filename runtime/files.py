@@ -30,6 +30,7 @@ def atomic_path(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
         if fsync:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)  # mkstemp makes files 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

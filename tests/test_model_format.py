@@ -79,3 +79,16 @@ def test_loader_fails_clearly(tmp_path):
     fx.write_decoder(tmp_path / M.DECODER_FILE, fx.metadata(labels=("a", "b")).to_json())
     with pytest.raises(KickspaceError, match="graph inputs"):
         M.ExportedModel(tmp_path)
+
+
+def test_atomic_writes_keep_normal_permissions(tmp_path):
+    """Files written through runtime.files are readable by others (mkstemp alone would leave them 0600)."""
+    import stat
+
+    from runtime.files import write_text
+
+    path = write_text(tmp_path / "a.json", "{}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o600)
+    write_text(path, "{}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600, "an existing file keeps its mode"
