@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from runtime.errors import KickspaceError
+from runtime.errors import KickspaceError, run_command
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -406,16 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trainer`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except KickspaceError as err:
-        print(f"trainer {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"trainer {args.command}: interrupted", file=sys.stderr)
-        return 130
-
+    return run_command(build_parser().parse_args(argv), program="trainer")
 
 if __name__ == "__main__":
     sys.exit(main())
