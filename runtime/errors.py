@@ -22,6 +22,25 @@ class ConfigError(KickspaceError, ValueError):
         super().__init__(f"{field}: {problem}")
 
 
+def check_fields(data: object, cls: type, *, where: str, prefix: str | None = None) -> dict:
+    """Return ``data`` if it is a dict whose keys are all fields of dataclass ``cls``; else raise ConfigError.
+
+    ``where`` names the object in messages; an unknown key is named ``PREFIX.key`` (``prefix`` defaults to
+    ``where``; pass ``""`` for top-level keys).
+    """
+    import dataclasses
+
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"must be an object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    prefix = where if prefix is None else prefix
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}" if prefix else str(key),
+                              f"unknown field (known: {', '.join(sorted(known))})")
+    return data
+
+
 def run_command(args, *, program: str) -> int:
     """Run a parsed subcommand's ``handler``; a :class:`KickspaceError` prints as one line and exits 2.
 

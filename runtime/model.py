@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ConfigError, KickspaceError
+from runtime.errors import ConfigError, KickspaceError, check_fields
 
 FORMAT_NAME = "kickspace-model"
 FORMAT_VERSION = 1
@@ -140,13 +140,7 @@ class ModelMetadata:
 
 def _fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     """Refuse unknown keys by name."""
-    if not isinstance(data, dict):
-        raise ConfigError(where, f"must be an object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-    return data
+    return check_fields(data, cls, where=where)
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ConfigError, KickspaceError
+from runtime.errors import ConfigError, KickspaceError, check_fields
 from runtime.files import write_text
 from runtime.model import ModelMetadata
 
@@ -295,12 +295,7 @@ def _programs(data: Any, where: str, base: Path) -> dict[int, Path]:
 # ----------------------------------------------------------------------------------------------- field validators
 
 def _obj(data: Any, where: str, cls: type, *, required: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ConfigError(where, f"must be an object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{_join(where, key)}", f"unknown field (known: {', '.join(sorted(known))})")
+    check_fields(data, cls, where=where, prefix="" if where == "preset" else where)
     for key in required:
         if key not in data:
             raise ConfigError(f"{_join(where, key)}", "missing (a required field)")

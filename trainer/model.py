@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, check_fields
 
 NORMS = ("batch", "group", "none")
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
@@ -112,13 +112,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Inverse of :meth:`to_dict`; unknown fields are refused by name."""
-        if not isinstance(data, dict):
-            raise ConfigError("model", f"must be a table of fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"model.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-        return cls(**data)
+        return cls(**check_fields(data, cls, where="model"))
 
 
 def _check(ok: bool, name: str, problem: str) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, check_fields
 
 MEL_SCALES = ("slaney", "htk", "linear")
 _AMIN = 1e-10
@@ -140,13 +140,7 @@ class SpectrogramSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SpectrogramSpec":
         """Build a spec from ``to_dict`` output; unknown fields are refused by name."""
-        if not isinstance(data, dict):
-            raise ConfigError("spec", f"must be a table/object of fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"spec.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-        return cls(**data)
+        return cls(**check_fields(data, cls, where="spec"))
 
     def digest(self) -> str:
         """Short stable hash of every field (used to key feature caches)."""
