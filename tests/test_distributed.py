@@ -8,14 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from runtime.errors import ConfigError
-from tests.test_fit import OBJECTIVE, QUIET, kick_features, spec_table
+from tests.test_fit import write_npz_run
 from trainer.checkpoint import load_model
-from trainer.config import dumps_toml
 from trainer.distributed import DistContext, epoch_order, select_device, setup, shard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,15 +46,8 @@ def test_epoch_order_shards_are_disjoint_cover_and_reshuffle() -> None:
 
 
 def test_torchrun_two_cpu_processes_write_a_valid_checkpoint(tmp_path: Path) -> None:
-    data = tmp_path / "data.npz"
-    np.savez(data, features=kick_features(32))
-    config = tmp_path / "tiny.toml"
-    config.write_text(dumps_toml({
-        "data": {"spec": spec_table()},
-        "model": {"preset": "kick", "widths": [8, 16], "latent": 4},
-        "objective": OBJECTIVE.to_dict(),
-        "train": {**QUIET.to_dict(), "epochs": 2, "batch_size": 4, "device": "cpu", "media_every": 1,
-                  "n_media": 1, "griffin_lim_iters": 2}}))
+    data, config = write_npz_run(tmp_path, epochs=2, n=32, widths=(8, 16), latent=4, device="cpu", media_every=1,
+                                 n_media=1, griffin_lim_iters=2)
     out = tmp_path / "run"
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

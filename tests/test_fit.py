@@ -212,15 +212,17 @@ def test_shipped_configs_resolve_to_the_seed_models(name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- CLI + SIGKILL
-def write_npz_run(tmp_path: Path, *, epochs: int) -> tuple[Path, Path]:
+def write_npz_run(tmp_path: Path, *, epochs: int, n: int = 48, widths: tuple[int, ...] = (16, 32), latent: int = 8,
+                  **train: object) -> tuple[Path, Path]:
+    """A .npz of ``n`` tiny kick spectrograms and a TOML run config for them (``train`` overrides [train] keys)."""
     data = tmp_path / "data.npz"
-    np.savez(data, features=kick_features(48))
+    np.savez(data, features=kick_features(n))
     config = tmp_path / "tiny.toml"
     config.write_text(dumps_toml({
         "data": {"spec": spec_table()},
-        "model": {"preset": "kick", "widths": [16, 32], "latent": 8},
+        "model": {"preset": "kick", "widths": list(widths), "latent": latent},
         "objective": OBJECTIVE.to_dict(),
-        "train": {**QUIET.to_dict(), "epochs": epochs, "batch_size": 4, "lr": 1e-3}}))
+        "train": {**QUIET.to_dict(), "epochs": epochs, "batch_size": 4, "lr": 1e-3, **train}}))
     return data, config
 
 
