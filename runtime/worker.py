@@ -253,13 +253,14 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int, *, zeros: int = 32, be
     taps = table.shape[1]
     n_in = x.shape[-1]
     n_out = -(-n_in * up // down)
-    j = np.arange(n_out)
-    base, phase = j * down // up, j * down % up
     pad = taps
-    xp = np.concatenate([np.zeros(x.shape[:-1] + (pad,)), x, np.zeros(x.shape[:-1] + (pad,))], axis=-1)
-    out = np.empty(x.shape[:-1] + (n_out,))
-    step = max(1, 2 ** 16 // taps)
-    for s in range(0, n_out, step):  # chunks bound the gathered [chunk, taps] index array
-        idx = base[s:s + step, None] - before + np.arange(taps)[None, :] + pad
-        out[..., s:s + step] = np.einsum("...jt,jt->...j", xp[..., idx], table[phase[s:s + step]])
+    lead = x.shape[:-1]
+    xp = np.concatenate([np.zeros(lead + (pad,)), x, np.zeros(lead + (pad,))], axis=-1)
+    windows = np.lib.stride_tricks.sliding_window_view(xp, taps, axis=-1)  # [..., L, taps], no copy
+    out = np.empty(lead + (n_out,))
+    for j0 in range(min(up, n_out)):  # outputs j0, j0 + up, ... share one filter phase and step `down` inputs
+        start = j0 * down // up - before + pad
+        count = len(range(j0, n_out, up))
+        rows = windows[..., start: start + down * (count - 1) + 1: down, :]
+        out[..., j0::up] = rows @ table[j0 * down % up]
     return out
