@@ -23,6 +23,13 @@ play: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
+# For machines without audio: the shipped groove (presets/grooves/demo.mid: 4 bars of kicks at 124 BPM with the
+# sub and decay knobs automated) rendered offline through the shipped preset, as a WAV and a spectrogram PNG.
+demo: venv
+	$(BIN)/runtime render --preset presets/kicks --midi presets/grooves/demo.mid --out out/demo-kicks.wav
+	$(BIN)/trainer spectrogram out/demo-kicks.wav --out out/demo-kicks.png \
+	    --title "presets/kicks playing presets/grooves/demo.mid (CC 20 sub up, CC 22 decay down)"
+
 # The shipped kick preset, end to end (presets/kicks/MODEL_CARD.md): licence-filtered real kicks (every 8th held
 # out for evaluation) + 1500 procedural kicks -> fit (kick-2048-htk, one CPU thread) -> axes, cluster, evaluate
 # -> ONNX export -> a test render. Intermediate data in out/, the run in runs/kicks, features in $(KCACHE).

@@ -349,6 +349,30 @@ def _run_sweep_latent(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- subset
+def _add_spectrogram(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spectrogram", help="draw a WAV file's spectrogram as a PNG",
+                       description="Draw the spectrogram of an audio file of any length (log-frequency axis from "
+                                   "20 Hz, dB below its peak), e.g. a `runtime render` of a groove.")
+    p.add_argument("audio", type=Path, help="audio file (WAV, FLAC, ...)")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--title", default=None, help="figure title (default: the file name)")
+    p.set_defaults(handler=_run_spectrogram)
+
+
+def _run_spectrogram(args: argparse.Namespace) -> int:
+    import soundfile
+
+    from trainer.analysis.plots import audio_spectrogram_png
+
+    try:
+        audio, rate = soundfile.read(str(args.audio), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError) for bad files
+        raise KickspaceError(f"{args.audio}: cannot read it as audio ({err})") from None
+    path = audio_spectrogram_png(args.out, audio.T, rate, title=args.title or args.audio.name)
+    print(f"wrote {path}")
+    return 0
+
+
 def _add_subset(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("subset", help="link a licence-filtered subset of a MANIFEST.tsv corpus as a bank folder",
                        description="Read ROOT/MANIFEST.tsv (or a .tsv file), keep the rows of the given classes whose "
@@ -399,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainer", description="Kickspace trainer: data, training, analysis.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_synth, _add_ingest, _add_fit, _add_generate, _add_analyze, _add_cluster, _add_axes,
-                _add_evaluate, _add_sweep_latent, _add_subset):
+                _add_evaluate, _add_sweep_latent, _add_subset, _add_spectrogram):
         add(sub)
     return parser
 
