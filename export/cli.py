@@ -65,5 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m export``; returns the exit status."""
     return run_command(build_parser().parse_args(argv), program="export")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -165,5 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``runtime`` console script; returns the exit status."""
     return run_command(build_parser().parse_args(argv), program="runtime")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,6 +40,7 @@ from runtime.audio import AudioOutput, find_output_device, set_jack_client_name
 from runtime.controls import Controller
 from runtime.engine import Engine
 from runtime.errors import ConfigError, KickspaceError
+from runtime.files import write_text, write_wav
 from runtime.midi import MidiInput
 from runtime.preset import Knob, Pad, Preset, load_preset
 from runtime.worker import RenderWorker
@@ -233,7 +234,7 @@ class Player:
                 signal.signal(sig, old)
         stats = self.stats()
         if config.stats_json:
-            Path(config.stats_json).write_text(json.dumps(stats, indent=1) + "\n")
+            write_text(config.stats_json, json.dumps(stats, indent=1) + "\n")
         print(summary_line(stats), flush=True)
         return stats
 
@@ -325,8 +326,6 @@ class Player:
     def save_current_sound(self) -> str:
         """Write the current kick (the last played pad, else the first) to a 24-bit WAV and the current state
         (knob values as defaults, learned CCs) to a new preset beside it; returns what was written."""
-        import soundfile as sf
-
         controller = self.controller
         preset = controller.preset
         note = self.last_note if self.last_note in self.engine.notes else preset.pads[0].note
@@ -342,7 +341,7 @@ class Player:
             n += 1
             stem = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
         wav = folder / f"{stem}.wav"
-        sf.write(str(wav), np.asarray(sound[-1], dtype=np.float32), self.engine.sample_rate, subtype="PCM_24")
+        write_wav(wav, sound[-1], self.engine.sample_rate)
         values = controller.state.values
         knobs = tuple(dataclasses.replace(k, default=_clamp(values.get(k.axis, k.default), k.min, k.max))
                       for k in preset.knobs)

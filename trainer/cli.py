@@ -432,5 +432,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trainer`` console script; returns the exit status."""
     return run_command(build_parser().parse_args(argv), program="trainer")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError, KickspaceError
-from runtime.files import write_text
+from runtime.files import write_text, write_wav
 from trainer import distributed as dist_
 from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.distributed import DistContext
@@ -678,8 +678,6 @@ class _Progress:
 @torch.no_grad()
 def _write_samples(folder: Path, best: Path, data: _Data, train: TrainConfig) -> None:
     """WAVs of the best model's validation reconstructions and prior samples (per class for a CVAE)."""
-    import soundfile as sf
-
     from trainer.checkpoint import load_model
     from trainer.spec import features_to_waveform
 
@@ -699,7 +697,7 @@ def _write_samples(folder: Path, best: Path, data: _Data, train: TrainConfig) ->
     for prefix, feats in sets.items():
         audio = features_to_waveform(feats.cpu(), spec, n_iter=train.griffin_lim_iters)
         for i, wave in enumerate(audio):
-            sf.write(folder / f"{prefix}_{i:02d}.wav", wave.clamp(-1, 1).T.numpy(), spec.sample_rate)
+            write_wav(folder / f"{prefix}_{i:02d}.wav", wave.numpy(), spec.sample_rate)
 
 
 def _safe(name: str) -> str:
