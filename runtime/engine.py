@@ -42,10 +42,18 @@ class PadSettings:
 _DEFAULT_PAD = PadSettings()
 
 
-def fade_ramp(length: int) -> np.ndarray:
-    """A raised-cosine fade-out from 1 to 0, shape ``[length, 1]`` float32 (the last value is 0)."""
+def fade_out_curve(length: int) -> np.ndarray:
+    """A raised-cosine fade-out from 1 to 0, shape ``[length]`` float64 (the last value is 0).
+
+    The one fade shape of the project: stolen and choked voices, rendered buffers' tails, prepared training audio.
+    """
     t = np.arange(1, length + 1, dtype=np.float64) / length
-    return (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32)[:, None]
+    return 0.5 + 0.5 * np.cos(np.pi * t)
+
+
+def fade_ramp(length: int) -> np.ndarray:
+    """:func:`fade_out_curve` as a ``[length, 1]`` float32 column (multiplies ``[frames, channels]`` blocks)."""
+    return fade_out_curve(length).astype(np.float32)[:, None]
 
 
 def velocity_gain(velocity: int, curve: float) -> float:

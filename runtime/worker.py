@@ -26,7 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
-from runtime.engine import MAX_SOUND_LEVEL, Engine
+from runtime.engine import MAX_SOUND_LEVEL, Engine, fade_out_curve
 from runtime.model import ExportedModel
 
 
@@ -188,7 +188,7 @@ def sanitize(audio: np.ndarray, sample_rate: int, *, fade_out_ms: float = 10.0,
     np.clip(x, -MAX_SOUND_LEVEL, MAX_SOUND_LEVEL, out=x)
     x = dc_block(x, sample_rate, dc_cutoff_hz)
     n = min(x.shape[-1], max(1, int(round(fade_out_ms * 1e-3 * sample_rate))))
-    x[..., -n:] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)
+    x[..., -n:] *= fade_out_curve(n)
     return x
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.engine import fade_out_curve
 from runtime.errors import ConfigError, KickspaceError
 from trainer.spec import SpectrogramSpec
 
@@ -443,7 +444,7 @@ def fit_length(audio: np.ndarray, n_samples: int, *, fade: int) -> np.ndarray:
     out[:, :keep] = audio[:, :keep]
     fade = min(fade, n_samples)
     if fade > 0:
-        out[:, n_samples - fade:] *= (0.5 + 0.5 * np.cos(np.pi * (np.arange(1, fade + 1) / fade))).astype(np.float32)
+        out[:, n_samples - fade:] *= fade_out_curve(fade).astype(np.float32)
     return out
 
 
