@@ -37,7 +37,10 @@ PRESET_FILE = "preset.json"
 
 
 class DecoderGraph(nn.Module):
-    """``z`` ``[B, latent]`` (+ ``label`` int64 ``[B]``) -> ``audio`` ``[B, samples]``, ``logmel`` ``[B, M, T]``."""
+    """``z`` ``[B, code]`` (+ ``label`` int64 ``[B]``) -> ``audio`` ``[B, samples]``, ``logmel`` ``[B, M, T]``.
+
+    ``code`` is the model's code size: the latent, plus the standardised controls of a control-conditioned model.
+    """
 
     def __init__(self, model: VAE, spec: SpectrogramSpec, *, n_iter: int, init_phase: Any) -> None:
         super().__init__()
@@ -50,7 +53,7 @@ class DecoderGraph(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """``audio`` ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` ``[B, latent]``, log-mel front end inside."""
+    """``audio`` ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` ``[B, code]``, log-mel front end inside."""
 
     def __init__(self, model: VAE, spec: SpectrogramSpec) -> None:
         super().__init__()
@@ -58,7 +61,7 @@ class EncoderGraph(nn.Module):
         self.front = FactorizedLogMel(spec)
 
     def forward(self, audio: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode(self.front(audio), label)
+        return self.model.encode_code(self.front(audio), label)
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,8 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     axes_path = _optional(axes, analysis / "axes.json")
     centroids_path = _optional(centroids, analysis / "centroids.json")
     labels = tuple(ckpt.classes) if model.config.n_classes else ()  # a bank's folder name on an unconditioned VAE
-    metadata = ModelMetadata(spec=spec.to_dict(), latent=model.config.latent, labels=labels,
-                             axes=_read_axes(axes_path, latent=model.config.latent), griffin_lim_iterations=n_iter,
+    metadata = ModelMetadata(spec=spec.to_dict(), latent=model.code_size, labels=labels,
+                             axes=_read_axes(axes_path, latent=model.code_size), griffin_lim_iterations=n_iter,
                              phase_init=phase_init, training=training_summary(ckpt, source=path))
     init = make_init(phase_init, spec)
     decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init).eval()
@@ -113,7 +116,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     save_onnx(encoder, out / fmt.ENCODER_FILE, (audio, *extra), input_names=("audio", *label_in),
               output_names=("mu", "logvar"), metadata=meta, optimize=optimize)
     preset = default_preset(metadata, out, name=out.name)
-    pads = _centroid_pads(centroids_path, latent=model.config.latent, labels=metadata.labels)
+    pads = _centroid_pads(centroids_path, latent=model.code_size, labels=metadata.labels)
     if pads:
         preset = dataclasses.replace(preset, pads=pads)
     preset.save(out / PRESET_FILE)
@@ -191,7 +194,7 @@ def training_summary(ckpt: Checkpoint, *, source: Path) -> dict[str, Any]:
 
 def _examples(model: VAE, spec: SpectrogramSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     gen = torch.Generator().manual_seed(0)
-    z = torch.randn(2, model.config.latent, generator=gen)
+    z = torch.randn(2, model.code_size, generator=gen)
     audio = 0.1 * torch.randn(2, spec.n_samples, generator=gen)
     label = torch.zeros(2, dtype=torch.long) if model.config.n_classes > 0 else None
     return z, audio, label
@@ -208,7 +211,7 @@ def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, 
     """
     loaded = fmt.ExportedModel(folder)
     gen = torch.Generator().manual_seed(1)
-    z = torch.randn(batch, model.config.latent, generator=gen)
+    z = torch.randn(batch, model.code_size, generator=gen)
     label = torch.arange(batch) % model.config.n_classes if model.config.n_classes > 0 else None
     labels = None if label is None else label.numpy()
     audio_t, logmel_t = decoder(z, label)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from runtime.errors import KickspaceError
 from runtime.model import Axis
-from tests.analysis_fixtures import tiny_run  # noqa: F401  (session fixture)
+from tests.analysis_fixtures import tiny_control_run, tiny_run  # noqa: F401  (session fixtures)
 from trainer.analysis.axes import CONTROLS, derive, load_axes, measure, scale_axes, Standardiser, axes
 from trainer.descriptors import DESCRIPTORS
 
@@ -64,9 +66,9 @@ def test_measure_reads_rho_and_cross_talk_from_sweeps() -> None:
     data = np.tile(swept[0, 0, 0], (10, 1))
     data[:, own] = np.linspace(-40, -20, 10)
     data[:, other] = np.exp(np.linspace(np.log(40), np.log(80), 10))
-    from trainer.analysis.axes import transform
+    from trainer.descriptors import control_units
 
-    result = measure(values, swept, Standardiser.fit(transform(data)), controls=("sub",))[0]
+    result = measure(values, swept, Standardiser.fit(control_units(data)), controls=("sub",))[0]
     assert result["rho"] == 1.0 and result["rho_at_mean"] == 1.0
     assert np.isclose(result["span"], 20 / (np.percentile(data[:, own], 95) - np.percentile(data[:, own], 5)))
     log_width = np.ptp(np.percentile(np.log(data[:, other]), [5, 95]))
@@ -97,3 +99,20 @@ def test_axes_command_writes_exportable_verified_axes(tiny_run) -> None:  # noqa
     text = (out / "axes.md").read_text()
     assert f"Method kept: **{saved['method']}**" in text and f"| {names[0]} |" in text
     assert (out / "axes_sweeps.png").stat().st_size > 1000
+
+
+def test_control_method_turns_the_descriptor_inputs_into_verified_axes(tiny_run, tiny_control_run) -> None:  # noqa: F811
+    from trainer.analysis.axes import available_methods, derive_axes, prepare
+
+    run = tiny_control_run
+    config = run.model.config
+    assert config.controls == ("brightness", "sub") and len(config.control_mean) == 2  # stats saved by fit
+    assert available_methods(config, ("brightness", "sub"))[0] == "control"
+    assert "control" not in available_methods(tiny_run.run.model.config)
+    report = derive_axes(run, prepare(run, tiny_run.train), controls=("brightness", "sub"), methods=("control",),
+                         n_anchors=3, n_values=7)
+    bright = {a["name"]: a for a in report["axes"]}["brightness"]
+    assert bright["direction"].tolist() == [0.0] * config.latent + [1.0, 0.0] and bright["scale"] > 0.5
+    assert bright["rho"] >= 0.9 and bright["span"] > 0.3, report["axes"]
+    with pytest.raises(KickspaceError, match="method 'control' needs a model whose decoder takes all of"):
+        derive_axes(tiny_run.run, prepare(tiny_run.run, tiny_run.train), methods=("control",))

@@ -21,11 +21,13 @@ from trainer.spec import SpectrogramSpec, waveform_to_features
 TINY = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)
 
 
-def _run(tmp_path, *, classes: list[str] | None = None, pitch: bool = False, name: str = "run"):
+def _run(tmp_path, *, classes: list[str] | None = None, pitch: bool = False, name: str = "run",
+         controls: tuple[str, ...] = ()):
     """A run folder with a randomly initialised tiny (C)VAE checkpoint (export does not care how it was trained)."""
     torch.manual_seed(0)
     config = ModelConfig(input_shape=TINY.shape, widths=(8, 16), latent=4, n_classes=len(classes or []),
-                         pitch_conditioning=pitch)
+                         pitch_conditioning=pitch, controls=controls, control_mean=(0.0,) * len(controls),
+                         control_std=(1.0,) * len(controls))
     model = build_model(config)
     ckpt = Checkpoint(model_config=config, spec=TINY, train_config={"epochs": 1}, model_state=model.state_dict(),
                       classes=list(classes or []), epoch=1, step=10, history=[{"val_recon": 0.01}])
@@ -73,6 +75,27 @@ def test_export_writes_graphs_the_runtime_loads_with_parity(tmp_path, classes):
     assert [k.cc for k in preset.knobs] == [20, 21] and [k.axis for k in preset.knobs] == ["sub", "decay"]
     if classes:
         assert sorted(p.note for p in preset.pads) == [36, 38] and {p.label for p in preset.pads} == set(classes)
+
+
+def test_control_model_exports_its_code_with_control_axes(tmp_path):
+    run = _run(tmp_path, controls=("sub", "decay"))
+    (run / "analysis").mkdir()
+    axes = [{"name": "sub", "direction": [0, 0, 0, 0, 1.0, 0], "scale": 1.5, "effect": {"rho": 0.95}},
+            {"name": "decay", "direction": [0, 0, 0, 0, 0, 1.0], "scale": 1.2, "effect": {"rho": 0.93}}]
+    (run / "analysis" / "axes.json").write_text(json.dumps({"export": axes, "anchor": [0.0] * 6}))
+    result = export_run(run, out=tmp_path / "preset", n_iter=4)
+    assert result.parity["audio"] <= 1e-4 and result.parity["mu"] <= 1e-3
+    loaded = ExportedModel(tmp_path / "preset")
+    assert loaded.metadata.latent == 6  # latent 4 + 2 controls: the runtime's axes move the controls directly
+    model, _, _ = load_model(run / "best.pt")
+    code = np.zeros((2, 6), np.float32)
+    code[1, 4] = 2.0  # more sub
+    _, logmel = loaded.decode(code)
+    with torch.no_grad():
+        direct = model.decode(torch.from_numpy(code))[:, 0].numpy()
+    assert np.abs(logmel - direct).max() < 1e-4 and np.abs(logmel[0] - logmel[1]).max() > 1e-3
+    mu, logvar = loaded.encode(np.zeros((1, TINY.n_samples), np.float32))
+    assert mu.shape == logvar.shape == (1, 6) and np.all(logvar[:, 4:] < -8)
 
 
 def test_encoder_graph_matches_torch_encoder(tmp_path):

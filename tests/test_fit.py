@@ -86,6 +86,36 @@ def test_vae_beats_mean_spectrogram_without_posterior_collapse(tmp_path: Path) -
     assert saved["best_epoch"] == summary["best_epoch"] and saved["epochs"] == 40
 
 
+def test_control_model_learns_its_standardisation_and_to_predict_the_controls(tmp_path: Path) -> None:
+    from trainer.descriptors import DESCRIPTORS
+    from trainer.fit import standard_controls
+
+    torch.set_num_threads(1)
+    features = kick_features(64, seed=3)
+    rng = np.random.default_rng(0)
+    descriptors = rng.uniform(0.2, 1.0, size=(64, len(DESCRIPTORS)))
+    # "decay" is the log-mean level of the kick's second half: something the encoder can read from the features
+    descriptors[:, DESCRIPTORS.index("decay")] = np.exp(features[:, 0, :, 16:].mean(axis=(1, 2)))
+    model = dataclasses.replace(MODEL, controls=("decay",))
+    summary = fit(TrainingArrays(features, descriptors=descriptors), out=tmp_path / "run", spec=SPEC, model=model,
+                  objective=dataclasses.replace(OBJECTIVE, control_weight=1.0),
+                  train=dataclasses.replace(QUIET, epochs=30))
+    net, _, _ = load_model(tmp_path / "run" / "best.pt")
+    config = net.config
+    train_values = np.log(descriptors[:, DESCRIPTORS.index("decay")])
+    assert config.control_mean[0] == pytest.approx(train_values.mean(), abs=0.05)  # from the training split
+    assert config.control_std[0] == pytest.approx(train_values.std(), rel=0.2)
+    with torch.no_grad():
+        code, _ = net.encode_code(torch.as_tensor(features))
+    truth = standard_controls(config, descriptors)[:, 0]
+    assert np.corrcoef(code[:, -1].numpy(), truth)[0, 1] > 0.8  # the encoder head predicts the control
+    with pytest.raises(ConfigError, match=r"model\.controls: \['decay'\] need the audio's descriptors"):
+        fit(TrainingArrays(features), out=tmp_path / "run2", spec=SPEC, model=model, objective=OBJECTIVE,
+            train=dataclasses.replace(QUIET, epochs=1))
+    with pytest.raises(ConfigError, match=r"descriptors: must be \[64, 7\]"):
+        TrainingArrays(features, descriptors=descriptors[:, :3])
+
+
 def test_cvae_samples_differ_by_class(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     kicks, hats = kick_features(48, seed=1), hat_features(48, seed=2)

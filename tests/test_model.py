@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from runtime.errors import ConfigError
-from trainer.model import MODEL_CONFIGS, ModelConfig, build_model, get_model_config
+from trainer.model import CONTROL_LOGVAR, MODEL_CONFIGS, ModelConfig, build_model, get_model_config
 
 SMALL = ModelConfig(input_shape=(1, 32, 32), widths=(8, 16), latent=4)
 
@@ -77,3 +77,47 @@ def test_plain_vae_has_no_condition_parameters() -> None:
     model = build_model(SMALL)
     assert not SMALL.conditional and SMALL.cond_dim == 0
     assert not any("condition" in name or ".cond." in name for name, _ in model.named_parameters())
+
+
+# ------------------------------------------------------------------------------------- control conditioning
+CONTROLLED = ModelConfig(input_shape=(1, 32, 32), widths=(8, 16), latent=4, controls=("decay", "punch"),
+                         control_mean=(-2.0, 0.3), control_std=(0.5, 0.1))
+
+
+def test_control_model_decodes_a_code_of_latent_plus_controls() -> None:
+    torch.manual_seed(0)
+    model = build_model(CONTROLLED).eval()
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    assert model.code_size == CONTROLLED.code_size == 6
+    mu, logvar = model.encode(x)
+    assert mu.shape == (3, 4)
+    code_mu, code_logvar = model.encode_code(x)
+    assert code_mu.shape == code_logvar.shape == (3, 6)
+    torch.testing.assert_close(code_mu[:, :4], mu)
+    assert torch.all(code_logvar[:, 4:] == CONTROL_LOGVAR)
+    assert model.decode(code_mu).shape == (3, 1, 32, 32)
+    out = model(x, controls=torch.zeros(3, 2))
+    assert out.recon.shape == x.shape and out.controls.shape == (3, 2)
+    assert model.sample(2).shape == (2, 1, 32, 32)
+    with torch.no_grad():  # the control columns reach the output: two control values, two different sounds
+        a = model.decode(torch.cat([mu, torch.full((3, 2), -2.0)], dim=1))
+        b = model.decode(torch.cat([mu, torch.full((3, 2), 2.0)], dim=1))
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_control_model_refuses_a_code_without_controls() -> None:
+    model = build_model(CONTROLLED)
+    with pytest.raises(ConfigError, match=r"z: has 4 columns; this decoder takes 6 \(latent 4 \+ controls"):
+        model.decode(torch.zeros(1, 4))
+    with pytest.raises(ConfigError, match=r"controls: this model's decoder needs the controls \['decay', 'punch'\]"):
+        model(torch.zeros(1, 1, 32, 32))
+
+
+def test_control_fields_are_checked_by_name() -> None:
+    assert ModelConfig.from_dict(CONTROLLED.to_dict()) == CONTROLLED
+    with pytest.raises(ConfigError, match=r"model\.controls: unknown descriptor\(s\) \['boom'\]"):
+        ModelConfig(controls=("boom",))
+    with pytest.raises(ConfigError, match=r"model\.control_mean: needs one value per control \(2\), got 1"):
+        ModelConfig(controls=("decay", "sub"), control_mean=(0.0,))
+    with pytest.raises(ConfigError, match=r"model\.control_std: must be positive"):
+        ModelConfig(controls=("decay",), control_mean=(0.0,), control_std=(0.0,))

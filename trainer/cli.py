@@ -153,8 +153,13 @@ def _fit_arrays(args: argparse.Namespace, run, spec):
     if ctx.is_main:
         distributed.barrier(ctx)
     labelled = bool(corpus.classes)
+    descriptors = None
+    if run.model.get("controls"):  # the decoder is conditioned on descriptors of the prepared audio
+        from trainer.descriptors import describe_batch
+
+        descriptors = describe_batch(corpus.audio, spec.sample_rate)
     return TrainingArrays(corpus.features, corpus.label_ids if labelled else None, corpus.pitch,
-                          tuple(corpus.classes))
+                          tuple(corpus.classes), descriptors)
 
 
 def _run_fit(args: argparse.Namespace) -> int:
@@ -268,12 +273,15 @@ def _run_cluster(args: argparse.Namespace) -> int:
 def _add_axes(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("axes", help="named knob axes (sub, punch, decay, click, brightness), verified by sweeps",
                        description="Derive one latent direction per control from the encoded training data and the "
-                                   "descriptors of its reconstructions, with three decorrelation methods; decode "
-                                   "sweeps along each axis, measure Spearman rho and cross-talk, keep the best "
-                                   "method and write axes.json (for export) and axes.md.")
+                                   "descriptors of its reconstructions, with three decorrelation methods (plus "
+                                   "'control', the descriptor inputs of a model trained with model.controls); "
+                                   "decode sweeps along each axis, measure Spearman rho and cross-talk, keep the "
+                                   "best method and write axes.json (for export) and axes.md.")
     _run_arguments(p, data="required")
     p.add_argument("--anchors", type=int, default=4, help="encoded examples swept from besides the mean (default 4)")
     p.add_argument("--values", type=int, default=9, help="knob values per sweep (default 9)")
+    p.add_argument("--methods", nargs="+", choices=("control", "gradient", "pinv", "backward"), default=None,
+                   help="methods to compare (default: all that apply to the model)")
     p.set_defaults(handler=_run_axes)
 
 
@@ -282,7 +290,7 @@ def _run_axes(args: argparse.Namespace) -> int:
 
     run, corpus, out = _load_run_and_data(args)
     report = axes(run, corpus, out=out, n_anchors=args.anchors, n_values=args.values, seed=args.seed,
-                  n_iter=args.gl_iters)
+                  n_iter=args.gl_iters, methods=args.methods)
     for axis in report["axes"]:
         print(f"{axis['name']:<11} rho {axis['rho']:+.2f}  span {axis['span']:+.2f}  "
               f"max cross-talk {axis['max_cross_talk']:.2f}")

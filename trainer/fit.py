@@ -35,6 +35,7 @@ from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.distributed import DistContext
 from trainer.model import VAE, ModelConfig, build_model
 from trainer.objective import LossParts, ObjectiveConfig, kl_per_dim, vae_loss
+from trainer.descriptors import DESCRIPTORS, control_units
 from trainer.spec import SpectrogramSpec
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -145,17 +146,24 @@ class TrainingArrays:
     label_ids : ndarray ``[N]`` int64 or None (-1 = unlabelled)
     pitch : ndarray ``[N]`` int64 or None (-1 = unknown MIDI pitch)
     classes : tuple of str, the names of ``label_ids``
+    descriptors : ndarray ``[N, len(DESCRIPTORS)]`` float64 or None
+        Audio descriptors of each example (:func:`trainer.descriptors.describe_batch` of the prepared audio); needed
+        by a model with ``controls``.
     """
 
     features: np.ndarray
     label_ids: np.ndarray | None = None
     pitch: np.ndarray | None = None
     classes: tuple[str, ...] = ()
+    descriptors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.features)
         if self.features.ndim != 4:
             raise ConfigError("features", f"must be [N, C, M, T], got shape {self.features.shape}")
+        if self.descriptors is not None and np.shape(self.descriptors) != (n, len(DESCRIPTORS)):
+            raise ConfigError("descriptors", f"must be [{n}, {len(DESCRIPTORS)}] ({', '.join(DESCRIPTORS)}), "
+                                             f"got shape {np.shape(self.descriptors)}")
         for name in ("label_ids", "pitch"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
@@ -163,14 +171,15 @@ class TrainingArrays:
 
 
 def load_npz(path: str | Path) -> TrainingArrays:
-    """Arrays saved with ``np.savez(path, features=..., [label_ids=..., pitch=..., classes=...])``."""
+    """Arrays saved with ``np.savez(path, features=..., [label_ids=..., pitch=..., classes=..., descriptors=...])``."""
     with np.load(path, allow_pickle=False) as data:
         if "features" not in data:
             raise ConfigError(str(path), "an .npz training set needs a 'features' array [N, C, M, T]")
         get = (lambda k: np.asarray(data[k], dtype=np.int64) if k in data else None)
         classes = tuple(str(c) for c in data["classes"]) if "classes" in data else ()
+        descriptors = np.asarray(data["descriptors"], dtype=np.float64) if "descriptors" in data else None
         return TrainingArrays(np.asarray(data["features"], dtype=np.float32), get("label_ids"), get("pitch"),
-                              classes)
+                              classes, descriptors)
 
 
 # ================================================================================================ pure helpers
@@ -222,6 +231,33 @@ def latent_stats(mu: torch.Tensor, logvar: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def with_control_stats(config: ModelConfig, descriptors: np.ndarray | None, train_idx: np.ndarray) -> ModelConfig:
+    """``config`` with ``control_mean`` / ``control_std`` measured on the training split's descriptors.
+
+    Returns ``config`` unchanged when it has no controls.
+    """
+    if not config.controls:
+        return config
+    if descriptors is None:
+        raise ConfigError("model.controls", f"{list(config.controls)} need the audio's descriptors: train from audio "
+                                            "folders, or save a 'descriptors' array in the .npz")
+    values = control_matrix(descriptors[train_idx], config.controls)
+    return dataclasses.replace(config, control_mean=tuple(values.mean(axis=0)),
+                               control_std=tuple(np.maximum(values.std(axis=0), 1e-6)))
+
+
+def standard_controls(config: ModelConfig, descriptors: np.ndarray) -> np.ndarray:
+    """Descriptors ``[N, len(DESCRIPTORS)]`` -> the model's standardised controls ``[N, len(config.controls)]``."""
+    values = control_matrix(descriptors, config.controls)
+    return (values - np.asarray(config.control_mean)) / np.asarray(config.control_std)
+
+
+def control_matrix(descriptors: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The ``names`` columns of descriptors ``[N, len(DESCRIPTORS)]`` in control units, ``[N, len(names)]``."""
+    columns = [DESCRIPTORS.index(name) for name in names]
+    return control_units(np.asarray(descriptors)[:, columns], names)
+
+
 def mean_baseline_mse(features: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray) -> float:
     """Validation MSE of predicting the training set's mean spectrogram for every example."""
     mean = features[torch.as_tensor(train_idx)].mean(dim=0, keepdim=True)
@@ -234,6 +270,7 @@ class _Batch:
     x: torch.Tensor
     label: torch.Tensor | None
     pitch: torch.Tensor | None
+    controls: torch.Tensor | None = None
 
 
 class _Data:
@@ -248,12 +285,16 @@ class _Data:
         use_pitch = model_config.pitch_conditioning and arrays.pitch is not None
         self.label = torch.as_tensor(arrays.label_ids).to(ctx.device) if use_label else None
         self.pitch = torch.as_tensor(arrays.pitch).to(ctx.device) if use_pitch else None
+        self.controls = None
+        if model_config.controls:
+            values = standard_controls(model_config, arrays.descriptors)
+            self.controls = torch.as_tensor(values, dtype=torch.float32).to(ctx.device)
         self.train_idx, self.val_idx = train_idx, val_idx
 
     def batch(self, positions: Sequence[int] | torch.Tensor) -> _Batch:
         idx = torch.as_tensor(positions, dtype=torch.long, device=self.x.device)
         pick = (lambda t: None if t is None else t[idx])
-        return _Batch(self.x[idx], pick(self.label), pick(self.pitch))
+        return _Batch(self.x[idx], pick(self.label), pick(self.pitch), pick(self.controls))
 
 
 @dataclass
@@ -277,13 +318,14 @@ class _State:
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: _Batch, *, step: int,
                objective: ObjectiveConfig, grad_clip: float) -> LossParts:
     """One optimiser step on ``batch``; returns the detached loss parts (the caller checks finiteness first)."""
-    out = net(batch.x, batch.label, batch.pitch)
-    parts = vae_loss(out.recon, batch.x, out.mu, out.logvar, step=step, config=objective)
+    out = net(batch.x, batch.label, batch.pitch, batch.controls)
+    parts = vae_loss(out.recon, batch.x, out.mu, out.logvar, step=step, config=objective,
+                     controls_pred=out.controls, controls_true=batch.controls)
     optimizer.zero_grad(set_to_none=True)
     parts.total.backward()
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-    return LossParts(*(v.detach() for v in parts[:4]), parts.beta)
+    return parts.detached()
 
 
 def _finite_everywhere(parts: LossParts, ctx: DistContext) -> bool:
@@ -298,7 +340,7 @@ def train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: _Data, s
     net.train()
     order = dist_.epoch_order(len(data.train_idx), ctx, seed=train.seed, epoch=state.epoch)
     positions = data.train_idx[order]
-    sums = torch.zeros(4)
+    sums = torch.zeros(len(_LOSSES))
     count = 0
     lr = beta = 0.0
     for start in range(0, len(positions), train.batch_size):
@@ -316,13 +358,22 @@ def train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: _Data, s
         optimizer.step()
         state.step += 1
         beta = parts.beta
-        sums += torch.stack([parts.total, parts.recon, parts.kl, parts.kl_free_bits]).cpu() * len(chunk)
+        sums += _loss_vector(parts) * len(chunk)
         count += len(chunk)
         if on_step is not None:
             on_step(state.step, parts, lr)
     sums = dist_.all_reduce_sum(torch.cat([sums, torch.tensor([float(count)])]), ctx).cpu()
-    mean = (sums[:4] / sums[4]).tolist()
-    return {"total": mean[0], "recon": mean[1], "kl": mean[2], "kl_free_bits": mean[3], "beta": beta, "lr": lr}
+    mean = (sums[:-1] / sums[-1]).tolist()
+    return {**dict(zip(_LOSSES, mean)), "beta": beta, "lr": lr}
+
+
+#: Loss parts averaged per epoch and logged, in :func:`_loss_vector` order.
+_LOSSES = ("total", "recon", "kl", "kl_free_bits", "control")
+
+
+def _loss_vector(parts: LossParts) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(getattr(parts, name), dtype=torch.float32).reshape(())
+                        for name in _LOSSES]).cpu()
 
 
 @torch.no_grad()
@@ -334,24 +385,31 @@ def evaluate(model: VAE, data: _Data, *, step: int, objective: ObjectiveConfig, 
     """
     model.eval()
     positions = dist_.shard(torch.as_tensor(data.val_idx), ctx)
-    sums = torch.zeros(5)
+    sums = torch.zeros(len(_LOSSES) + 1)
     mus, logvars = [], []
     for start in range(0, len(positions), batch_size):
         batch = data.batch(positions[start:start + batch_size])
-        mu, logvar = model.encode(batch.x, batch.label, batch.pitch)
-        recon = model.decode(mu, batch.label, batch.pitch)
-        parts = vae_loss(recon, batch.x, mu, logvar, step=step, config=objective)
-        n = len(batch.x)
-        sums += torch.tensor([float(parts.total), float(parts.recon), float(parts.kl), float(parts.kl_free_bits),
-                              1.0]) * n
+        mu, logvar, recon, predicted = _reconstruct(model, batch)
+        parts = vae_loss(recon, batch.x, mu, logvar, step=step, config=objective, controls_pred=predicted,
+                         controls_true=batch.controls)
+        sums += torch.cat([_loss_vector(parts), torch.ones(1)]) * len(batch.x)
         mus.append(mu.cpu())
         logvars.append(logvar.cpu())
     sums = dist_.all_reduce_sum(sums, ctx).cpu()
-    mean = (sums[:4] / sums[4]).tolist()
-    metrics: dict[str, Any] = {"total": mean[0], "recon": mean[1], "kl": mean[2], "kl_free_bits": mean[3]}
+    metrics: dict[str, Any] = dict(zip(_LOSSES, (sums[:-1] / sums[-1]).tolist()))
     if mus:  # latent statistics from this rank's shard (rank 0 logs them)
         metrics.update(latent_stats(torch.cat(mus), torch.cat(logvars)))
     return metrics
+
+
+def _reconstruct(model: VAE, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``mu``, ``logvar``, the posterior mean decoded with the batch's true controls, and the predicted controls."""
+    code_mu, code_logvar = model.encode_code(batch.x, batch.label, batch.pitch)
+    latent = model.config.latent
+    mu, logvar = code_mu[:, :latent], code_logvar[:, :latent]
+    predicted = code_mu[:, latent:] if model.config.controls else None
+    recon = model.decode(model.code(mu, batch.controls), batch.label, batch.pitch)
+    return mu, logvar, recon, predicted
 
 
 # ================================================================================================ checkpoints
@@ -465,13 +523,14 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
     if train.threads:
         torch.set_num_threads(train.threads)
     torch.manual_seed(train.seed)
+    train_idx, val_idx = split_indices(len(data.features), data.label_ids, val_fraction=train.val_fraction,
+                                       seed=train.seed)
+    model_config = with_control_stats(model_config, data.descriptors, train_idx)
     model = build_model(model_config).to(ctx.device)
     if train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(train.seed + 7919 * ctx.rank)  # distinct reparameterisation noise per rank
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    train_idx, val_idx = split_indices(len(data.features), data.label_ids, val_fraction=train.val_fraction,
-                                       seed=train.seed)
     tensors = _Data(data, model_config, ctx, channels_last=train.channels_last, train_idx=train_idx,
                     val_idx=val_idx)
     state = (_resume(out, model, optimizer, spec=spec, classes=data.classes, ctx=ctx, seed=train.seed)
@@ -525,7 +584,7 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
 
 def _record(epoch: int, train_m: dict[str, float], val: dict[str, Any], baseline: float, seconds: float,
             n_train: int) -> dict[str, Any]:
-    losses = ("total", "recon", "kl", "kl_free_bits")
+    losses = _LOSSES
     return {"epoch": epoch, **{f"train_{k}": v for k, v in train_m.items()},
             **{f"val_{k}": val[k] for k in losses},
             "val_recon_ratio": val["recon"] / baseline if baseline > 0 else math.nan,
@@ -609,8 +668,7 @@ class _Observer:
 
         model.eval()
         batch = data.batch(data.val_idx[: self.train.n_media])
-        mu, _ = model.encode(batch.x, batch.label, batch.pitch)
-        recon = model.decode(mu, batch.label, batch.pitch).float().cpu()
+        recon = _reconstruct(model, batch)[2].float().cpu()
         x = batch.x.float().cpu()
         for i in range(len(x)):
             self.writer.add_image(f"spectrogram/{i}", spectrogram_panel(x[i], recon[i]), step, dataformats="HW")
@@ -686,8 +744,7 @@ def _write_samples(folder: Path, best: Path, data: _Data, train: TrainConfig) ->
     model, spec, ckpt = load_model(best, device=data.x.device)
     folder.mkdir(parents=True, exist_ok=True)
     batch = data.batch(data.val_idx[: train.n_media])
-    mu, _ = model.encode(batch.x.contiguous(), batch.label, batch.pitch)
-    sets = {"recon": model.decode(mu, batch.label, batch.pitch)}
+    sets = {"recon": _reconstruct(model, dataclasses.replace(batch, x=batch.x.contiguous()))[2]}
     gen = torch.Generator().manual_seed(train.seed)
     if model.config.n_classes:
         for label, name in enumerate(ckpt.classes):

@@ -5,8 +5,18 @@ can be rebuilt without the code that trained it. One class, :class:`VAE`, covers
 ``n_classes > 0`` and/or ``pitch_conditioning`` it is a CVAE whose condition (learned class and MIDI-pitch
 embeddings) is injected into every encoder and decoder block and into the decoder's input.
 
+Control conditioning (``controls``, e.g. sub, punch, decay, click, brightness): the decoder also takes the sound's
+audio descriptors, standardised in :func:`trainer.descriptors.control_units`, so a knob can set a descriptor directly
+instead of searching the latent space for a direction that moves it. The encoder is not given them (a user's own
+sample has none at play time); it predicts them instead from its last block (``predict_controls``, trained with
+an MSE term), and the KL pressure leaves to ``z`` only what the descriptors do not say. The decoder's input is the
+*code* ``[z | controls]`` of ``code_size = latent + len(controls)`` columns: what ``decode`` takes, what
+:meth:`VAE.encode_code` returns and what the exported decoder's ``z`` input is, so the runtime's axes are plain
+directions in that code space (a control axis is a unit vector on its column).
+
 Shapes: features ``x`` are ``[B, C, M, T]`` in [-1, 1]; latents ``z``, ``mu``, ``logvar`` are ``[B, latent]``;
-``label`` and ``pitch`` are int64 ``[B]`` where -1 means unknown (mapped to a learned "unknown" embedding).
+``label`` and ``pitch`` are int64 ``[B]`` where -1 means unknown (mapped to a learned "unknown" embedding);
+``controls`` are ``[B, len(config.controls)]`` standardised descriptors; a code is ``[B, code_size]``.
 """
 
 from __future__ import annotations
@@ -19,11 +29,14 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError, check_fields
+from trainer.descriptors import DESCRIPTORS
 
 NORMS = ("batch", "group", "none")
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
 OUTPUTS = ("tanh", "none")
 N_PITCHES = 128
+#: Log-variance reported for the control columns of a code (they are predicted, not sampled).
+CONTROL_LOGVAR = -9.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,14 @@ class ModelConfig:
         Condition on MIDI pitch (0-127) through a learned embedding.
     pitch_dim : int
         Size of the learned pitch embedding.
+    controls : tuple of str
+        Descriptors (names from :data:`trainer.descriptors.DESCRIPTORS`) the decoder is conditioned on; empty for
+        none. See the module docstring.
+    control_mean, control_std : tuple of float
+        Standardisation of each control in :func:`trainer.descriptors.control_units`, set by ``trainer fit`` from
+        the training split (so a checkpoint maps descriptor values to its inputs on its own).
+    control_dim : int
+        Size of the learned projection of the controls.
     """
 
     input_shape: tuple[int, int, int] = (1, 128, 128)
@@ -66,10 +87,17 @@ class ModelConfig:
     class_dim: int = 16
     pitch_conditioning: bool = False
     pitch_dim: int = 16
+    controls: tuple[str, ...] = ()
+    control_mean: tuple[float, ...] = ()
+    control_std: tuple[float, ...] = ()
+    control_dim: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "widths", tuple(int(v) for v in self.widths))
+        object.__setattr__(self, "controls", tuple(str(v) for v in self.controls))
+        object.__setattr__(self, "control_mean", tuple(float(v) for v in self.control_mean))
+        object.__setattr__(self, "control_std", tuple(float(v) for v in self.control_std))
         _check(len(self.input_shape) == 3 and min(self.input_shape) > 0, "input_shape",
                f"must be three positive sizes (channels, bins, frames), got {self.input_shape}")
         _check(len(self.widths) > 0 and min(self.widths) > 0, "widths", f"must be positive, got {self.widths}")
@@ -85,6 +113,14 @@ class ModelConfig:
         _check(self.latent > 0, "latent", f"must be positive, got {self.latent}")
         _check(self.n_classes >= 0, "n_classes", f"must be >= 0, got {self.n_classes}")
         _check(self.class_dim > 0 and self.pitch_dim > 0, "class_dim", "embedding sizes must be positive")
+        unknown = [c for c in self.controls if c not in DESCRIPTORS]
+        _check(not unknown, "controls", f"unknown descriptor(s) {unknown} (known: {', '.join(DESCRIPTORS)})")
+        _check(len(set(self.controls)) == len(self.controls), "controls", f"repeat a name: {list(self.controls)}")
+        for name in ("control_mean", "control_std"):
+            _check(len(getattr(self, name)) in (0, len(self.controls)), name,
+                   f"needs one value per control ({len(self.controls)}), got {len(getattr(self, name))}")
+        _check(all(v > 0 for v in self.control_std), "control_std", "must be positive")
+        _check(self.control_dim > 0, "control_dim", f"must be positive, got {self.control_dim}")
 
     @property
     def conditional(self) -> bool:
@@ -93,8 +129,18 @@ class ModelConfig:
 
     @property
     def cond_dim(self) -> int:
-        """Size of the concatenated condition vector (0 for a plain VAE)."""
+        """Size of the encoder's condition vector: class and pitch embeddings (0 for a plain VAE)."""
         return (self.class_dim if self.n_classes else 0) + (self.pitch_dim if self.pitch_conditioning else 0)
+
+    @property
+    def decoder_cond_dim(self) -> int:
+        """Size of the decoder's condition vector: :attr:`cond_dim` plus the controls' projection."""
+        return self.cond_dim + (self.control_dim if self.controls else 0)
+
+    @property
+    def code_size(self) -> int:
+        """Columns of a decoder code ``[z | controls]``."""
+        return self.latent + len(self.controls)
 
     @property
     def bottleneck(self) -> tuple[int, int, int]:
@@ -107,6 +153,8 @@ class ModelConfig:
         data = dataclasses.asdict(self)
         data["input_shape"] = list(self.input_shape)
         data["widths"] = list(self.widths)
+        for name in ("controls", "control_mean", "control_std"):
+            data[name] = list(data[name])
         return data
 
     @classmethod
@@ -137,12 +185,13 @@ def get_model_config(name: str) -> ModelConfig:
 
 
 class VAEOutput(NamedTuple):
-    """Result of :meth:`VAE.forward`: reconstruction ``[B, C, M, T]`` and ``mu``, ``logvar``, ``z`` ``[B, latent]``."""
+    """Result of :meth:`VAE.forward`: reconstruction ``[B, C, M, T]``, ``mu``, ``logvar``, ``z`` ``[B, latent]``."""
 
     recon: torch.Tensor
     mu: torch.Tensor
     logvar: torch.Tensor
     z: torch.Tensor
+    controls: torch.Tensor | None = None  # predicted controls [B, K] of a control-conditioned model
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -159,7 +208,8 @@ class Block(nn.Module):
     The condition enters as a per-channel bias, a learned projection of the condition vector ``[B, cond_dim]``.
     """
 
-    def __init__(self, c_in: int, c_out: int, config: ModelConfig, *, up: bool, last: bool = False) -> None:
+    def __init__(self, c_in: int, c_out: int, config: ModelConfig, *, up: bool, cond_dim: int,
+                 last: bool = False) -> None:
         super().__init__()
         k = config.kernel
         pad = (k - 1) // 2
@@ -167,7 +217,7 @@ class Block(nn.Module):
             self.conv = nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=pad, output_padding=k % 2)
         else:
             self.conv = nn.Conv2d(c_in, c_out, k, stride=2, padding=pad)
-        self.cond = nn.Linear(config.cond_dim, c_out) if config.cond_dim and not last else None
+        self.cond = nn.Linear(cond_dim, c_out) if cond_dim and not last else None
         self.norm = nn.Identity() if last else _norm(config.norm, c_out)
         self.act = nn.Identity() if last else ACTIVATIONS[config.activation]()
 
@@ -226,38 +276,80 @@ class VAE(nn.Module):
         channels, _, _ = config.input_shape
         widths = config.widths
         flat = int(torch.tensor(config.bottleneck).prod())
+        n_controls = len(config.controls)
         self.condition = Condition(config)
-        self.encoder = nn.ModuleList(
-            Block(c_in, c_out, config, up=False) for c_in, c_out in zip((channels,) + widths[:-1], widths))
+        self.encoder = nn.ModuleList(Block(c_in, c_out, config, up=False, cond_dim=config.cond_dim)
+                                     for c_in, c_out in zip((channels,) + widths[:-1], widths))
         self.to_stats = nn.Linear(flat + config.cond_dim, 2 * config.latent)
-        self.from_latent = nn.Linear(config.latent + config.cond_dim, flat)
+        self.to_controls = nn.Linear(flat + config.cond_dim, n_controls) if n_controls else None
+        self.control_proj = (nn.Sequential(nn.Linear(n_controls, config.control_dim), ACTIVATIONS[config.activation]())
+                             if n_controls else None)
+        self.from_latent = nn.Linear(config.latent + config.decoder_cond_dim, flat)
         back = widths[::-1]
         outs = back[1:] + (channels,)
         self.decoder = nn.ModuleList(
-            Block(c_in, c_out, config, up=True, last=i == len(back) - 1)
+            Block(c_in, c_out, config, up=True, cond_dim=config.decoder_cond_dim, last=i == len(back) - 1)
             for i, (c_in, c_out) in enumerate(zip(back, outs)))
+
+    @property
+    def code_size(self) -> int:
+        """Columns of a decoder code (``latent`` plus one per control)."""
+        return self.config.code_size
 
     def _cond(self, batch: int, label: torch.Tensor | None, pitch: torch.Tensor | None,
               device: torch.device) -> torch.Tensor | None:
         return self.condition(batch, label, pitch, device)
 
-    def encode(self, x: torch.Tensor, label: torch.Tensor | None = None,
-               pitch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features ``[B, C, M, T]`` -> posterior ``mu``, ``logvar`` ``[B, latent]``."""
+    def _trunk(self, x: torch.Tensor, label: torch.Tensor | None, pitch: torch.Tensor | None) -> torch.Tensor:
         cond = self._cond(x.shape[0], label, pitch, x.device)
         h = x
         for block in self.encoder:
             h = block(h, cond)
         h = h.flatten(1)
-        if cond is not None:
-            h = torch.cat([h, cond], dim=1)
+        return h if cond is None else torch.cat([h, cond], dim=1)
+
+    def _stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.to_stats(h).chunk(2, dim=1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor, label: torch.Tensor | None = None,
+    def encode(self, x: torch.Tensor, label: torch.Tensor | None = None,
+               pitch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, C, M, T]`` -> posterior ``mu``, ``logvar`` ``[B, latent]``."""
+        return self._stats(self._trunk(x, label, pitch))
+
+    def encode_code(self, x: torch.Tensor, label: torch.Tensor | None = None,
+                    pitch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features -> ``mu``, ``logvar`` of the whole code ``[B, code_size]``.
+
+        The control columns hold the encoder's predicted controls with log-variance :data:`CONTROL_LOGVAR`; for a
+        model without controls this is :meth:`encode`.
+        """
+        h = self._trunk(x, label, pitch)
+        mu, logvar = self._stats(h)
+        if self.to_controls is None:
+            return mu, logvar
+        controls = self.to_controls(h)
+        return torch.cat([mu, controls], dim=1), torch.cat([logvar, torch.full_like(controls, CONTROL_LOGVAR)], dim=1)
+
+    def code(self, z: torch.Tensor, controls: torch.Tensor | None) -> torch.Tensor:
+        """The decoder code ``[B, code_size]`` of latents ``[B, latent]`` and standardised controls ``[B, K]``."""
+        if self.to_controls is None:
+            return z
+        if controls is None:
+            raise ConfigError("controls", f"this model's decoder needs the controls {list(self.config.controls)}")
+        return torch.cat([z, controls.to(z.dtype)], dim=1)
+
+    def decode(self, code: torch.Tensor, label: torch.Tensor | None = None,
                pitch: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents ``[B, latent]`` -> features ``[B, C, M, T]`` (in [-1, 1] with ``output="tanh"``)."""
+        """Codes ``[B, code_size]`` -> features ``[B, C, M, T]`` (in [-1, 1] with ``output="tanh"``)."""
+        if code.shape[1] != self.code_size:
+            raise ConfigError("z", f"has {code.shape[1]} columns; this decoder takes {self.code_size} "
+                                   f"(latent {self.config.latent} + controls {list(self.config.controls)})")
+        z = code[:, :self.config.latent]
         cond = self._cond(z.shape[0], label, pitch, z.device)
+        if self.control_proj is not None:
+            projected = self.control_proj(code[:, self.config.latent:])
+            cond = projected if cond is None else torch.cat([cond, projected], dim=1)
         h = z if cond is None else torch.cat([z, cond], dim=1)
         h = self.from_latent(h).reshape(z.shape[0], *self.config.bottleneck)
         for block in self.decoder:
@@ -269,24 +361,29 @@ class VAE(nn.Module):
         """Draw ``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``; shapes ``[B, latent]``."""
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None,
-                pitch: torch.Tensor | None = None) -> VAEOutput:
-        """Encode, sample the posterior, decode. Returns :class:`VAEOutput`."""
-        mu, logvar = self.encode(x, label, pitch)
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None, pitch: torch.Tensor | None = None,
+                controls: torch.Tensor | None = None) -> VAEOutput:
+        """Encode, sample the posterior, decode with the true ``controls`` ``[B, K]`` (teacher forcing).
+
+        Returns :class:`VAEOutput` (its ``controls`` are the encoder's predictions, for the control loss).
+        """
+        h = self._trunk(x, label, pitch)
+        mu, logvar = self._stats(h)
+        predicted = None if self.to_controls is None else self.to_controls(h)
         z = self.reparameterize(mu, logvar)
-        return VAEOutput(self.decode(z, label, pitch), mu, logvar, z)
+        return VAEOutput(self.decode(self.code(z, controls), label, pitch), mu, logvar, z, predicted)
 
     @torch.no_grad()
     def sample(self, n: int, label: torch.Tensor | int | None = None, pitch: torch.Tensor | int | None = None,
                *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode ``n`` draws from the prior ``N(0, I)``; returns features ``[n, C, M, T]``.
+        """Decode ``n`` codes drawn from ``N(0, I)`` (controls are standardised, so the same prior fits them).
 
-        ``label``/``pitch`` may be one int for all draws or an int64 ``[n]`` tensor.
+        Returns features ``[n, C, M, T]``; ``label``/``pitch`` may be one int for all draws or an int64 ``[n]``.
         """
         device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent, generator=generator).to(device)
+        code = torch.randn(n, self.code_size, generator=generator).to(device)
         as_tensor = (lambda v: None if v is None else torch.as_tensor(v, dtype=torch.long, device=device))
-        return self.decode(z, as_tensor(label), as_tensor(pitch))
+        return self.decode(code, as_tensor(label), as_tensor(pitch))
 
 
 def build_model(config: ModelConfig) -> VAE:

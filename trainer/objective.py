@@ -8,7 +8,9 @@ bins sit at the -1 floor, so the mean-spectrogram error is only ~0.01 - 0.05).
 
 Free bits (Kingma et al. 2016) are per latent dimension: each dimension's batch-mean KL is clamped from below at
 ``free_bits`` nats, so the optimiser gains nothing by pushing a dimension below that and the posterior does not
-collapse. ``total = recon + beta * kl_free_bits``; all four parts and beta are reported separately.
+collapse. ``total = recon + beta * kl_free_bits + control_weight * control``; every part and beta are reported
+separately. ``control`` (control-conditioned models only) is the MSE of the encoder's predicted controls against the
+true standardised descriptors, in standard deviations squared.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class ObjectiveConfig:
     low_freq_weight : float
         Extra weight on low bins: per-bin weights rise linearly from 1 (top bin) to ``1 + low_freq_weight``
         (bottom bin), normalised to mean 1, applied to the element-wise MSE term (0 = plain MSE).
+    control_weight : float
+        Weight of the control-prediction MSE (models with ``model.controls`` only).
     """
 
     beta: float = 1e-5
@@ -56,6 +60,7 @@ class ObjectiveConfig:
     free_bits: float = 0.25
     multires_weight: float = 0.0
     low_freq_weight: float = 0.0
+    control_weight: float = 0.01
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, problem: str) -> None:
@@ -71,6 +76,7 @@ class ObjectiveConfig:
         need(self.free_bits >= 0, "free_bits", f"must be >= 0, got {self.free_bits}")
         need(self.multires_weight >= 0, "multires_weight", "must be >= 0")
         need(self.low_freq_weight >= 0, "low_freq_weight", "must be >= 0")
+        need(self.control_weight >= 0, "control_weight", "must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,13 +91,20 @@ class ObjectiveConfig:
 
 
 class LossParts(NamedTuple):
-    """Scalar tensors of one batch: ``total`` (optimised), ``recon``, raw ``kl``, ``kl_free_bits``, and ``beta``."""
+    """Scalar tensors of one batch: ``total`` (optimised), ``recon``, raw ``kl``, ``kl_free_bits``, ``beta`` and
+    ``control`` (0 for a model without controls)."""
 
     total: torch.Tensor
     recon: torch.Tensor
     kl: torch.Tensor
     kl_free_bits: torch.Tensor
     beta: float
+    control: torch.Tensor | float = 0.0
+
+    def detached(self) -> "LossParts":
+        """The same parts cut from the autograd graph."""
+        return LossParts(self.total.detach(), self.recon.detach(), self.kl.detach(), self.kl_free_bits.detach(),
+                         self.beta, torch.as_tensor(self.control).detach())
 
 
 def beta_at(step: int, config: ObjectiveConfig) -> float:
@@ -132,7 +145,8 @@ def multires_mse(recon: torch.Tensor, target: torch.Tensor, factors: tuple[int, 
 
 
 def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, *,
-             step: int, config: ObjectiveConfig) -> LossParts:
+             step: int, config: ObjectiveConfig, controls_pred: torch.Tensor | None = None,
+             controls_true: torch.Tensor | None = None) -> LossParts:
     """The objective for one batch at optimiser step ``step``.
 
     Parameters
@@ -142,6 +156,8 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     step : int
         Global optimiser step (drives the beta schedule).
     config : ObjectiveConfig
+    controls_pred, controls_true : Tensor ``[B, K]``, optional
+        Predicted and true standardised controls of a control-conditioned model.
 
     Returns
     -------
@@ -152,9 +168,13 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     kl = per_dim.sum()
     kl_fb = torch.clamp(per_dim, min=config.free_bits).sum() if config.free_bits > 0 else kl
     beta = beta_at(step, config)
-    return LossParts(rec + beta * kl_fb, rec, kl, kl_fb, beta)
+    control = rec.new_zeros(())
+    if controls_pred is not None and controls_true is not None:
+        control = F.mse_loss(controls_pred, controls_true.to(controls_pred.dtype))
+    return LossParts(rec + beta * kl_fb + config.control_weight * control, rec, kl, kl_fb, beta, control)
 
 
 def is_finite(parts: LossParts) -> bool:
     """True when every loss part is a finite number."""
-    return all(math.isfinite(float(v)) for v in (parts.total, parts.recon, parts.kl, parts.kl_free_bits))
+    return all(math.isfinite(float(v)) for v in (parts.total, parts.recon, parts.kl, parts.kl_free_bits,
+                                                 parts.control))

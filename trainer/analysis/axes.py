@@ -16,9 +16,14 @@ Derivation (all in the space of posterior means ``z``, ``[N, L]``):
    - ``backward``: ridge regression of ``z`` on all standardised descriptors jointly, ``z - mean = B y``, whose
      column ``B[:, k]`` is the move of descriptor ``k`` with the others held fixed (partial regression).
 
+   - ``control`` (control-conditioned models, :mod:`trainer.model`): the decoder takes the standardised
+     descriptor itself as an input, so the axis is the unit vector on that column of the code; nothing is
+     regressed, and the other descriptors are held by construction (to the extent the decoder honours them).
+
 4. Scale: the knob's [-1, 1] spans the 5th-95th percentile range of the descriptor around the anchor (the latent
    mean), capped at :data:`MAX_SCALE_STD` standard deviations of the data along the direction so that a poorly
-   predicted descriptor cannot push the decoder far outside the training distribution.
+   predicted descriptor cannot push the decoder far outside the training distribution (``control``: that range in
+   the model's standardised units, uncapped).
 5. Verification: for each method and axis, decode ``z = anchor + v * scale * direction`` for ``v`` in [-1, 1]
    from the mean and from a few encoded examples, synthesise with Griffin-Lim, measure all descriptors. Reported:
    Spearman rho of the knob against its own descriptor (median over anchors, and at the mean), and cross-talk:
@@ -42,28 +47,17 @@ from trainer.analysis import plots
 from trainer.analysis.latent import Run, conditions, decode, describe_audio, encode, to_audio
 from trainer.analysis.reports import read_json, table, write_json, write_text
 from trainer.data.ingest import Corpus
-from trainer.descriptors import DESCRIPTORS
+from trainer.descriptors import DESCRIPTORS, control_units
+from trainer.model import ModelConfig
 
 CONTROLS: tuple[str, ...] = ("sub", "punch", "decay", "click", "brightness")
 HELD: tuple[str, ...] = ("pitch",)
 METHODS: tuple[str, ...] = ("gradient", "pinv", "backward")
+CONTROL = "control"
 MAX_SCALE_STD = 3.0
-_LOG = ("decay", "brightness", "pitch", "length")
-_DB = ("sub", "click")
 
 
 # ================================================================================================ targets
-def transform(descriptors: np.ndarray) -> np.ndarray:
-    """Descriptors ``[N, D]`` (:data:`DESCRIPTORS` order) -> regression units: log for times and Hz, dB >= -80."""
-    out = np.array(descriptors, dtype=np.float64)
-    for j, name in enumerate(DESCRIPTORS):
-        if name in _LOG:
-            out[:, j] = np.log(np.maximum(out[:, j], 1e-3))
-        elif name in _DB:
-            out[:, j] = np.maximum(out[:, j], -80.0)
-    return out
-
-
 @dataclass(frozen=True)
 class Standardiser:
     """Per-descriptor centre, spread and 5th-95th percentile range in regression units (``[D]`` each)."""
@@ -136,6 +130,28 @@ def derive(z: np.ndarray, y: np.ndarray, *, method: str, controls: Sequence[int]
     raise KickspaceError(f"unknown axis method {method!r} (known: {', '.join(METHODS)})")
 
 
+def control_axes(config: ModelConfig, controls: Sequence[str], standard: Standardiser
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``control`` method: unit directions ``[K, code]`` on the controls' columns, scales ``[K]``, cap flags.
+
+    Knob +-1 moves the control by half the 5-95% range of its descriptor over the model's reconstructions.
+    """
+    directions = np.zeros((len(controls), config.code_size))
+    scales = np.zeros(len(controls))
+    for k, name in enumerate(controls):
+        i = config.controls.index(name)
+        j = DESCRIPTORS.index(name)
+        directions[k, config.latent + i] = 1.0
+        scales[k] = (standard.p95[j] - standard.p05[j]) / (2.0 * config.control_std[i])
+    return directions, scales, np.zeros(len(controls), dtype=bool)
+
+
+def available_methods(config: ModelConfig, controls: Sequence[str] = CONTROLS) -> tuple[str, ...]:
+    """Methods that apply to a model: ``control`` first when its decoder takes every one of ``controls``."""
+    has_all = bool(config.controls) and all(c in config.controls for c in controls)
+    return ((CONTROL,) if has_all else ()) + METHODS
+
+
 def scale_axes(u: np.ndarray, z: np.ndarray, half_range: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit directions ``[K, L]``, scales ``[K]`` (knob +-1 = +-half the descriptor's 5-95% range) and cap flags."""
     sigma = np.cov(z - z.mean(axis=0), rowvar=False)
@@ -173,7 +189,7 @@ def measure(values: np.ndarray, swept: np.ndarray, standard: Standardiser, *,
 
     ``swept`` is ``[K, A, S, D]`` raw descriptors; anchor 0 is the latent mean.
     """
-    y = transform(swept.reshape(-1, swept.shape[-1])).reshape(swept.shape)
+    y = control_units(swept.reshape(-1, swept.shape[-1])).reshape(swept.shape)
     width = np.maximum(standard.p95 - standard.p05, 1e-6)
     results = []
     for k, name in enumerate(controls):
@@ -218,11 +234,18 @@ def prepare(run: Run, corpus: Corpus, *, n_iter: int = 32) -> AxesData:
     return AxesData(z=mu, descriptors=describe_audio(audio, run.spec), labels=labels)
 
 
-def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS, methods: Sequence[str] = METHODS,
+def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS, methods: Sequence[str] | None = None,
                 n_anchors: int = 4, n_values: int = 9, ridge: float = 1e-3, seed: int = 0,
                 n_iter: int = 32) -> dict[str, Any]:
-    """Derive, scale and verify axes with every method; returns the report written by :func:`write_axes`."""
-    y_raw = transform(data.descriptors)
+    """Derive, scale and verify axes with each method (default: :func:`available_methods`).
+
+    Returns the report written by :func:`write_axes`.
+    """
+    methods = available_methods(run.model.config, controls) if methods is None else tuple(methods)
+    if CONTROL in methods and CONTROL not in available_methods(run.model.config, controls):
+        raise KickspaceError(f"method {CONTROL!r} needs a model whose decoder takes all of {list(controls)} "
+                             f"(this one takes {list(run.model.config.controls)})")
+    y_raw = control_units(data.descriptors)
     standard = Standardiser.fit(y_raw)
     y = standard.apply(y_raw)
     flat = [c for c in controls if (standard.p95 - standard.p05)[DESCRIPTORS.index(c)] < 1e-3]
@@ -242,8 +265,11 @@ def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS,
     values = np.linspace(-1.0, 1.0, n_values)
     candidates = {}
     for method in methods:
-        u = derive(data.z, y, method=method, controls=ctrl, held=held, ridge=ridge)
-        directions, scales, capped = scale_axes(u, data.z, standard.half_range[ctrl])
+        if method == CONTROL:
+            directions, scales, capped = control_axes(run.model.config, controls, standard)
+        else:
+            u = derive(data.z, y, method=method, controls=ctrl, held=held, ridge=ridge)
+            directions, scales, capped = scale_axes(u, data.z, standard.half_range[ctrl])
         swept = sweep_descriptors(run, directions=directions, scales=scales, anchors=anchors,
                                   anchor_labels=anchor_labels, values=values, n_iter=n_iter)
         results = measure(values, swept, standard, controls=controls)
@@ -288,7 +314,7 @@ def write_axes(report: dict[str, Any], *, out: Path) -> dict[str, Path]:
     curves = {}
     for k, axis in enumerate(report["axes"]):
         own = DESCRIPTORS.index(axis["name"])
-        y = transform(swept[k, 0])[:, own]
+        y = control_units(swept[k, 0])[:, own]
         width = report["data_range"][axis["name"]][1] - report["data_range"][axis["name"]][0] + 1e-12
         curves[f"{axis['name']} (rho {axis['rho']:.2f})"] = (y - y[len(y) // 2]) / width
     paths["sweeps"] = plots.curve_png(out / "axes_sweeps.png", values, curves, xlabel="knob value",
@@ -327,11 +353,12 @@ def axes_markdown(report: dict[str, Any]) -> str:
 
 
 def axes(run: Run, corpus: Corpus, *, out: Path, n_anchors: int = 4, n_values: int = 9, seed: int = 0,
-         n_iter: int = 32) -> dict[str, Any]:
+         n_iter: int = 32, methods: Sequence[str] | None = None) -> dict[str, Any]:
     """``trainer axes``: derive, verify and write the named axes of ``run`` from ``corpus`` (its training data)."""
     if len(corpus) < 10:
         raise KickspaceError(f"need at least 10 sounds to derive axes, got {len(corpus)}")
     data = prepare(run, corpus, n_iter=n_iter)
-    report = derive_axes(run, data, n_anchors=n_anchors, n_values=n_values, seed=seed, n_iter=n_iter)
+    report = derive_axes(run, data, n_anchors=n_anchors, n_values=n_values, seed=seed, n_iter=n_iter,
+                         methods=methods)
     write_axes(report, out=out)
     return {k: v for k, v in report.items() if k != "_swept"}

@@ -28,10 +28,10 @@ import torch
 from scipy import linalg
 
 from trainer.analysis import plots
-from trainer.analysis.axes import transform
 from trainer.analysis.latent import Run, conditions, decode, describe_audio, encode, pairwise_distances, to_audio
 from trainer.analysis.reports import fmt, table, write_json, write_text
 from trainer.data.ingest import Corpus
+from trainer.descriptors import control_units
 from trainer.spec import LogMel, SpectrogramSpec, griffin_lim, waveform_to_features
 
 FLOOR_DB = 60.0
@@ -88,13 +88,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def standardised_descriptors(descriptors: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Descriptors in regression units, standardised by the ``reference`` set's mean and std."""
-    ref = transform(reference)
-    return (transform(descriptors) - ref.mean(axis=0)) / (ref.std(axis=0) + 1e-9)
+    ref = control_units(reference)
+    return (control_units(descriptors) - ref.mean(axis=0)) / (ref.std(axis=0) + 1e-9)
 
 
 def realism(generated: np.ndarray, real: np.ndarray, *, seed: int = 0) -> dict[str, float]:
     """Fréchet distance of descriptor distributions ``[N, D]``: generated vs real, and real half vs half."""
-    keep = transform(real).std(axis=0) > 1e-6  # a descriptor constant over the real set carries no distribution
+    keep = control_units(real).std(axis=0) > 1e-6  # a descriptor constant over the real set carries no distribution
     g, r = standardised_descriptors(generated, real)[:, keep], standardised_descriptors(real, real)[:, keep]
     order = np.random.default_rng(seed).permutation(len(r))
     half = len(r) // 2
@@ -150,7 +150,7 @@ def prior_like(run: Run, corpus: Corpus, *, seed: int) -> np.ndarray:
     """As many prior samples as real sounds (with the real sounds' classes for a CVAE), features ``[N, C, M, T]``."""
     gen = torch.Generator().manual_seed(seed)
     labels, pitch = conditions(run, corpus)
-    z = torch.randn(len(corpus), run.model.config.latent, generator=gen).double().numpy()
+    z = torch.randn(len(corpus), run.model.code_size, generator=gen).double().numpy()
     return decode(run.model, z, labels=labels, pitch=pitch)
 
 

@@ -101,12 +101,16 @@ def _pick(values: np.ndarray | None, sl: slice) -> torch.Tensor | None:
 @torch.no_grad()
 def encode(model: VAE, features: np.ndarray, *, labels: np.ndarray | None = None, pitch: np.ndarray | None = None,
            batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior ``mu``, ``logvar`` ``[N, L]`` float64 of features ``[N, C, M, T]``."""
+    """Posterior ``mu``, ``logvar`` ``[N, L]`` float64 of features ``[N, C, M, T]``.
+
+    ``L`` is the model's code size: for a control-conditioned model the last columns are its predicted controls
+    (:meth:`trainer.model.VAE.encode_code`), so what this returns is what :func:`decode` takes.
+    """
     mus, logvars = [], []
     for start in range(0, len(features), batch_size):
         sl = slice(start, start + batch_size)
-        mu, logvar = model.encode(torch.as_tensor(features[sl], dtype=torch.float32), _pick(labels, sl),
-                                  _pick(pitch, sl))
+        mu, logvar = model.encode_code(torch.as_tensor(features[sl], dtype=torch.float32), _pick(labels, sl),
+                                       _pick(pitch, sl))
         mus.append(mu.double().numpy())
         logvars.append(logvar.double().numpy())
     return np.concatenate(mus), np.concatenate(logvars)
@@ -260,7 +264,8 @@ def analyze(run: Run, corpus: Corpus, *, out: Path, seed: int = 0) -> dict[str, 
 
     labels, pitch = conditions(run, corpus)
     mu, logvar = encode(run.model, corpus.features, labels=labels, pitch=pitch)
-    diag = diagnostics(mu, logvar)
+    latent = run.model.config.latent  # diagnostics of the latent proper, not of the predicted controls
+    diag = diagnostics(mu[:, :latent], logvar[:, :latent])
     descriptors = describe_audio(corpus.audio, run.spec)
     gmm = select_gmm(mu, seed=seed)
     columns = colourings(corpus, descriptors, gmm.labels)
