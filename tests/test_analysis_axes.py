@@ -116,3 +116,21 @@ def test_control_method_turns_the_descriptor_inputs_into_verified_axes(tiny_run,
     assert bright["rho"] >= 0.9 and bright["span"] > 0.3, report["axes"]
     with pytest.raises(KickspaceError, match="method 'control' needs a model whose decoder takes all of"):
         derive_axes(tiny_run.run, prepare(tiny_run.run, tiny_run.train), methods=("control",))
+
+
+def test_flip_axis_mirrors_a_knob_that_turns_the_wrong_way() -> None:
+    from trainer.analysis.axes import flip_axis
+
+    values = np.linspace(-1, 1, 5)
+    swept = np.zeros((1, 1, 5, len(DESCRIPTORS)))
+    swept[0, 0, :, DESCRIPTORS.index("decay")] = np.exp(-values)  # decay falls as the knob rises
+    swept[0, 0, :, DESCRIPTORS.index("sub")] = -20.0 + values
+    standard = Standardiser.fit(np.random.default_rng(0).standard_normal((50, len(DESCRIPTORS))))
+    result = measure(values, swept, standard, controls=("decay",))[0]
+    result.update(direction=np.array([1.0, 0.0]))
+    assert result["rho"] == pytest.approx(-1.0)
+    flip_axis(result)
+    again = measure(values, swept[:, :, ::-1], standard, controls=("decay",))[0]
+    assert result["rho"] == pytest.approx(again["rho"]) == 1.0 and result["direction"].tolist() == [-1.0, 0.0]
+    assert result["span"] == pytest.approx(again["span"]) and result["span"] > 0
+    assert result["cross_talk"]["sub"] == pytest.approx(again["cross_talk"]["sub"])

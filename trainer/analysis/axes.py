@@ -29,7 +29,8 @@ Derivation (all in the space of posterior means ``z``, ``[N, L]``):
    Spearman rho of the knob against its own descriptor (median over anchors, and at the mean), and cross-talk:
    the change of every other descriptor over the knob's range as a share of that descriptor's data range
    (5th-95th percentile), next to the same share for the own descriptor (``span``). The method with the best mean
-   rho minus mean worst cross-talk is kept and written to ``axes.json`` for export.
+   rho minus mean worst cross-talk is kept and written to ``axes.json`` for export. An axis whose rho comes out
+   negative is mirrored first (its direction negated), so no knob turns the wrong way.
 """
 
 from __future__ import annotations
@@ -209,6 +210,21 @@ def measure(values: np.ndarray, swept: np.ndarray, standard: Standardiser, *,
     return results
 
 
+def flip_axis(result: dict[str, Any]) -> None:
+    """Mirror one measured axis in place: direction, rho and every signed change negated.
+
+    A sweep over ``v`` in [-1, 1] along ``-direction`` is the sweep along ``direction`` read backwards, so the
+    mirrored figures are exact, not re-measured.
+    """
+    result["direction"] = -np.asarray(result["direction"])
+    for key in ("rho", "rho_at_mean", "span"):
+        result[key] = -result[key]
+    result["rho_per_anchor"] = -np.asarray(result["rho_per_anchor"])
+    result["rho_all"] = {k: -v for k, v in result["rho_all"].items()}
+    result["cross_talk"] = {k: -v for k, v in result["cross_talk"].items()}
+    result["flipped"] = True
+
+
 def score(results: list[dict[str, Any]]) -> float:
     """Mean own rho minus mean worst cross-talk (higher is better)."""
     return float(np.mean([r["rho"] for r in results]) - np.mean([r["max_cross_talk"] for r in results]))
@@ -273,8 +289,11 @@ def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS,
         swept = sweep_descriptors(run, directions=directions, scales=scales, anchors=anchors,
                                   anchor_labels=anchor_labels, values=values, n_iter=n_iter)
         results = measure(values, swept, standard, controls=controls)
-        for r, d, s, c in zip(results, directions, scales, capped):
+        for k, (r, d, s, c) in enumerate(zip(results, directions, scales, capped)):
             r.update(direction=d, scale=float(s), capped=bool(c))
+            if r["rho"] < 0:  # the knob turns the wrong way: mirror it (the sweep is symmetric, so exactly)
+                flip_axis(r)
+                swept[k] = swept[k, :, ::-1]
         candidates[method] = {"score": score(results), "axes": results, "swept": swept}
     chosen = max(candidates, key=lambda m: candidates[m]["score"])
     r2 = held_out_r2(data.z, y, ridge=ridge, seed=seed)
