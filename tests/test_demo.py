@@ -72,3 +72,43 @@ def test_spectrogram_command_draws_the_render(tmp_path, capsys):
     (tmp_path / "bad.wav").write_text("not audio")
     assert trainer_cli.main(["spectrogram", str(tmp_path / "bad.wav"), "--out", str(tmp_path / "x.png")]) == 2
     assert "cannot read it as audio" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ the drum kit
+KIT = ROOT / "presets" / "kit"
+KIT_GROOVE = ROOT / "presets" / "grooves" / "kit.mid"
+
+
+def _centroid(audio: np.ndarray, rate: int) -> float:
+    x = audio.mean(axis=1)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    return float((np.fft.rfftfreq(x.size, 1.0 / rate) * power).sum() / power.sum())
+
+
+def test_kit_pads_sit_on_the_gm_drum_map_and_sound_like_their_class():
+    from runtime.preset import load_preset
+    from runtime.render import render_one_shot
+
+    pads = {p.label: p.note for p in load_preset(KIT / "preset.json").pads}
+    assert {k: pads[k] for k in ("kick", "snare", "clap", "hat", "tom")} == {
+        "kick": 36, "snare": 38, "clap": 39, "hat": 42, "tom": 45}
+    centroid = {name: _centroid(render_one_shot(KIT, note=pads[name]), 44100)
+                for name in ("kick", "tom", "snare", "hat")}
+    # what a listener hears: the kick lowest, then the tom, the snare, the hat brightest
+    assert centroid["kick"] < centroid["tom"] < centroid["snare"] < centroid["hat"], centroid
+    assert centroid["kick"] < 400 and centroid["hat"] > 5000, centroid
+
+
+def test_kit_groove_renders_identically_with_every_hit_where_the_file_says():
+    demo = render_midi(KIT, KIT_GROOVE)
+    assert np.array_equal(demo, render_midi(KIT, KIT_GROOVE))
+    assert np.isfinite(demo).all() and np.abs(demo).max() <= 1.0
+    rate = 44100
+    times = sorted(set(_note_times(KIT_GROOVE)))
+    assert len(times) >= 30
+    level = np.abs(demo).max(axis=1)
+    for t in times:
+        at = int(round(t * rate))
+        before = level[max(0, at - 64):at].max(initial=0.0)
+        after = level[at:at + int(0.01 * rate)].max()
+        assert after > before + 0.02, f"no onset at {t:.3f} s"

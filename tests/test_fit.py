@@ -298,3 +298,24 @@ def test_sigkill_then_resume_continues_with_optimizer_state(tmp_path: Path) -> N
     assert resumed.epoch == epoch + 2 and len(resumed.history) == epoch + 2
     assert resumed.history[:epoch] == killed.history
     assert int(next(iter(resumed.optimizer_state["state"].values()))["step"]) == (epoch + 2) * steps_per_epoch
+
+
+def test_consistency_term_trains_the_decoder_through_a_frozen_critic() -> None:
+    from trainer.fit import _Batch, make_critic, train_step
+    from trainer.model import build_model
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(MODEL, controls=("decay", "punch"), control_mean=(0.0, 0.0), control_std=(1.0, 1.0))
+    model = build_model(config)
+    objective = dataclasses.replace(OBJECTIVE, consistency_weight=0.5)
+    assert make_critic(build_model(MODEL), objective) is None  # no controls, no term
+    assert make_critic(model, dataclasses.replace(objective, consistency_weight=0.0)) is None
+    critic = make_critic(model, objective)
+    assert all(not p.requires_grad for p in critic.parameters())
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    batch = _Batch(torch.as_tensor(kick_features(8)), None, None, torch.randn(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    parts = train_step(model, optimizer, batch, step=0, objective=objective, grad_clip=0.0, critic=critic)
+    assert float(parts.consistency) > 0 and parts.total.requires_grad is False
+    assert model.from_latent.weight.grad is not None and model.control_proj[0].weight.grad.abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())

@@ -316,11 +316,21 @@ class _State:
 
 # ================================================================================================ one step / epoch
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch: _Batch, *, step: int,
-               objective: ObjectiveConfig, grad_clip: float) -> LossParts:
-    """One optimiser step on ``batch``; returns the detached loss parts (the caller checks finiteness first)."""
-    out = net(batch.x, batch.label, batch.pitch, batch.controls)
+               objective: ObjectiveConfig, grad_clip: float, critic: VAE | None = None) -> LossParts:
+    """One optimiser step on ``batch``; returns the detached loss parts (the caller checks finiteness first).
+
+    With a ``critic`` (a frozen copy of the model) the control-consistency term is added: see
+    :class:`trainer.objective.ObjectiveConfig`.
+    """
+    swapped = None
+    if critic is not None:
+        swapped = batch.controls[torch.randperm(len(batch.x), device=batch.x.device)]
+    out = net(batch.x, batch.label, batch.pitch, batch.controls, swapped)
     parts = vae_loss(out.recon, batch.x, out.mu, out.logvar, step=step, config=objective,
                      controls_pred=out.controls, controls_true=batch.controls)
+    if critic is not None:
+        read_back = critic.predict_controls(out.swapped, batch.label, batch.pitch)
+        parts = parts.plus_consistency(nn.functional.mse_loss(read_back, swapped), objective.consistency_weight)
     optimizer.zero_grad(set_to_none=True)
     parts.total.backward()
     if grad_clip > 0:
@@ -335,9 +345,14 @@ def _finite_everywhere(parts: LossParts, ctx: DistContext) -> bool:
 
 def train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: _Data, state: _State, *,
                 objective: ObjectiveConfig, train: TrainConfig, ctx: DistContext, total_steps: int,
-                on_step=None) -> dict[str, float]:
-    """One pass over this rank's share of the training split; returns mean loss parts, beta and lr."""
+                on_step=None, critic: VAE | None = None) -> dict[str, float]:
+    """One pass over this rank's share of the training split; returns mean loss parts, beta and lr.
+
+    A ``critic`` (see :func:`make_critic`) is refreshed from the model's weights at the start of the epoch.
+    """
     net.train()
+    if critic is not None:
+        critic.load_state_dict(getattr(net, "module", net).state_dict())
     order = dist_.epoch_order(len(data.train_idx), ctx, seed=train.seed, epoch=state.epoch)
     positions = data.train_idx[order]
     sums = torch.zeros(len(_LOSSES))
@@ -349,7 +364,7 @@ def train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: _Data, s
         for group in optimizer.param_groups:
             group["lr"] = lr
         parts = train_step(net, optimizer, data.batch(chunk), step=state.step, objective=objective,
-                           grad_clip=train.grad_clip)
+                           grad_clip=train.grad_clip, critic=critic)
         if not _finite_everywhere(parts, ctx):
             raise TrainingDiverged(
                 f"non-finite loss at epoch {state.epoch + 1}, step {state.step} (total={float(parts.total):.4g}, "
@@ -368,7 +383,17 @@ def train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: _Data, s
 
 
 #: Loss parts averaged per epoch and logged, in :func:`_loss_vector` order.
-_LOSSES = ("total", "recon", "kl", "kl_free_bits", "control")
+_LOSSES = ("total", "recon", "kl", "kl_free_bits", "control", "consistency")
+
+
+def make_critic(model: VAE, objective: ObjectiveConfig) -> VAE | None:
+    """A frozen copy of ``model`` that reads the controls of swapped decodes, or None when the term is off."""
+    if not (model.config.controls and objective.consistency_weight > 0):
+        return None
+    import copy
+
+    critic = copy.deepcopy(model).eval()
+    return critic.requires_grad_(False)
 
 
 def _loss_vector(parts: LossParts) -> torch.Tensor:
@@ -536,6 +561,7 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
     state = (_resume(out, model, optimizer, spec=spec, classes=data.classes, ctx=ctx, seed=train.seed)
              if resume else _State())
     net = dist_.wrap(model, ctx)
+    critic = make_critic(model, objective)
     per_rank = math.ceil(len(train_idx) / ctx.world_size)
     total_steps = train.epochs * math.ceil(per_rank / train.batch_size)
     baseline = mean_baseline_mse(tensors.x.cpu(), train_idx, val_idx)
@@ -554,7 +580,7 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
             while state.epoch < train.epochs:
                 epoch_start = time.perf_counter()
                 metrics = train_epoch(net, optimizer, tensors, state, objective=objective, train=train, ctx=ctx,
-                                      total_steps=total_steps, on_step=log.step)
+                                      total_steps=total_steps, on_step=log.step, critic=critic)
                 seconds = time.perf_counter() - epoch_start
                 val = evaluate(model, tensors, step=state.step, objective=objective, ctx=ctx,
                                batch_size=train.batch_size)

@@ -192,6 +192,7 @@ class VAEOutput(NamedTuple):
     logvar: torch.Tensor
     z: torch.Tensor
     controls: torch.Tensor | None = None  # predicted controls [B, K] of a control-conditioned model
+    swapped: torch.Tensor | None = None  # [B, C, M, T]: z decoded with ``swapped_controls`` (consistency term)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -362,16 +363,28 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None, pitch: torch.Tensor | None = None,
-                controls: torch.Tensor | None = None) -> VAEOutput:
+                controls: torch.Tensor | None = None, swapped_controls: torch.Tensor | None = None) -> VAEOutput:
         """Encode, sample the posterior, decode with the true ``controls`` ``[B, K]`` (teacher forcing).
 
-        Returns :class:`VAEOutput` (its ``controls`` are the encoder's predictions, for the control loss).
+        With ``swapped_controls`` ``[B, K]`` the same ``z`` is also decoded with those controls (``swapped``), for
+        the control-consistency term of :mod:`trainer.objective`. Returns :class:`VAEOutput` (its ``controls``
+        are the encoder's predictions, for the control loss).
         """
         h = self._trunk(x, label, pitch)
         mu, logvar = self._stats(h)
         predicted = None if self.to_controls is None else self.to_controls(h)
         z = self.reparameterize(mu, logvar)
-        return VAEOutput(self.decode(self.code(z, controls), label, pitch), mu, logvar, z, predicted)
+        swapped = None
+        if swapped_controls is not None:
+            swapped = self.decode(self.code(z, swapped_controls), label, pitch)
+        return VAEOutput(self.decode(self.code(z, controls), label, pitch), mu, logvar, z, predicted, swapped)
+
+    def predict_controls(self, x: torch.Tensor, label: torch.Tensor | None = None,
+                         pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's estimate of the standardised controls of features ``[B, C, M, T]``, ``[B, K]``."""
+        if self.to_controls is None:
+            raise ConfigError("controls", "this model has no controls to predict")
+        return self.to_controls(self._trunk(x, label, pitch))
 
     @torch.no_grad()
     def sample(self, n: int, label: torch.Tensor | int | None = None, pitch: torch.Tensor | int | None = None,

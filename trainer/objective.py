@@ -50,6 +50,11 @@ class ObjectiveConfig:
         (bottom bin), normalised to mean 1, applied to the element-wise MSE term (0 = plain MSE).
     control_weight : float
         Weight of the control-prediction MSE (models with ``model.controls`` only).
+    consistency_weight : float
+        Weight of the control-consistency term (models with controls; 0 disables): each example's ``z`` is also
+        decoded with another example's controls, and a frozen copy of the encoder (refreshed every epoch) must read
+        those controls back from the result. It teaches the decoder to *follow* its control inputs with ``z``
+        held, which is what a knob does, instead of taking the sound's character from ``z`` alone.
     """
 
     beta: float = 1e-5
@@ -61,6 +66,7 @@ class ObjectiveConfig:
     multires_weight: float = 0.0
     low_freq_weight: float = 0.0
     control_weight: float = 0.01
+    consistency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, problem: str) -> None:
@@ -77,6 +83,7 @@ class ObjectiveConfig:
         need(self.multires_weight >= 0, "multires_weight", "must be >= 0")
         need(self.low_freq_weight >= 0, "low_freq_weight", "must be >= 0")
         need(self.control_weight >= 0, "control_weight", "must be >= 0")
+        need(self.consistency_weight >= 0, "consistency_weight", "must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,8 +98,8 @@ class ObjectiveConfig:
 
 
 class LossParts(NamedTuple):
-    """Scalar tensors of one batch: ``total`` (optimised), ``recon``, raw ``kl``, ``kl_free_bits``, ``beta`` and
-    ``control`` (0 for a model without controls)."""
+    """Scalar tensors of one batch: ``total`` (optimised), ``recon``, raw ``kl``, ``kl_free_bits``, ``beta``,
+    ``control`` and ``consistency`` (0 for a model without controls)."""
 
     total: torch.Tensor
     recon: torch.Tensor
@@ -100,11 +107,17 @@ class LossParts(NamedTuple):
     kl_free_bits: torch.Tensor
     beta: float
     control: torch.Tensor | float = 0.0
+    consistency: torch.Tensor | float = 0.0
 
     def detached(self) -> "LossParts":
         """The same parts cut from the autograd graph."""
         return LossParts(self.total.detach(), self.recon.detach(), self.kl.detach(), self.kl_free_bits.detach(),
-                         self.beta, torch.as_tensor(self.control).detach())
+                         self.beta, torch.as_tensor(self.control).detach(),
+                         torch.as_tensor(self.consistency).detach())
+
+    def plus_consistency(self, value: torch.Tensor, weight: float) -> "LossParts":
+        """These parts with the control-consistency term added (to ``total`` with ``weight``)."""
+        return self._replace(total=self.total + weight * value, consistency=value)
 
 
 def beta_at(step: int, config: ObjectiveConfig) -> float:
@@ -177,4 +190,4 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
 def is_finite(parts: LossParts) -> bool:
     """True when every loss part is a finite number."""
     return all(math.isfinite(float(v)) for v in (parts.total, parts.recon, parts.kl, parts.kl_free_bits,
-                                                 parts.control))
+                                                 parts.control, parts.consistency))
