@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kickspace-installed
 
-.PHONY: venv play test demo clean preset-kicks
+.PHONY: venv play test demo clean preset-kicks preset-kit
 
 venv: $(STAMP)
 
@@ -23,34 +23,53 @@ play: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
-# For machines without audio: the shipped groove (presets/grooves/demo.mid: 4 bars of kicks at 124 BPM with the
-# sub and decay knobs automated) rendered offline through the shipped preset, as a WAV and a spectrogram PNG.
+# For machines without audio: the shipped grooves rendered offline through both presets, as WAVs and spectrogram
+# PNGs. presets/grooves/demo.mid: 4 bars of kicks at 124 BPM with the sub and decay knobs automated;
+# presets/grooves/kit.mid: 4 bars of kick, snare, hats, clap, toms and a cymbal with decay falling, brightness rising.
 demo: venv
 	$(BIN)/runtime render --preset presets/kicks --midi presets/grooves/demo.mid --out out/demo-kicks.wav
 	$(BIN)/trainer spectrogram out/demo-kicks.wav --out out/demo-kicks.png \
 	    --title "presets/kicks playing presets/grooves/demo.mid (CC 20 sub up, CC 22 decay down)"
+	$(BIN)/runtime render --preset presets/kit --midi presets/grooves/kit.mid --out out/demo-kit.wav
+	$(BIN)/trainer spectrogram out/demo-kit.wav --out out/demo-kit.png \
+	    --title "presets/kit playing presets/grooves/kit.mid (CC 22 decay falls, CC 24 brightness rises)"
 
 # The shipped kick preset, end to end (presets/kicks/MODEL_CARD.md): licence-filtered real kicks (every 8th held
-# out for evaluation) + 1500 procedural kicks -> fit (kick-2048-htk, one CPU thread) -> axes, cluster, evaluate
-# -> ONNX export -> a test render. Intermediate data in out/, the run in runs/kicks, features in $(KCACHE).
+# out for evaluation) + 1500 procedural kicks -> fit (kick spec, decoder conditioned on the five descriptors, one CPU
+# thread) -> axes (the descriptor inputs, verified by sweeps from real kicks), cluster, evaluate -> ONNX export ->
+# a test render. Intermediate data in out/, the run in runs/kicks, features in $(KCACHE).
 KDATA    ?= ../shared/data/drums
 KCACHE   ?= /tmp/kcache
 KEPOCHS  ?= 90
 KLICENCE := CC0 "Public Domain" Unlicense MIT Apache-2.0 CC-BY --exclude-licence CC-BY-SA
+KITCLASSES := kick snare clap hat tom perc cymbal
 preset-kicks: venv
 	rm -rf out/kicks-train out/kicks-heldout out/synth-kicks runs/kicks
 	$(BIN)/trainer subset $(KDATA) --class kick --licence $(KLICENCE) --every 8 --drop 0 --out out/kicks-train
 	$(BIN)/trainer subset $(KDATA) --class kick --licence $(KLICENCE) --every 8 --keep 0 --out out/kicks-heldout
 	$(BIN)/trainer synth out/synth-kicks --n 1500 --seed 7
-	$(BIN)/trainer fit out/kicks-train/kick out/synth-kicks --config configs/kick.toml --out runs/kicks \
-	    --cache $(KCACHE) --no-progress \
-	    --set train.threads=1 train.epochs=$(KEPOCHS) train.media_every=0 data.spec=kick-2048-htk
-	$(BIN)/trainer axes runs/kicks --data out/kicks-train/kick out/synth-kicks --cache $(KCACHE)
+	$(BIN)/trainer fit out/kicks-train/kick out/synth-kicks --config configs/kick-controls.toml --out runs/kicks \
+	    --cache $(KCACHE) --no-progress --set train.threads=1 train.epochs=$(KEPOCHS)
+	$(BIN)/trainer axes runs/kicks --data out/kicks-train/kick --cache $(KCACHE)
 	$(BIN)/trainer cluster runs/kicks --data out/kicks-train/kick --cache $(KCACHE)
 	$(BIN)/trainer evaluate runs/kicks --data out/kicks-heldout/kick --train-data out/kicks-train/kick \
 	    out/synth-kicks --cache $(KCACHE)
 	$(BIN)/python -m export onnx runs/kicks --out presets/kicks
 	$(BIN)/runtime render --preset presets/kicks --axes sub=0.8,decay=0.3 --out out/kicks-render.wav
+
+# The shipped drum kit (presets/kit/MODEL_CARD.md): a class-conditioned VAE over the licence-filtered bank (every
+# 8th file held out) + 150 procedural kicks, snares, hats and toms each; pads on the GM drum map.
+preset-kit: venv
+	rm -rf out/kit-train out/kit-heldout out/synth-bank runs/kit
+	$(BIN)/trainer subset $(KDATA) --class $(KITCLASSES) --licence $(KLICENCE) --every 8 --drop 0 --out out/kit-train
+	$(BIN)/trainer subset $(KDATA) --class $(KITCLASSES) --licence $(KLICENCE) --every 8 --keep 0 --out out/kit-heldout
+	$(BIN)/trainer synth out/synth-bank --bank --n 150 --seed 11
+	$(BIN)/trainer fit out/kit-train out/synth-bank --config configs/kit.toml --out runs/kit --cache $(KCACHE) \
+	    --no-progress --set train.threads=1
+	$(BIN)/trainer axes runs/kit --data out/kit-train out/synth-bank --cache $(KCACHE) --methods pinv backward
+	$(BIN)/trainer evaluate runs/kit --data out/kit-heldout --train-data out/kit-train out/synth-bank --cache $(KCACHE)
+	$(BIN)/python -m export onnx runs/kit --out presets/kit
+	$(BIN)/runtime render --preset presets/kit --midi presets/grooves/kit.mid --out out/demo-kit.wav
 
 clean:
 	rm -rf out runs .pytest_cache

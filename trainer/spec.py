@@ -153,6 +153,7 @@ class SpectrogramSpec:
 SPECS: dict[str, SpectrogramSpec] = {
     "kick": SpectrogramSpec(),
     "kick-2048-htk": SpectrogramSpec(n_fft=2048, win_length=2048, mel_scale="htk"),
+    "kick-22k": SpectrogramSpec(sample_rate=22050, n_fft=1024, win_length=1024, hop_length=128, mel_scale="htk"),
     "nsynth": SpectrogramSpec(sample_rate=16000, n_fft=1024, hop_length=512, win_length=1024, n_mels=80,
                               fmax=8000.0),
 }
