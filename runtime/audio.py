@@ -13,10 +13,18 @@ On JACK, PortAudio is a JACK client: :func:`set_jack_client_name` names it (port
 and since PortAudio connects its ports to the device's ports by itself, :class:`AudioOutput` undoes that unless
 ``connect`` is set (``--connect``: to the system playback ports). Port connections go through libjack with ctypes
 (standard library), so the runtime needs no JACK package of its own.
+
+When the JACK server goes away under a running stream (jackd killed or stopped), PortAudio's JACK host API marks the
+stream inactive from libjack's shutdown callback (measured: ``stream.active`` False within 5 ms of SIGKILL to jackd,
+``stream.stopped`` still False, the finished callback never called) and the callback is never called again. Stopping,
+aborting or closing that stream then waits for a JACK process cycle that never comes (``Pa_StopStream`` waits on a
+condition for 10 minutes), and so does sounddevice's exit handler (``Pa_Terminate``). :attr:`AudioOutput.lost` tells
+the player, and :meth:`AudioOutput.close` leaves such a stream alone and takes that exit handler out.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import sys
@@ -218,6 +226,7 @@ class AudioOutput:
         self.max_callback_s = 0.0
         self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
         self._stream = None
+        self._finished = False  # set by PortAudio's finished callback: the stream ended from our side
         self._old_switch = None
         self.latency_s = 0.0
 
@@ -259,6 +268,34 @@ class AudioOutput:
             return 0
         return min(int((event_time - start) * self.samplerate), self.block_frames - 1)
 
+    @property
+    def ended(self) -> bool:
+        """Whether a started stream stopped playing without :meth:`close` (cheap: one PortAudio flag read)."""
+        stream = self._stream
+        return stream is not None and not stream.active
+
+    @property
+    def lost(self) -> bool:
+        """Whether the stream ended from the host's side: on JACK the server stopped or dropped this client.
+
+        PortAudio calls the finished callback when the stream ends from our side (a stop, an abort, a callback
+        error), never when libjack's shutdown callback marks it inactive.
+        """
+        return self.ended and not self._finished
+
+    def end_message(self) -> str:
+        """One line for a musician: why the audio stopped and what to do."""
+        if self.lost and self.is_jack:
+            return "the JACK server stopped (audio stream ended); restart jackd and run again"
+        if self.lost:
+            return (f"the audio device {self.device['name']} stopped (audio stream ended); check that it is still "
+                    f"connected and run again")
+        return (f"the audio stream stopped by itself ({self.callback_errors} audio callback errors); check the audio "
+                f"device and run again")
+
+    def _on_finished(self) -> None:
+        self._finished = True
+
     def take_peak(self) -> float:
         """The output peak since the last call (for a meter), then reset."""
         peak, self.peak = self.peak, 0.0
@@ -277,7 +314,8 @@ class AudioOutput:
         try:
             self._stream = sd.OutputStream(samplerate=self.samplerate, blocksize=self.blocksize,
                                            device=self.device["index"], channels=self.channels, dtype="float32",
-                                           latency="low", callback=self._callback)
+                                           latency="low", callback=self._callback,
+                                           finished_callback=self._on_finished)
             self._stream.start()
         except sd.PortAudioError as err:
             self.close()
@@ -306,9 +344,16 @@ class AudioOutput:
                         jack.disconnect(port, other)
 
     def close(self) -> None:
-        """Stop and close the stream (idempotent); restores the GIL switch interval."""
+        """Stop and close the stream (idempotent); restores the GIL switch interval.
+
+        A :attr:`lost` stream is left as it is (stopping or closing it would block for minutes, see the module
+        docstring) and PortAudio is not terminated at exit, for the same reason.
+        """
+        lost = self.lost
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is not None and lost:
+            _skip_portaudio_exit_handler()
+        elif stream is not None:
             try:
                 stream.stop()
             finally:
@@ -316,6 +361,13 @@ class AudioOutput:
         if self._old_switch is not None:
             sys.setswitchinterval(self._old_switch)
             self._old_switch = None
+
+
+def _skip_portaudio_exit_handler() -> None:
+    """Take sounddevice's exit handler (stop and close the last stream, ``Pa_Terminate``) out of ``atexit``."""
+    handler = getattr(_sd(), "_exit_handler", None)
+    if handler is not None:
+        atexit.unregister(handler)
 
 
 def _re(name: str) -> str:

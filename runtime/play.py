@@ -14,7 +14,11 @@ Threads (DESIGN.md, "Runtime threads"):
 - Status view (:mod:`runtime.status`): a low-rate rich view, or nothing with ``--quiet``.
 
 The main thread waits for SIGINT/SIGTERM (or ``--duration``), then closes the MIDI port, stops the control thread,
-the status view, the audio stream and the worker, in that order, and prints a one-line summary.
+the status view, the audio stream and the worker, in that order, and prints a one-line summary. It also watches the
+audio stream: when it ends on its own (the JACK server stopped, the device went away) the player stops too, prints
+why on one stderr line and exits with status 1 instead of playing silence forever. Nothing at shutdown may block
+for long then: the lost stream is left alone (see :mod:`runtime.audio`) and the MIDI port gets
+:data:`MIDI_CLOSE_TIMEOUT_S` to close.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from runtime.preset import Knob, Pad, Preset, load_preset
 from runtime.worker import RenderWorker
 
 ANY_BLOCK = 8192  # engine scratch size when the device picks its own block size
+MIDI_CLOSE_TIMEOUT_S = 3.0  # closing a JACK MIDI client must not hang the exit (measured ~20 ms, server gone too)
 
 
 @dataclass
@@ -179,6 +184,7 @@ class Player:
         self.peak_max = 0.0
         self.rss: list[tuple[float, float]] = []
         self.started = 0.0
+        self.failure: str | None = None  # why the run ended on its own (the audio stream stopped), else None
         self._stop = threading.Event()
         self._control: threading.Thread | None = None
 
@@ -224,6 +230,9 @@ class Player:
                     next_rss = now + 1.0
                 if config.duration is not None and now - self.started >= config.duration:
                     break
+                if self.audio.ended:
+                    self.failure = self.audio.end_message()
+                    break
                 self._stop.wait(0.1)
             self.rss.append((time.monotonic() - self.started, rss_mb()))
         finally:
@@ -236,11 +245,13 @@ class Player:
         if config.stats_json:
             write_text(config.stats_json, json.dumps(stats, indent=1) + "\n")
         print(summary_line(stats), flush=True)
+        if self.failure:
+            print(f"kickspace: {self.failure}", file=sys.stderr, flush=True)
         return stats
 
     def _shutdown(self) -> None:
         if self.midi is not None:
-            self.midi.close()
+            self._close_midi()
         if self._control is not None:
             self.events.put_nowait(None)
             self._control.join(5.0)
@@ -248,6 +259,19 @@ class Player:
         self.peak_max = max(self.peak_max, self.audio.take_peak())
         self.audio.close()
         self.worker.stop()
+
+    def _close_midi(self, timeout: float = MIDI_CLOSE_TIMEOUT_S) -> bool:
+        """Close the MIDI input from a helper thread, waiting at most ``timeout`` seconds; True when it closed.
+
+        A JACK MIDI client whose server is gone must not hang the exit; one that does is left to the process's end.
+        """
+        closer = threading.Thread(target=self.midi.close, name="kickspace-midi-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            self.messages.append(f"the MIDI port did not close within {timeout:g} s; left open")
+            return False
+        return True
 
     def describe(self) -> str:
         a = self.audio
@@ -373,7 +397,7 @@ class Player:
             "process_cpu_s": round(time.process_time(), 3),
             "rss_start_mb": round(warm[0], 2) if warm else 0.0, "rss_end_mb": round(rss[-1], 2) if rss else 0.0,
             "rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 2),
-            "messages": list(self.messages),
+            "messages": list(self.messages), "failure": self.failure,
         }
 
 
@@ -391,7 +415,8 @@ def _summary(values: list[float]) -> dict:
 
 
 def play(config: PlayConfig) -> int:
-    """Entry point of ``runtime play``; returns the exit status (0 after Ctrl-C too)."""
+    """Entry point of ``runtime play``; returns the exit status: 0 after Ctrl-C, ``quit`` or ``--duration``, 1 when
+    the audio stream stopped on its own (the JACK server stopped, the device went away)."""
     player = Player(config)
     stats = player.run()
-    return 0 if not math.isnan(stats["wall_s"]) else 1
+    return 1 if player.failure or math.isnan(stats["wall_s"]) else 0

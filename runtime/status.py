@@ -36,6 +36,37 @@ def summary_line(stats: dict) -> str:
             f"RSS {stats['rss_end_mb']:.1f} MB")
 
 
+def key_command(key: str, axes: list[str], learning: str | None) -> tuple[str, str | None] | None:
+    """The player command a key stands for: ``s`` save, ``q`` quit, ``l`` MIDI learn on the next axis.
+
+    Parameters
+    ----------
+    key : str
+        One typed character (case-insensitive).
+    axes : list of str
+        The model's axes, in order.
+    learning : str or None
+        The axis MIDI learn is armed for now (None: off).
+
+    Returns
+    -------
+    tuple or None
+        ``(name, argument)`` for :meth:`runtime.play.Player.command`, or None for a key that does nothing. ``l``
+        steps through the axes and then off: off -> first axis -> ... -> last axis -> off.
+    """
+    key = key.lower()
+    if key == "s":
+        return ("save", None)
+    if key == "q":
+        return ("quit", None)
+    if key == "l" and axes:
+        if learning not in axes:
+            return ("learn", axes[0])
+        i = axes.index(learning) + 1
+        return ("learn", axes[i] if i < len(axes) else None)
+    return None
+
+
 class StatusView:
     """A rich ``Live`` view of a :class:`runtime.play.Player`, refreshed from its own thread."""
 
@@ -126,15 +157,14 @@ class StatusView:
                 ready, _, _ = select.select([fd], [], [], 0.2)
                 if not ready:
                     continue
-                key = os.read(fd, 1).decode(errors="ignore").lower()
-                if key == "s":
-                    self.player.command("save")
-                elif key == "q":
-                    self.player.command("quit")
-                elif key == "l" and axes:
-                    current = self.player.learn_axis
-                    nxt = axes[0] if current not in axes else (axes[axes.index(current) + 1]
-                                                               if axes.index(current) + 1 < len(axes) else None)
-                    self.player.command("learn", nxt)
+                try:
+                    data = os.read(fd, 1)
+                except OSError:  # the terminal went away
+                    return
+                if not data:
+                    return
+                action = key_command(data.decode(errors="ignore"), axes, self.player.learn_axis)
+                if action is not None:
+                    self.player.command(*action)
         finally:
             termios.tcsetattr(fd, termios.TCSADRAIN, old)

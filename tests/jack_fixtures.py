@@ -11,6 +11,7 @@
   receives, both indexed by JACK frame time, so note -> onset latency is measured in frames on one clock.
 - :class:`Sender`: a python-rtmidi JACK MIDI output (a second client, no mocks).
 - :class:`PlayerProcess`: ``python -m runtime play`` as a subprocess against the server.
+- :class:`Rig`: a player and a recorder wired together, and the session fixture :func:`sender` (one per process).
 """
 
 from __future__ import annotations
@@ -44,11 +45,22 @@ def _die_with_parent() -> None:
 
 
 class JackServer:
-    """A jackd dummy server (``rate`` Hz, ``period`` frames) under the unique name ``name``."""
+    """A jackd dummy server (``rate`` Hz, ``period`` frames) under the unique name ``name``.
+
+    With ``set_env`` (the default) :meth:`start` makes it this process's default server (``JACK_DEFAULT_SERVER``)
+    until :meth:`stop`; a private server for one test passes ``set_env=False`` and hands :attr:`env` to its clients.
+
+    JACK keeps at most 8 servers in its shared-memory registry (``/dev/shm/jack-shm-registry``) and a jackd killed
+    with SIGKILL leaves its entry there (the 9th server then fails with "Too many servers already active"): after
+    :meth:`kill`, :meth:`stop` starts a server of the same name once more, which takes the dead entry over, and stops
+    it cleanly, which frees it.
+    """
 
     def __init__(self, log_dir: str | Path, *, name: str | None = None, rate: int = RATE, period: int = PERIOD,
-                 realtime: bool | None = None) -> None:
+                 realtime: bool | None = None, set_env: bool = True) -> None:
         self.name = name or f"kickspace-test-{os.getpid()}"
+        self.set_env = set_env
+        self.killed = False
         self.rate, self.period = rate, period
         if realtime is None:
             realtime = os.environ.get("KICKSPACE_JACK_REALTIME", "") == "1"
@@ -64,11 +76,12 @@ class JackServer:
     def start(self, timeout: float = 20.0) -> "JackServer":
         mode = ["-R"] if self.realtime else ["--no-realtime"]
         cmd = ["jackd", "-n", self.name, *mode, "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
                                      preexec_fn=_die_with_parent)
-        self._old_env = os.environ.get("JACK_DEFAULT_SERVER")
-        os.environ["JACK_DEFAULT_SERVER"] = self.name
+        if self.set_env:
+            self._old_env = os.environ.get("JACK_DEFAULT_SERVER")
+            os.environ["JACK_DEFAULT_SERVER"] = self.name
         import jack
 
         deadline = time.monotonic() + timeout
@@ -84,6 +97,13 @@ class JackServer:
                     raise RuntimeError(f"jackd did not accept clients within {timeout} s: {self.log()[-2000:]}")
                 time.sleep(0.1)
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no client is told); :meth:`stop` still has to run afterwards."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.killed = True
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -93,12 +113,29 @@ class JackServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-        if self._old_env is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = self._old_env
+        if self.set_env:
+            if self._old_env is None:
+                os.environ.pop("JACK_DEFAULT_SERVER", None)
+            else:
+                os.environ["JACK_DEFAULT_SERVER"] = self._old_env
         if getattr(self, "_log", None):
             self._log.close()
+        if self.killed:
+            self._release_registry_entry()
+        for leftover in Path("/dev/shm").glob(f"jack_sem.*_{self.name}_*"):
+            leftover.unlink(missing_ok=True)  # semaphores of clients that outlived this (uniquely named) server
+
+    def _release_registry_entry(self) -> None:
+        """After SIGKILL: start and cleanly stop a server of the same name, which frees its JACK registry entry."""
+        self.killed, set_env = False, self.set_env
+        self.set_env = False
+        try:
+            self.start()
+            self.stop()
+        except RuntimeError:
+            pass  # the entry stays taken; the message of the next server that fails to start says why
+        finally:
+            self.set_env = set_env
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -116,6 +153,34 @@ class JackServer:
         return len(self.log())
 
 
+class _Shared:
+    """One object per test process behind a session fixture that several test modules import.
+
+    pytest makes a separate session fixture for every module that imports one (seen here: two ``jack_server``
+    fixtures started two jackd of one name, the second failed while the first answered its readiness probe, and
+    two senders of one name sent to the wrong port). So the first user makes the object and the last one closes it.
+    """
+
+    def __init__(self) -> None:
+        self.value = None
+        self.users = 0
+
+    def acquire(self, make):
+        if self.users == 0:
+            self.value = make()
+        self.users += 1
+        return self.value
+
+    def release(self, close) -> None:
+        self.users -= 1
+        if self.users == 0:
+            value, self.value = self.value, None
+            close(value)
+
+
+_server, _sender = _Shared(), _Shared()
+
+
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory):
     """A running jackd dummy server at 48 kHz / 128 frames for the whole session (skips if jackd is missing)."""
@@ -125,18 +190,18 @@ def jack_server(tmp_path_factory):
         import jack  # noqa: F401
     except OSError as err:
         pytest.skip(f"libjack is not loadable ({err}): install jackd2")
-    server = JackServer(tmp_path_factory.mktemp("jack")).start()
+    server = _server.acquire(lambda: JackServer(tmp_path_factory.mktemp("jack")).start())
     try:
         yield server
     finally:
-        server.stop()
+        _server.release(JackServer.stop)
 
 
 class Recorder:
     """Records ``sources`` (audio output ports) and MIDI from a MIDI input port, indexed by JACK frame time.
 
     ``audio[i]`` is the sample at frame ``t0 + i`` (``t0`` = the first cycle's frame time); cycles the client missed
-    stay zero. ``events`` holds ``(frame - t0, bytes)``.
+    stay zero and False in ``seen``. ``events`` holds ``(frame - t0, bytes)``.
     """
 
     def __init__(self, name: str, seconds: float, *, channels: int = 1) -> None:
@@ -146,6 +211,7 @@ class Recorder:
         self.inputs = [self.client.inports.register(f"in_{i}") for i in range(channels)]
         self.midi = self.client.midi_inports.register("midi_in")
         self.audio = np.zeros((int(seconds * self.client.samplerate), channels), np.float32)
+        self.seen = np.zeros(self.audio.shape[0], bool)
         self.events: list[tuple[int, bytes]] = []
         self.t0: int | None = None
         self.cycles = 0
@@ -168,6 +234,7 @@ class Recorder:
         if 0 <= start and start + frames <= self.audio.shape[0]:
             for c, port in enumerate(self.inputs):
                 self.audio[start:start + frames, c] = port.get_array()
+            self.seen[start:start + frames] = True
 
     def connect_audio(self, sources: list[str]) -> None:
         for port, source in zip(self.inputs, sources):
@@ -187,8 +254,10 @@ class Recorder:
             client.close()
 
     def note_frames(self) -> list[tuple[int, int]]:
-        """(frame, velocity) of every note-on recorded."""
-        return [(t, d[2]) for t, d in self.events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0]
+        """(frame, velocity) of every note-on recorded, once: under xruns this client was seen to get the same
+        cycle's MIDI twice (the same note at the same frame), which no sender here produces on purpose."""
+        notes = [(t, d[2]) for t, d in self.events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0]
+        return list(dict.fromkeys(notes))
 
     def close(self) -> None:
         self.client.deactivate()
@@ -220,6 +289,16 @@ class Sender:
         self.out.delete()
 
 
+@pytest.fixture(scope="session")
+def sender(jack_server):
+    """One python-rtmidi JACK sender for the session (see :class:`Sender` on why not one per test or module)."""
+    out = _sender.acquire(lambda: Sender("ks-sender"))
+    try:
+        yield out
+    finally:
+        _sender.release(Sender.close)
+
+
 def write_test_preset(folder: Path, *, gain: float = 0.4, channels: int = 2, samples: int = 4096) -> Path:
     """A 48 kHz linear kick model ``samples`` long (tests/onnx_fixtures.py) and a preset playing it: pad 36 at the kick,
     CC 20 -> ``sub`` (-1..1, amplitude x0.5..x1.5), velocity curve 1 (gain = velocity / 127)."""
@@ -236,18 +315,26 @@ def write_test_preset(folder: Path, *, gain: float = 0.4, channels: int = 2, sam
 
 
 class PlayerProcess:
-    """``python -m runtime play --preset PRESET --quiet`` as a subprocess on the current JACK server."""
+    """``python -m runtime play --preset PRESET --quiet`` as a subprocess on the current JACK server.
+
+    ``env``: the environment (default this process's; a private server passes its :attr:`JackServer.env`).
+    ``quiet=False`` with ``stdin`` a terminal (a pty's follower fd) runs the status view and its keys.
+    Output (stdout and stderr, in order) goes to :attr:`log_path`.
+    """
 
     def __init__(self, preset: Path, workdir: Path, *, client: str = "ks-play", extra: list[str] | None = None,
-                 ready_timeout: float = 60.0) -> None:
+                 ready_timeout: float = 60.0, env: dict[str, str] | None = None, quiet: bool = True,
+                 stdin: int | None = None) -> None:
         self.client = client
         self.log_path = workdir / f"{client}.log"
         self.stats_path = workdir / f"{client}-stats.json"
-        cmd = [sys.executable, "-m", "runtime", "play", "--preset", str(preset), "--quiet", "--client-name", client,
-               "--stats-json", str(self.stats_path), "--save-dir", str(workdir / "saves"), *(extra or [])]
+        cmd = [sys.executable, "-m", "runtime", "play", "--preset", str(preset), *(["--quiet"] if quiet else []),
+               "--client-name", client, "--stats-json", str(self.stats_path), "--save-dir", str(workdir / "saves"),
+               *(extra or [])]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=stdin,
+                                     env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + ready_timeout
         while "kickspace: playing" not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -277,6 +364,31 @@ class PlayerProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+class Rig:
+    """Player + recorder, wired: sender -> player MIDI in and recorder MIDI in, player outs -> recorder."""
+
+    def __init__(self, preset: Path, workdir: Path, sender: Sender, name: str, seconds: float,
+                 extra: list[str] | None = None) -> None:
+        self.sender = sender
+        self.player = PlayerProcess(preset, workdir, client=f"ks-{name}", extra=extra)
+        try:
+            self.recorder = Recorder(f"rec-{name}", seconds, channels=2)
+            self.recorder.connect_audio(self.player.outputs)
+            self.recorder.connect(sender.port, self.player.midi_in)
+            self.recorder.connect(sender.port, f"rec-{name}:midi_in")
+        except BaseException:
+            self.player.kill()
+            raise
+        time.sleep(0.3)
+
+    def close(self) -> tuple[int, dict]:
+        try:
+            rc, stats = self.player.interrupt()
+        finally:
+            self.recorder.close()
+        return rc, stats
 
 
 def onsets_after(audio: np.ndarray, frames: list[int], *, window: int, threshold: float = 1e-3,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from runtime import cli
-from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Recorder, Sender, count_onsets, jack_server,  # noqa: F401
-                                 onsets_after, write_test_preset)
+from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
+                                 onsets_after, sender, write_test_preset)
 
 DETECT = 8  # frames the threshold detector needs on the kick's 1 ms rise (velocity 32: ~3 frames)
 
@@ -24,38 +24,6 @@ DETECT = 8  # frames the threshold detector needs on the kick's 1 ms rise (veloc
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory):
     return write_test_preset(tmp_path_factory.mktemp("live"))
-
-
-@pytest.fixture(scope="module")
-def sender(jack_server):
-    """One python-rtmidi JACK sender for the module (see :class:`Sender` on why not one per test)."""
-    out = Sender("ks-sender")
-    yield out
-    out.close()
-
-
-class Rig:
-    """Player + recorder, wired: sender -> player MIDI in and recorder MIDI in, player outs -> recorder."""
-
-    def __init__(self, preset, workdir, sender, name: str, seconds: float, extra: list[str] | None = None) -> None:
-        self.sender = sender
-        self.player = PlayerProcess(preset, workdir, client=f"ks-{name}", extra=extra)
-        try:
-            self.recorder = Recorder(f"rec-{name}", seconds, channels=2)
-            self.recorder.connect_audio(self.player.outputs)
-            self.recorder.connect(sender.port, self.player.midi_in)
-            self.recorder.connect(sender.port, f"rec-{name}:midi_in")
-        except BaseException:
-            self.player.kill()
-            raise
-        time.sleep(0.3)
-
-    def close(self):
-        try:
-            rc, stats = self.player.interrupt()
-        finally:
-            self.recorder.close()
-        return rc, stats
 
 
 def test_one_kick_per_note_velocity_scaling_and_latency(jack_server, sender, preset, tmp_path):
