@@ -8,7 +8,7 @@ import mido
 import numpy as np
 import pytest
 
-from runtime.render import render_midi
+from runtime.render import output_rate, render_midi
 from trainer import cli as trainer_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_demo_renders_identically_with_every_hit_where_the_file_says(demo):
     again = render_midi(PRESET, GROOVE)
     assert np.array_equal(demo, again), "the same input must give identical audio"
     assert np.isfinite(demo).all() and np.abs(demo).max() <= 1.0
-    rate = 44100
+    rate = output_rate(PRESET)
     times = _note_times(GROOVE)
     assert len(times) == 24
     level = np.abs(demo).max(axis=1)
@@ -57,7 +57,7 @@ def test_demo_renders_identically_with_every_hit_where_the_file_says(demo):
 
 def test_decay_knob_automation_shortens_the_later_kicks(demo):
     """CC 22 (decay) falls from 127 to 0 over the groove: the last downbeat rings shorter than the first."""
-    rate, times = 44100, _note_times(GROOVE)
+    rate, times = output_rate(PRESET), _note_times(GROOVE)
     first, last = times[0], times[18]  # downbeats of bar 1 and bar 4
     assert _ring_time(demo, int(first * rate), rate) > 1.3 * _ring_time(demo, int(last * rate), rate)
 
@@ -92,7 +92,7 @@ def test_kit_pads_sit_on_the_gm_drum_map_and_sound_like_their_class():
     pads = {p.label: p.note for p in load_preset(KIT / "preset.json").pads}
     assert {k: pads[k] for k in ("kick", "snare", "clap", "hat", "tom")} == {
         "kick": 36, "snare": 38, "clap": 39, "hat": 42, "tom": 45}
-    centroid = {name: _centroid(render_one_shot(KIT, note=pads[name]), 44100)
+    centroid = {name: _centroid(render_one_shot(KIT, note=pads[name]), output_rate(KIT))
                 for name in ("kick", "tom", "snare", "hat")}
     # what a listener hears: the kick lowest, then the tom, the snare, the hat brightest
     assert centroid["kick"] < centroid["tom"] < centroid["snare"] < centroid["hat"], centroid
@@ -103,7 +103,7 @@ def test_kit_groove_renders_identically_with_every_hit_where_the_file_says():
     demo = render_midi(KIT, KIT_GROOVE)
     assert np.array_equal(demo, render_midi(KIT, KIT_GROOVE))
     assert np.isfinite(demo).all() and np.abs(demo).max() <= 1.0
-    rate = 44100
+    rate = output_rate(KIT)
     times = sorted(set(_note_times(KIT_GROOVE)))
     assert len(times) >= 30
     level = np.abs(demo).max(axis=1)
