@@ -25,6 +25,16 @@ def _note_times(path: Path) -> list[float]:
     return times
 
 
+def _assert_onsets(audio: np.ndarray, times: list[float], rate: int, *, rise: float) -> None:
+    """Each time in ``times`` starts a hit: the peak of the next 10 ms exceeds the 64 samples before by ``rise``."""
+    level = np.abs(audio).max(axis=1)
+    for t in times:
+        at = int(round(t * rate))
+        before = level[max(0, at - 64):at].max(initial=0.0)
+        after = level[at:at + int(0.01 * rate)].max()
+        assert after > before + rise, f"no onset at {t:.3f} s"
+
+
 def _ring_time(audio: np.ndarray, start: int, rate: int, *, below_db: float = 30.0) -> float:
     """Seconds from a hit's peak until its 10 ms RMS envelope first falls ``below_db`` under that peak."""
     x = audio[start:start + int(0.45 * rate)].mean(axis=1)
@@ -47,12 +57,7 @@ def test_demo_renders_identically_with_every_hit_where_the_file_says(demo):
     rate = output_rate(PRESET)
     times = _note_times(GROOVE)
     assert len(times) == 24
-    level = np.abs(demo).max(axis=1)
-    for t in times:
-        at = int(round(t * rate))
-        before = level[max(0, at - 64):at].max(initial=0.0)
-        after = level[at:at + int(0.01 * rate)].max()
-        assert after > before + 0.05, f"no onset at {t:.3f} s"
+    _assert_onsets(demo, times, rate, rise=0.05)
 
 
 def test_decay_knob_automation_shortens_the_later_kicks(demo):
@@ -106,9 +111,4 @@ def test_kit_groove_renders_identically_with_every_hit_where_the_file_says():
     rate = output_rate(KIT)
     times = sorted(set(_note_times(KIT_GROOVE)))
     assert len(times) >= 30
-    level = np.abs(demo).max(axis=1)
-    for t in times:
-        at = int(round(t * rate))
-        before = level[max(0, at - 64):at].max(initial=0.0)
-        after = level[at:at + int(0.01 * rate)].max()
-        assert after > before + 0.02, f"no onset at {t:.3f} s"
+    _assert_onsets(demo, times, rate, rise=0.02)

@@ -612,7 +612,7 @@ def _record(epoch: int, train_m: dict[str, float], val: dict[str, Any], baseline
             n_train: int) -> dict[str, Any]:
     losses = _LOSSES
     return {"epoch": epoch, **{f"train_{k}": v for k, v in train_m.items()},
-            **{f"val_{k}": val[k] for k in losses},
+            **{f"val_{k}": val[k] for k in losses if k != "consistency"},  # a training-only term
             "val_recon_ratio": val["recon"] / baseline if baseline > 0 else math.nan,
             **{f"latent_{k}": v for k, v in val.items() if k not in losses and k != "kl_per_dim"},
             "perf_epoch_seconds": seconds, "perf_samples_per_s": n_train / max(seconds, 1e-9)}
