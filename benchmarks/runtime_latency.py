@@ -80,7 +80,7 @@ def run(args) -> dict:
     result = {
         "machine_load": _load(), "realtime_jackd": server.realtime, "seconds": args.seconds, "exit_status": rc,
         "notes_sent": sent_notes, "notes_seen_by_recorder": len(notes), "notes_played": stats.get("notes"),
-        "onsets": count_onsets(recorder.audio), "missing_onsets": int(sum(h is None for h, _ in hits)),
+        "onsets": count_onsets(recorder.audio, seen=recorder.seen), "missing_onsets": int(sum(h is None for h, _ in hits)),
         "cc_sent": sent_cc, "cc_applied": stats.get("cc"),
         "latency_frames": {"period": PERIOD, "median": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
                            "max": float(lat.max()) if lat.size else None,

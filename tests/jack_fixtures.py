@@ -6,7 +6,11 @@
   server's own xruns (``JackTimedDriver::Process XRun``) and the clients it blames (``JackEngine::XRun: client = X
   was not finished, state = S``) are the context for a client's underflow count. ``KICKSPACE_JACK_REALTIME=1``
   starts it with ``-R`` instead (realtime scheduling, where the system allows it). Skips, saying why, when ``jackd``
-  is not on PATH.
+  is not on PATH. In jackd2's (default) asynchronous mode a MIDI client that misses a cycle leaves its previous
+  buffer in place, so a reader gets those events twice, and a reader that misses a cycle loses that cycle's
+  events: :meth:`JackServer.midi_misses` counts those cycles, the most a MIDI count can be off by that is JACK's
+  doing (seen in CI: 164 notes played of 160 sent, 46 CCs of 48). Synchronous mode (``-S``) was measured as the
+  alternative and is worse here: beside a busy process the dummy driver then missed 1 cycle in 6.
 - :class:`Recorder`: a JACK client (the ``JACK-Client`` package) recording audio inputs and the MIDI events it
   receives, both indexed by JACK frame time, so note -> onset latency is measured in frames on one clock.
 - :class:`Sender`: a python-rtmidi JACK MIDI output (a second client, no mocks).
@@ -149,6 +153,11 @@ class JackServer:
         return {"driver": text.count("JackTimedDriver::Process XRun"), "clients": dict(blamed),
                 "late_finish": len(re.findall(r"JackEngine::XRun: client \S+ finished after", text))}
 
+    def midi_misses(self, clients: list[str], since: int = 0) -> int:
+        """Cycles after log character ``since`` that any of ``clients`` (JACK client names) did not finish in time:
+        each can repeat (a late sender) or drop (a late reader) one cycle's MIDI events."""
+        return sum(n for key, n in self.xrun_report(since)["clients"].items() if key.split(" (")[0] in clients)
+
     def log_size(self) -> int:
         return len(self.log())
 
@@ -201,7 +210,8 @@ class Recorder:
     """Records ``sources`` (audio output ports) and MIDI from a MIDI input port, indexed by JACK frame time.
 
     ``audio[i]`` is the sample at frame ``t0 + i`` (``t0`` = the first cycle's frame time); cycles the client missed
-    stay zero and False in ``seen``. ``events`` holds ``(frame - t0, bytes)``.
+    stay zero and False in ``seen``. ``events`` holds ``(frame - t0, bytes)``; ``xrun_frames`` the frame (same
+    origin, as JACK estimates it when it tells this client) of every server xrun.
     """
 
     def __init__(self, name: str, seconds: float, *, channels: int = 1) -> None:
@@ -216,12 +226,20 @@ class Recorder:
         self.t0: int | None = None
         self.cycles = 0
         self.xruns = 0
+        self.xrun_frames: list[int] = []
         self.client.set_process_callback(self._process)
         self.client.set_xrun_callback(self._xrun)
         self.client.activate()
 
     def _xrun(self, _delay) -> None:
         self.xruns += 1
+        if self.t0 is not None:
+            self.xrun_frames.append(self.client.frame_time - self.t0)
+
+    def disturbed(self, frame: int, *, before: int = 4 * PERIOD, after: int = 8 * PERIOD) -> bool:
+        """Whether a server xrun was reported from ``before`` frames before ``frame`` to ``after`` frames after it:
+        a note there may reach any client a cycle or two late, whatever the player does."""
+        return any(frame - before <= x <= frame + after for x in self.xrun_frames)
 
     def _process(self, frames: int) -> None:
         now = self.client.last_frame_time
@@ -373,6 +391,8 @@ class Rig:
                  extra: list[str] | None = None) -> None:
         self.sender = sender
         self.player = PlayerProcess(preset, workdir, client=f"ks-{name}", extra=extra)
+        # the JACK clients MIDI passes through on its way to the player (see JackServer.midi_misses)
+        self.midi_clients = [sender.port.split(":")[0], self.player.midi_in.split(":")[0]]
         try:
             self.recorder = Recorder(f"rec-{name}", seconds, channels=2)
             self.recorder.connect_audio(self.player.outputs)
@@ -408,9 +428,17 @@ def onsets_after(audio: np.ndarray, frames: list[int], *, window: int, threshold
     return out
 
 
-def count_onsets(audio: np.ndarray, *, threshold: float = 1e-3, quiet: int = 1200) -> int:
-    """Separate sounds in ``audio``: runs above ``threshold`` split by at least ``quiet`` quiet frames."""
-    loud = np.flatnonzero(np.abs(audio[:, 0]) > threshold)
+def count_onsets(audio: np.ndarray, *, seen: np.ndarray | None = None, threshold: float = 1e-3,
+                 quiet: int = 1200) -> int:
+    """Separate sounds in ``audio``: runs above ``threshold`` split by at least ``quiet`` quiet frames.
+
+    ``seen`` (:attr:`Recorder.seen`): only recorded frames count, loud or quiet, so a run of cycles the recorder
+    missed neither splits one sound in two nor passes for silence between two.
+    """
+    seen = np.ones(audio.shape[0], bool) if seen is None else seen
+    loud = np.flatnonzero(seen & (np.abs(audio[:, 0]) > threshold))
     if loud.size == 0:
         return 0
-    return 1 + int(np.sum(np.diff(loud) > quiet))
+    seen_before = np.cumsum(seen)  # recorded frames up to and including each index
+    quiet_between = seen_before[loud[1:]] - seen_before[loud[:-1]] - 1
+    return 1 + int(np.sum(quiet_between > quiet))

