@@ -50,8 +50,8 @@ preset-kicks: venv
 	$(BIN)/trainer synth out/synth-kicks --n 1500 --seed 7
 	$(BIN)/trainer fit out/kicks-train/kick out/synth-kicks --config configs/kick-controls.toml --out runs/kicks \
 	    --cache $(KCACHE) --no-progress --set train.threads=1 train.epochs=$(KEPOCHS)
-	$(BIN)/trainer axes runs/kicks --data out/kicks-train/kick --cache $(KCACHE)
-	$(BIN)/trainer cluster runs/kicks --data out/kicks-train/kick --cache $(KCACHE)
+	$(BIN)/trainer axes runs/kicks --data out/kicks-train/kick --cache $(KCACHE) --anchors 8
+	$(BIN)/trainer cluster runs/kicks --data out/kicks-train/kick --cache $(KCACHE) --components 4
 	$(BIN)/trainer evaluate runs/kicks --data out/kicks-heldout/kick --train-data out/kicks-train/kick \
 	    out/synth-kicks --cache $(KCACHE)
 	$(BIN)/python -m export onnx runs/kicks --out presets/kicks

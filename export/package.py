@@ -180,7 +180,8 @@ def _centroid_pads(path: Path | None, *, latent: int, labels: tuple[str, ...]) -
         z = tuple(float(v) for v in record["z"])
         if len(z) != latent or not all(math.isfinite(v) for v in z):
             raise ConfigError(f"{path.name}: centroids[{i}].z", f"must be {latent} finite numbers")
-        pads.append(Pad(note=36 + i, name=f"cluster {record.get('id', i)}", anchor=z))
+        name = str(record.get("name") or f"cluster {record.get('id', i)}")
+        pads.append(Pad(note=36 + i, name=name, anchor=z))
     return tuple(pads)
 
 

@@ -46,9 +46,11 @@ def test_punch_is_higher_for_a_held_body_than_for_a_plain_decay():
     sine = np.sin(2 * np.pi * 60.0 * t)
     plain = descriptors.describe(sine * np.exp(-t / 0.1), SR)["punch"]
     held = descriptors.describe(sine * np.minimum(1.0, np.exp(-(t - 0.15) / 0.1)), SR)["punch"]
-    assert plain == pytest.approx(3.0 / 20.0, abs=0.05)  # any exponential: 3 dB / 20 dB of the same slope
-    assert held == pytest.approx((0.15 + 0.1 * np.log(10 ** 0.15)) / (0.15 + 0.1 * np.log(10)), abs=0.05)
-    assert held > 2.5 * plain
+    tail = 0.1 * np.log(10)  # an exponential falls 20 dB in ln(10) time constants, with mean 0.9 / ln(10) of its peak
+    assert plain == pytest.approx(0.9 / np.log(10), abs=0.02)  # any exponential, whatever its time constant
+    # 150 ms at full level, then the same decay (the 40 ms window rounds the corner: 0.60 measured)
+    assert held == pytest.approx((0.15 + 0.9 * 0.1) / (0.15 + tail), abs=0.04)
+    assert held > 1.5 * plain
 
 
 def test_brightness_is_the_centroid_above_500_hz_and_ignores_the_fundamental():

@@ -114,12 +114,14 @@ def test_encoder_graph_matches_torch_encoder(tmp_path):
 def test_centroids_become_pads(tmp_path):
     run = _run(tmp_path)
     (run / "analysis").mkdir()
-    records = [{"id": 0, "z": [0.1, 0.2, 0.3, 0.4], "weight": 0.2}, {"id": 1, "z": [1, 1, 1, 1], "weight": 0.8}]
+    records = [{"id": 0, "z": [0.1, 0.2, 0.3, 0.4], "weight": 0.2},
+               {"id": 1, "name": "deep long", "z": [1, 1, 1, 1], "weight": 0.8}]
     (run / "analysis" / "centroids.json").write_text(json.dumps({"centroids": records}))
     export_run(run, out=tmp_path / "p", n_iter=0, optimize=False)
     pads = load_preset(tmp_path / "p").pads
     assert [p.note for p in pads] == [36, 37]
     assert pads[0].anchor == (1.0, 1.0, 1.0, 1.0), "the biggest cluster goes on the first pad"
+    assert [p.name for p in pads] == ["deep long", "cluster 0"]  # the cluster's character name, else its id
 
 
 def test_export_refuses_what_it_cannot_write(tmp_path, capsys):

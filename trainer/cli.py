@@ -256,6 +256,8 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
                                    "centroids.json for pad anchors.")
     _run_arguments(p, data="required")
     p.add_argument("--max-components", type=int, default=10, help="largest GMM tried (default 10)")
+    p.add_argument("--components", type=int, default=None,
+                   help="use this many clusters (pads) instead of the BIC's choice; the BIC curve is still reported")
     p.add_argument("--no-audio", action="store_true", help="no WAV per sample in the projector")
     p.set_defaults(handler=_run_cluster)
 
@@ -264,9 +266,10 @@ def _run_cluster(args: argparse.Namespace) -> int:
     from trainer.analysis.cluster import cluster
 
     run, corpus, out = _load_run_and_data(args)
-    report = cluster(run, corpus, out=out, max_components=args.max_components, seed=args.seed,
-                     projector_audio=not args.no_audio)
-    print(f"{report['components']} clusters; wrote {out / 'centroids.json'} and {out / 'clusters.md'}")
+    report = cluster(run, corpus, out=out, max_components=args.max_components, components=args.components,
+                     seed=args.seed, projector_audio=not args.no_audio)
+    names = ", ".join(r["name"] for r in report["centroids"])
+    print(f"{report['components']} clusters (BIC prefers {report['bic_components']}): {names}; wrote {out / 'centroids.json'} and {out / 'clusters.md'}")
     return 0
 
 

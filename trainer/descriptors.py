@@ -10,10 +10,12 @@ name          unit    definition
 ============  ======  ================================================================================
 sub           dB      energy below 60 Hz (the sub-bass band) re total energy: the low-end weight a
                       producer's "sub" knob means. A sub-octave layer or a lower-tuned body both raise it
-punch         ratio   hold ratio: time from the onset until the envelope (40 ms RMS) falls 3 dB below
-                      its peak, divided by the time until it falls 20 dB below. About 0.15-0.2 for a
-                      plain exponential decay of any length, towards 1 as the body is held at full level
-                      (saturation, compression): a dense, punchy body rather than a ping
+punch         ratio   body fill: mean of the envelope (40 ms RMS, linear, re its peak) from the onset
+                      until it first falls 20 dB below the peak. 0.39 for a plain exponential decay of any length,
+                      towards 1 as the body is held at full level (saturation, compression): a dense,
+                      punchy body rather than a ping. Continuous in the envelope's shape, unlike a
+                      hold-time ratio (time to -3 dB / time to -20 dB), which jumps when a plateau crosses
+                      -3 dB and made a knob read as a switch
 click         dB      energy above 5 kHz in the first 10 ms re all energy in the first 10 ms
 brightness    Hz      spectral centroid of the energy above 500 Hz from 20 ms after the onset (faded in
                       over 5 ms): the tone of the body's harmonics and noise. The fundamental is left out
@@ -55,7 +57,7 @@ _SUB_BAND_HZ = 60.0
 _HOP_S = 0.001
 _ENVELOPE_S = 0.01
 _PUNCH_ENVELOPE_S = 0.04
-_PUNCH_DB = (3.0, 20.0)
+_PUNCH_FLOOR = 0.1  # -20 dB
 _CLICK_BAND_HZ = 5000.0
 _CLICK_S = 0.01
 _BRIGHT_FROM_HZ = 500.0
@@ -157,12 +159,15 @@ def sub_db(x: np.ndarray, sample_rate: int) -> float:
 
 
 def punch_ratio(x: np.ndarray, sample_rate: int) -> float:
-    """Hold ratio of the 40 ms RMS envelope, from the onset: time to fall 3 dB / time to fall 20 dB (0..1)."""
-    env_db = _envelope_db(x, sample_rate, _PUNCH_ENVELOPE_S)
-    peak = int(np.argmax(env_db))
-    hold = peak * _HOP_S + _crossing_s(env_db, peak, env_db[peak] - _PUNCH_DB[0], _HOP_S)
-    fall = peak * _HOP_S + _crossing_s(env_db, peak, env_db[peak] - _PUNCH_DB[1], _HOP_S)
-    return float(hold / fall) if fall > 0.0 else 0.0
+    """Body fill: mean of the 40 ms RMS envelope re its peak, from the onset until it first falls 20 dB below the
+    peak after the peak (0..1]. From the onset, not the peak: on a held body the peak is anywhere on the plateau."""
+    env = envelope(x, sample_rate, window_s=_PUNCH_ENVELOPE_S, hop_s=_HOP_S)
+    peak = int(np.argmax(env))
+    if env[peak] <= _TINY:
+        return 0.0
+    body = env / env[peak]
+    below = np.flatnonzero(body[peak:] < _PUNCH_FLOOR)
+    return float(body[:peak + below[0] if below.size else body.size].mean())
 
 
 def click_db(x: np.ndarray, sample_rate: int) -> float:
