@@ -192,6 +192,7 @@ class Controller:
             return False
         if message.type == "note_on" and message.velocity > 0:
             self.engine.note_on(message.note, message.velocity, offset)
+            self.worker.focus = message.note  # its next sound renders first
         elif message.type == "control_change":
             if self.state.set_cc(message.control, message.value):
                 self.worker.request(self.state.requests(self.model))

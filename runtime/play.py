@@ -111,17 +111,19 @@ def rss_mb() -> float:
 class LiveWorker(RenderWorker):
     """The render worker, timing itself: render time per batch, knob -> new-sound-ready time, its CPU seconds.
 
-    ``ready_ms``: for every swapped-in batch, time from the oldest knob move it serves (the MIDI event time the
-    control thread stamped in :attr:`stamp`) to the moment the new buffers are in the engine.
+    ``ready_ms``: for every render, time from the oldest knob move it serves (the MIDI event time the control
+    thread stamped in :attr:`stamp`) to the moment the first new buffer is in the engine: the pad played last
+    (:attr:`RenderWorker.focus`), which is rendered before the others. ``render_ms``: the whole render, all pads.
     """
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
+        super().__init__(engine, split_pads=True)
         self.stamp: float | None = None
         self.render_ms: collections.deque = collections.deque(maxlen=100000)
         self.ready_ms: collections.deque = collections.deque(maxlen=100000)
         self.cpu_s = 0.0
         self._since: dict[int, float] = {}
+        self._serving: list[float] = []
 
     def request(self, requests, *, replace: bool = False) -> None:
         requests = list(requests)
@@ -135,14 +137,16 @@ class LiveWorker(RenderWorker):
 
     def _render(self, batch, generation) -> None:
         with self._cond:
-            since = [self._since.pop(note) for note in batch if note in self._since]
+            self._serving = [self._since.pop(note) for note in batch if note in self._since]
         t0, c0 = time.monotonic(), time.thread_time()
         super()._render(batch, generation)
-        t1 = time.monotonic()
         self.cpu_s += time.thread_time() - c0
-        self.render_ms.append((t1 - t0) * 1e3)
-        if since:
-            self.ready_ms.append((t1 - min(since)) * 1e3)
+        self.render_ms.append((time.monotonic() - t0) * 1e3)
+
+    def _swapped(self, notes) -> None:
+        if self._serving:
+            self.ready_ms.append((time.monotonic() - min(self._serving)) * 1e3)
+            self._serving = []
 
 
 class Player:

@@ -43,6 +43,59 @@ def test_rapid_knob_changes_render_once_with_the_final_state(model):
     np.testing.assert_allclose(final[body], dc_block(_kick(1.0), RATE)[body], atol=1e-4)
 
 
+class _Order(RenderWorker):
+    """Records which pads each swap brought in."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.swaps: list[list[int]] = []
+
+    def _swapped(self, notes):
+        self.swaps.append(notes)
+
+
+def test_the_pad_played_last_renders_alone_first_and_sounds_the_same(model):
+    engine = Engine(RATE, 128, channels=1)
+    worker = _Order(engine)
+    worker.request(_requests(model, 0.5, notes=(36, 37, 38, 39)))
+    worker.render_now()
+    assert worker.swaps == [[36, 37, 38, 39]] and worker.stats.decode_calls == 1  # no focus yet: one batch
+    batched = engine.pad_buffer(38).copy()
+    worker.focus = 38  # the player's note path sets this on every note-on
+    worker.request(_requests(model, 0.5, notes=(36, 37, 38, 39)))
+    worker.render_now()
+    assert worker.swaps[1:] == [[38], [36, 37, 39]] and worker.stats.decode_calls == 3
+    np.testing.assert_allclose(engine.pad_buffer(38), batched, atol=1e-6)  # alone or batched: the same sound
+    worker.focus = 40  # a pad with nothing pending: plain batching
+    worker.request(_requests(model, 0.25, notes=(36, 37)))
+    worker.render_now()
+    assert worker.swaps[3:] == [[36, 37]]
+
+
+class _Sweeping(_Order):
+    """A knob that keeps moving: a newer request for every pad arrives while the first pad renders."""
+
+    def _swapped(self, notes):
+        super()._swapped(notes)
+        if len(self.swaps) == 1:
+            self.request(_requests(self.model, 0.75, notes=(36, 37, 38)))
+
+
+def test_live_worker_renders_pads_one_by_one_and_skips_superseded_ones(model):
+    engine = Engine(RATE, 128, channels=1)
+    worker = _Sweeping(engine)
+    worker.model, worker.split_pads, worker.focus = model, True, 37
+    worker.request(_requests(model, 0.25, notes=(36, 37, 38)))
+    worker.render_now()
+    assert worker.swaps == [[37]]  # 36 and 38 of the old state are skipped: their newer requests are pending
+    worker.render_now()
+    assert worker.swaps[1:] == [[37], [36], [38]] and worker.stats.decode_calls == 4
+    reference = RenderWorker(Engine(RATE, 128, channels=1))
+    reference.request(_requests(model, 0.75, notes=(36,)))
+    reference.render_now()
+    np.testing.assert_allclose(engine.pad_buffer(36), reference.engine.pad_buffer(36), atol=1e-6)  # the latest state
+
+
 def test_requests_while_running_end_on_the_latest_state(model):
     engine = Engine(RATE, 128, channels=1)
     worker = RenderWorker(engine)
