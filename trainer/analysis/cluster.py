@@ -109,10 +109,12 @@ def character(members: np.ndarray, descriptors: np.ndarray, *, words: int = 2) -
         corpus median (in interquartile ranges, in control units), most distinctive first; "typical" when no
         descriptor is a quarter of an interquartile range away.
     """
+    if len(members) == 0:
+        return "typical"
     y = control_units(descriptors)
     cols = [DESCRIPTORS.index(name) for name in CHARACTER]
     q1, med, q3 = np.percentile(y[:, cols], [25, 50, 75], axis=0)
-    z = (np.median(y[members][:, cols], axis=0) - med) / np.maximum(q3 - q1, 1e-9) if len(members) else 0 * med
+    z = (np.median(y[members][:, cols], axis=0) - med) / np.maximum(q3 - q1, 1e-9)
     order = [j for j in np.argsort(-np.abs(z)) if abs(z[j]) >= 0.25][:words]
     return " ".join(CHARACTER[list(CHARACTER)[j]][0 if z[j] > 0 else 1] for j in order) or "typical"
 
