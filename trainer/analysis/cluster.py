@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from runtime.errors import KickspaceError
 from trainer.analysis import plots
 from trainer.analysis.latent import Run, conditions, decode, describe_audio, encode, to_audio
 from trainer.analysis.reports import table, write_json, write_text, write_wav
 from trainer.data.ingest import Corpus
-from runtime.errors import KickspaceError
 from trainer.descriptors import DESCRIPTORS, control_units
 
 PROJECTOR_COLUMNS = ("cluster", "class", "sub", "punch", "click", "brightness", "decay")
