@@ -1,7 +1,7 @@
 """Live runtime on JACK dummy: note -> onset latency, knob -> new-sound-ready time, worker CPU, xruns, RSS growth.
 
-    .venv/bin/python benchmarks/runtime_latency.py [--seconds 60] [--notes 16] [--cc 100] [--realtime]
-                                                    [--preset PATH] [--out results.json]
+    .venv/bin/python benchmarks/runtime_latency.py [--seconds 60] [--notes 16] [--cc 100] [--cc-pause S]
+                                                    [--realtime] [--preset PATH] [--out results.json]
 
 Starts its own ``jackd -d dummy -r 48000 -p 128`` under a unique server name (``--no-realtime`` unless
 ``--realtime``), runs ``python -m runtime play --quiet`` as a subprocess (default preset: the tiny 48 kHz linear kick
@@ -13,10 +13,14 @@ and records its outputs and the same MIDI with a JACK-Client recorder on one fra
 Reported:
 
 * note -> onset latency (frames and ms): recorder frame of the MIDI note-on -> first output sample above 1e-3;
-* knob -> ready (ms): player-side, MIDI timestamp of the oldest CC a render serves -> its buffers swapped in;
+* knob -> ready (ms): player-side, MIDI timestamp of the oldest CC a render serves -> the first new buffer (the pad
+  played last) swapped in: the preview decoder's sound when the model has one (``decoder_preview.onnx``);
+* knob rests -> full quality (ms): MIDI timestamp of the last CC -> the full decoder's buffer swapped in (only when
+  the sweep pauses long enough for a full render: ``--cc-pause``);
 * render worker CPU share: the worker thread's CPU seconds / wall seconds (``time.thread_time``);
-* xruns: output underflows the player's callback counted (PortAudio flags), with the JACK server's log as
-  context (the dummy driver's own xruns and the clients it blamed, by state);
+* xruns: output underflows the player's callback counted (PortAudio flags: on JACK they report every server
+  xrun, whoever caused it), with the JACK server's log as context (the dummy driver's own xruns and the clients it
+  blamed, by state) and the do-nothing recorder's count beside them;
 * RSS growth: player RSS at the end minus at 2 s.
 
 Goals (the runtime issue): latency <= one period added, knob -> ready <= 20 ms, 0 xruns, RSS growth < 5 MB.
@@ -65,6 +69,8 @@ def run(args) -> dict:
                 step += 2
                 sent_cc += 1
                 next_cc += 1.0 / args.cc
+                if args.cc_pause and step % 50 == 0:  # every 25 messages the knob rests
+                    next_cc += args.cc_pause
             time.sleep(max(0.0, min(next_note, next_cc) - time.monotonic()))
         time.sleep(0.5)
         rc, stats = player.interrupt()
@@ -92,12 +98,16 @@ def run(args) -> dict:
                            else None},
         "latency_ms": {"median": pct(lat * 1e3 / RATE, 50), "p95": pct(lat * 1e3 / RATE, 95),
                        "max": round(float(lat.max() * 1e3 / RATE), 3) if lat.size else None},
-        "knob_to_ready_ms": stats.get("ready_ms"), "render_ms": stats.get("render_ms"),
-        "renders": stats.get("renders"), "worker_cpu_share": stats.get("worker_cpu_share"),
+        "knob_to_ready_ms": stats.get("ready_ms"), "knob_rests_to_full_quality_ms": stats.get("final_ms"),
+        "render_ms": stats.get("render_ms"), "preview_iterations": stats.get("preview_iterations"),
+        "previews": stats.get("previews"), "renders": stats.get("renders"),
+        "cancelled_full_renders": stats.get("cancelled_renders"), "worker_cpu_share": stats.get("worker_cpu_share"),
         "player_cpu_share": round(stats.get("process_cpu_s", 0) / max(stats.get("wall_s", 1), 1e-9), 4),
         "xruns_player_callback": stats.get("underflows"), "blocks": stats.get("blocks"),
         "max_callback_ms": stats.get("max_callback_ms"), "recorder_xrun_callbacks": recorder.xruns,
         "jack_server_log": xruns,
+        "server_xruns_blamed_on_the_player": sum(n for k, n in xruns["clients"].items()
+                                                 if k.split(" (")[0] in ("ks-bench", "ks-bench-midi")),
         "rss_start_mb": stats.get("rss_start_mb"), "rss_end_mb": stats.get("rss_end_mb"),
         "rss_growth_mb": round(stats.get("rss_end_mb", 0) - stats.get("rss_start_mb", 0), 2),
     }
@@ -123,6 +133,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--notes", type=float, default=16.0, help="notes per second")
     parser.add_argument("--cc", type=float, default=100.0, help="CC messages per second (a continuous sweep)")
+    parser.add_argument("--cc-pause", type=float, default=0.0,
+                        help="seconds the knob rests after every 25 CC messages (0: a sweep without pause)")
     parser.add_argument("--realtime", action="store_true", help="jackd -R instead of --no-realtime")
     parser.add_argument("--preset", default=None, help="preset to play (default: the tiny test model)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")

@@ -11,12 +11,13 @@ from runtime.errors import run_command
 
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
-    from export.package import DEFAULT_ITERATIONS
+    from export.package import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
     from export.phase import DEFAULT_INIT
 
     p = sub.add_parser("onnx", help="export a run as ONNX decoder + encoder graphs with a default preset",
                        description="Write OUT/decoder.onnx (z [+ label] -> audio, logmel: the decoder, mel inverse, "
                                    "K fast Griffin-Lim iterations from a precomputed phase, inverse STFT), "
+                                   "OUT/decoder_preview.onnx (the same with fewer iterations, for knobs in motion), "
                                    "OUT/encoder.onnx (audio [+ label] -> mu, logvar, log-mel front end inside) and "
                                    "OUT/preset.json (named axes on CC 20+, pads per class or cluster). The runtime "
                                    "plays the folder with onnxruntime alone. Parity with PyTorch is checked after "
@@ -27,6 +28,9 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint in the run folder (default best.pt)")
     p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
                    help=f"Griffin-Lim iterations K in the graph (default {DEFAULT_ITERATIONS})")
+    p.add_argument("--preview-iterations", type=int, default=DEFAULT_PREVIEW_ITERATIONS,
+                   help=f"iterations of OUT/decoder_preview.onnx, the cheaper render played while a knob moves "
+                        f"(default {DEFAULT_PREVIEW_ITERATIONS}; 0 writes none)")
     p.add_argument("--phase-init", default=DEFAULT_INIT,
                    help=f"initial phase: pghi (from the magnitude, in-graph; default), bin_advance, zero, random "
                         f"(default {DEFAULT_INIT})")
@@ -41,13 +45,14 @@ def _run_onnx(args: argparse.Namespace) -> int:
     from export.package import export_run
 
     result = export_run(args.run, out=args.out, checkpoint=args.checkpoint, n_iter=args.iterations,
-                        phase_init=args.phase_init, axes=args.axes, centroids=args.centroids,
-                        optimize=not args.no_optimize)
+                        preview_iterations=args.preview_iterations, phase_init=args.phase_init, axes=args.axes,
+                        centroids=args.centroids, optimize=not args.no_optimize)
     meta = result.metadata
     axes = ", ".join(a.name for a in meta.axes) or "none"
     labels = ", ".join(meta.labels) or "none (VAE)"
-    print(f"exported {result.folder}: latent {meta.latent}, K={meta.griffin_lim_iterations} ({meta.phase_init}), "
-          f"axes: {axes}; labels: {labels}")
+    preview = f", preview K={meta.preview_iterations}" if meta.preview_iterations else ""
+    print(f"exported {result.folder}: latent {meta.latent}, K={meta.griffin_lim_iterations} ({meta.phase_init})"
+          f"{preview}, axes: {axes}; labels: {labels}")
     print("parity onnxruntime vs torch (max abs; audio relative to peak): "
           + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()))
     return 0

@@ -1,7 +1,8 @@
 """``python -m export onnx``: a training run -> an exported model folder the runtime plays.
 
-The folder holds ``decoder.onnx`` (``z`` [+ ``label``] -> ``audio``, ``logmel``), ``encoder.onnx`` (``audio``
-[+ ``label``] -> ``mu``, ``logvar``) and ``preset.json`` (default knob and pad mapping). Both graphs carry the same
+The folder holds ``decoder.onnx`` (``z`` [+ ``label``] -> ``audio``, ``logmel``), ``decoder_preview.onnx`` (the
+same with fewer Griffin-Lim iterations, played while a knob moves), ``encoder.onnx`` (``audio`` [+ ``label``] ->
+``mu``, ``logvar``) and ``preset.json`` (default knob and pad mapping). Both graphs carry the same
 metadata, written through the runtime's own format module (``runtime.model``) so the two sides cannot drift; the
 run is read through ``trainer.checkpoint`` and the spectrogram transforms come from ``trainer.spec``.
 
@@ -33,6 +34,9 @@ from trainer.model import VAE
 from trainer.spec import SpectrogramSpec
 
 DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "Griffin-Lim phase pipeline"
+#: K of the preview decoder heard while a knob moves: 2 from the pghi start is 0.4 dB (mel) behind K = 8 at 42 % of
+#: its render time (benchmarks/README.md, "Griffin-Lim phase pipeline" and "Knob -> ready").
+DEFAULT_PREVIEW_ITERATIONS = 2
 PRESET_FILE = "preset.json"
 
 
@@ -74,7 +78,8 @@ class ExportResult:
 
 
 def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt", n_iter: int = DEFAULT_ITERATIONS,
-               phase_init: str = DEFAULT_INIT, axes: str | Path | None = None, centroids: str | Path | None = None,
+               preview_iterations: int = DEFAULT_PREVIEW_ITERATIONS, phase_init: str = DEFAULT_INIT,
+               axes: str | Path | None = None, centroids: str | Path | None = None,
                optimize: bool = True) -> ExportResult:
     """Export a run's decoder and encoder graphs, metadata and default preset into ``out``.
 
@@ -86,6 +91,9 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         Checkpoint inside the run (``best.pt`` or ``last.pt``).
     n_iter : int
         Griffin-Lim iterations K inside the decoder graph.
+    preview_iterations : int
+        Iterations of the preview decoder (``decoder_preview.onnx``, played while a knob moves); 0, or not fewer
+        than ``n_iter``, writes none.
     phase_init : str
         Initial phase (``export.phase.make_init``); must be computable without training audio.
     axes, centroids : path, optional
@@ -97,13 +105,17 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     path = _checkpoint_path(Path(run), checkpoint)
     model, spec, ckpt = load_model(path)
     _check_exportable(model, spec, n_iter)
+    if not isinstance(preview_iterations, int) or preview_iterations < 0:
+        raise ConfigError("preview_iterations", f"must be a non-negative integer, got {preview_iterations!r}")
+    preview_iterations = preview_iterations if preview_iterations < n_iter else 0
     analysis = path.parent / "analysis"
     axes_path = _optional(axes, analysis / "axes.json")
     centroids_path = _optional(centroids, analysis / "centroids.json")
     labels = tuple(ckpt.classes) if model.config.n_classes else ()  # a bank's folder name on an unconditioned VAE
     metadata = ModelMetadata(spec=spec.to_dict(), latent=model.code_size, labels=labels,
                              axes=_read_axes(axes_path, latent=model.code_size), griffin_lim_iterations=n_iter,
-                             phase_init=phase_init, training=training_summary(ckpt, source=path))
+                             preview_iterations=preview_iterations, phase_init=phase_init,
+                             training=training_summary(ckpt, source=path))
     init = make_init(phase_init, spec)
     decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init).eval()
     encoder = EncoderGraph(model, spec).eval()
@@ -120,9 +132,16 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     if pads:
         preset = dataclasses.replace(preset, pads=pads)
     preset.save(out / PRESET_FILE)
-    save_onnx(decoder, out / fmt.DECODER_FILE, (z, *extra), input_names=("z", *label_in),
-              output_names=("audio", "logmel"), metadata=meta, optimize=optimize)
-    parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec)
+    graphs = {fmt.DECODER_FILE: decoder}
+    if preview_iterations:
+        graphs[fmt.PREVIEW_FILE] = DecoderGraph(model, spec, n_iter=preview_iterations, init_phase=init).eval()
+    else:
+        (out / fmt.PREVIEW_FILE).unlink(missing_ok=True)  # a stale preview of an earlier export
+    for name in sorted(graphs, key=lambda n: n == fmt.DECODER_FILE):  # the decoder last (see the module docstring)
+        save_onnx(graphs[name], out / name, (z, *extra), input_names=("z", *label_in),
+                  output_names=("audio", "logmel"), metadata=meta, optimize=optimize)
+    parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec,
+                          preview=graphs.get(fmt.PREVIEW_FILE))
     return ExportResult(folder=out, metadata=metadata, parity=parity)
 
 
@@ -203,7 +222,7 @@ def _examples(model: VAE, spec: SpectrogramSpec) -> tuple[torch.Tensor, torch.Te
 
 @torch.no_grad()
 def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, model: VAE,
-                 spec: SpectrogramSpec, batch: int = 4) -> dict[str, float]:
+                 spec: SpectrogramSpec, batch: int = 4, preview: DecoderGraph | None = None) -> dict[str, float]:
     """Run both exported graphs through the runtime's loader and torch on the same inputs; max abs differences.
 
     Raises :class:`KickspaceError` when an output differs by more than :data:`PARITY_TOLERANCE` (``audio`` is
@@ -224,6 +243,10 @@ def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, 
     diffs = {"audio": float(np.abs(audio_o - audio_t.numpy()).max()) / peak,
              "logmel": float(np.abs(logmel_o - logmel_t.numpy()).max()),
              "mu": float(np.abs(mu_o - mu_t.numpy()).max()), "logvar": float(np.abs(logvar_o - logvar_t.numpy()).max())}
+    if preview is not None:
+        quick_t = preview(z, label)[0]
+        quick_o = loaded.decode(z.numpy(), label=labels, preview=True)[0]
+        diffs["preview"] = float(np.abs(quick_o - quick_t.numpy()).max()) / (float(quick_t.abs().max()) or 1.0)
     bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE[k]}
     if bad:
         raise KickspaceError(f"{folder}: onnxruntime and torch disagree beyond tolerance: {bad} "
@@ -232,4 +255,4 @@ def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, 
 
 
 #: Max abs difference onnxruntime vs torch (audio: relative to its peak).
-PARITY_TOLERANCE = {"audio": 5e-2, "logmel": 1e-4, "mu": 1e-3, "logvar": 1e-3}
+PARITY_TOLERANCE = {"audio": 5e-2, "preview": 5e-2, "logmel": 1e-4, "mu": 1e-3, "logvar": 1e-3}

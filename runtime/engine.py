@@ -12,11 +12,19 @@ once per block. It never runs inference, never blocks, never logs and allocates 
 - At most ``max_voices`` voices sound; a note beyond that steals the oldest voice, which fades out over ``fade_ms``
   in one of ``max_voices`` extra tail slots (a hard cut would click). Pads in the same choke group fade each other
   out the same way.
-- Gain per voice = pad gain * ``(velocity / 127) ** velocity_curve``; the sum is scaled by the output gain, then a
-  memoryless soft limiter passes ``|x| <= threshold`` unchanged and bends the rest smoothly towards 1
-  (``t + (1 - t) * tanh((|x| - t) / (1 - t))``), then a hard clip to [-1, 1] as the last guard. Buffers are made
-  finite and bounded when they are set, and a non-finite block (never expected) is zeroed before limiting, so
-  NaN/inf can never reach the output.
+- Gain per voice = pad gain * ``(velocity / 127) ** velocity_curve``; the sum is scaled by the output gain, then
+  limited in two stages:
+
+  1. a gain-riding peak limiter with one block of look-ahead and no added latency: each block's peak sets the gain
+     that brings it to the threshold ``t``, and the gain moves from the previous block's value towards it along
+     an exponential curve, fast (``attack_ms``) when it must fall, slow (``release_ms``) when it may rise, so a
+     mix that is too hot is turned down as a whole instead of having its waveform bent (no added harmonics once
+     the gain has settled);
+  2. a memoryless soft knee for what gets past the attack: ``|x| <= t`` unchanged, the rest bent smoothly towards
+     1 (``t + (1 - t) * tanh((|x| - t) / (1 - t))``), then a hard clip to [-1, 1] as the last guard.
+
+  A mix that never exceeds ``t`` passes bit-exact. Buffers are made finite and bounded when they are set, and a
+  non-finite block (never expected) is zeroed before limiting, so NaN/inf can never reach the output.
 """
 
 from __future__ import annotations
@@ -102,12 +110,15 @@ class Engine:
     output_gain : float
         Linear master gain before the limiter.
     limiter_threshold : float
-        Level below which the limiter is exactly transparent (0 < threshold < 1).
+        Level below which the limiter is exactly transparent, and the peak it rides a loud mix down to
+        (0 < threshold < 1).
+    attack_ms, release_ms : float
+        Time constants of the limiter's gain when it falls and when it recovers.
     """
 
     def __init__(self, sample_rate: int, blocksize: int, *, channels: int = 2, max_voices: int = 16,
                  fade_ms: float = 5.0, velocity_curve: float = 1.0, output_gain: float = 1.0,
-                 limiter_threshold: float = 0.8) -> None:
+                 limiter_threshold: float = 0.8, attack_ms: float = 0.5, release_ms: float = 80.0) -> None:
         if max_voices < 1 or blocksize < 1 or channels < 1 or not 0.0 < limiter_threshold < 1.0:
             raise ValueError("max_voices, blocksize and channels must be >= 1 and limiter_threshold in (0, 1)")
         self.sample_rate = int(sample_rate)
@@ -133,6 +144,13 @@ class Engine:
         self._counter = 0
         shape = (self.blocksize, self.channels)
         self._seg, self._abs, self._tmp = (np.zeros(shape, np.float32) for _ in range(3))
+        n = np.arange(1, self.blocksize + 1, dtype=np.float64)[:, None]
+        # [blocksize, channels] like the block: an in-place multiply that broadcasts would allocate a temporary
+        self._attack, self._release = (
+            np.repeat(1.0 - np.exp(-n / max(ms * 1e-3 * self.sample_rate, 1e-9)), self.channels, axis=1)
+            .astype(np.float32) for ms in (attack_ms, release_ms))
+        self._gain_curve = np.ones(shape, np.float32)
+        self.limiter_gain = 1.0  # the limiter's gain at the end of the last block (1: not limiting)
         self.dropped = 0  # note-ons for pads without a buffer yet
 
     # ---------------------------------------------------------------- any thread (non-blocking, allocation allowed)
@@ -283,10 +301,28 @@ class Engine:
         self._limit(out, frames)
 
     def _limit(self, out: np.ndarray, frames: int) -> None:
-        """Soft limiter in place: identity below the threshold, tanh knee above, never beyond +-1."""
-        t = self.threshold
-        mag, excess = self._abs[:frames], self._tmp[:frames]
+        """Gain-riding limiter, then the soft knee, in place (see the module docstring)."""
+        t, mag = self.threshold, self._abs[:frames]
         np.abs(out, out=mag)
+        peak = float(mag.max())
+        need = t / peak if peak > t else 1.0
+        start = self.limiter_gain
+        if need != 1.0 or start != 1.0:
+            curve = self._attack if need < start else self._release
+            gain = self._gain_curve[:frames]
+            np.multiply(curve[:frames], need - start, out=gain)
+            gain += start
+            out *= gain
+            end = float(gain[frames - 1, 0])
+            self.limiter_gain = 1.0 if end > 0.9999 else end  # released: bit-exact again
+            np.abs(out, out=mag)
+        self._knee(out, mag, frames)
+
+    def _knee(self, out: np.ndarray, mag: np.ndarray, frames: int) -> None:
+        """Memoryless soft knee in place on ``out`` with ``mag = |out|``: identity below the threshold, tanh above,
+        never beyond +-1."""
+        t = self.threshold
+        excess = self._tmp[:frames]
         np.subtract(mag, t, out=excess)
         np.maximum(excess, 0.0, out=excess)
         excess *= 1.0 / (1.0 - t)

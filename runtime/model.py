@@ -9,7 +9,10 @@ Graph contracts (DESIGN.md, "Exported model"):
 
 - decoder: ``z`` float32 ``[B, latent]`` (+ ``label`` int64 ``[B]`` for a CVAE) -> ``audio`` float32
   ``[B, samples]`` and ``logmel`` float32 ``[B, bins, frames]``;
-- encoder: ``audio`` float32 ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` float32 ``[B, latent]``.
+- encoder: ``audio`` float32 ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` float32 ``[B, latent]``;
+- preview decoder (optional): the decoder's inputs and outputs with fewer Griffin-Lim iterations
+  (``preview_iterations``), so a knob that is moving can be heard at a fraction of the render cost; the full decoder
+  follows when the knob rests.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "kickspace"
 DECODER_FILE = "decoder.onnx"
 ENCODER_FILE = "encoder.onnx"
+PREVIEW_FILE = "decoder_preview.onnx"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class ModelMetadata:
         K, the Griffin-Lim iterations inside the decoder graph.
     phase_init : str
         Name of the precomputed initial phase.
+    preview_iterations : int
+        Griffin-Lim iterations of the optional preview decoder graph (0: the model has none).
     training : dict
         Training summary (data, epochs, losses, ...).
     """
@@ -84,6 +90,7 @@ class ModelMetadata:
     axes: tuple[Axis, ...] = ()
     griffin_lim_iterations: int = 0
     phase_init: str = ""
+    preview_iterations: int = 0
     training: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -135,12 +142,35 @@ class ModelMetadata:
                      for i, a in enumerate(data.get("axes", ())))
         return cls(spec=dict(data["spec"]), latent=latent, labels=tuple(data.get("labels", ())), axes=axes,
                    griffin_lim_iterations=int(data.get("griffin_lim_iterations", 0)),
-                   phase_init=str(data.get("phase_init", "")), training=dict(data.get("training", {})))
+                   phase_init=str(data.get("phase_init", "")),
+                   preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})))
 
 
 def _fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     """Refuse unknown keys by name."""
     return check_fields(data, cls, where=where)
+
+
+class RenderCancelled(Exception):
+    """A decode stopped early through its :class:`CancelToken` (the caller asked for it: not an error)."""
+
+
+class CancelToken:
+    """Stops one :meth:`ExportedModel.decode` in flight from another thread.
+
+    Wraps onnxruntime's ``RunOptions.terminate``: the graph run ends at its next node (measured: about 2 ms into a
+    9 ms render) and ``decode`` raises :class:`RenderCancelled`. One token serves one decode.
+    """
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+
+        self.run_options = ort.RunOptions()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.run_options.terminate = True
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:
@@ -207,10 +237,27 @@ class ExportedModel:
                 raise KickspaceError(f"{encoder_path}: encoder and decoder come from different exports")
             _check_io(self._encoder, encoder_path, inputs={"audio": "tensor(float)", **label},
                       outputs=("mu", "logvar"))
+        self._preview = self._open_preview(threads=threads, inputs={"z": "tensor(float)", **label})
+
+    def _open_preview(self, *, threads: int, inputs: dict[str, str]):
+        path = self.folder / PREVIEW_FILE
+        if not path.exists():
+            return None
+        session = _session(path, threads=threads)
+        if _metadata_of(session, path) != self.metadata or not self.metadata.preview_iterations:
+            raise KickspaceError(f"{path}: the preview decoder and {DECODER_FILE} come from different exports; "
+                                 f"re-export the model or delete {PREVIEW_FILE}")
+        _check_io(session, path, inputs=inputs, outputs=("audio", "logmel"))
+        return session
 
     @property
     def has_encoder(self) -> bool:
         return self._encoder is not None
+
+    @property
+    def has_preview(self) -> bool:
+        """Whether the folder has a preview decoder (fewer Griffin-Lim iterations, for knobs in motion)."""
+        return self._preview is not None
 
     def _label_feed(self, label: np.ndarray | int | None, batch: int) -> dict[str, np.ndarray]:
         if not self.metadata.conditional:
@@ -222,12 +269,30 @@ class ExportedModel:
             raise KickspaceError(f"label index out of range 0..{len(self.metadata.labels) - 1}: {ids.tolist()}")
         return {"label": ids}
 
-    def decode(self, z: np.ndarray, *, label: np.ndarray | int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Latent ``[B, latent]`` -> (audio ``[B, samples]``, logmel ``[B, bins, frames]``), float32."""
+    def decode(self, z: np.ndarray, *, label: np.ndarray | int | None = None, preview: bool = False,
+               cancel: "CancelToken | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """Latent ``[B, latent]`` -> (audio ``[B, samples]``, logmel ``[B, bins, frames]``), float32.
+
+        ``preview=True`` runs the preview decoder when the model has one (the same sound with
+        ``metadata.preview_iterations`` Griffin-Lim iterations), else the full one. ``cancel``: a token another
+        thread may trigger to stop this run early; the call then raises :class:`RenderCancelled`.
+        """
         z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float32)
         if z.shape[1] != self.metadata.latent:
             raise KickspaceError(f"z has {z.shape[1]} dimensions, the model's latent size is {self.metadata.latent}")
-        audio, logmel = self._decoder.run(["audio", "logmel"], {"z": z, **self._label_feed(label, z.shape[0])})
+        session = self._preview if preview and self._preview is not None else self._decoder
+        feed = {"z": z, **self._label_feed(label, z.shape[0])}
+        if cancel is None:
+            audio, logmel = session.run(["audio", "logmel"], feed)
+            return audio, logmel
+        try:
+            audio, logmel = session.run(["audio", "logmel"], feed, run_options=cancel.run_options)
+        except Exception:
+            if cancel.cancelled:
+                raise RenderCancelled() from None
+            raise
+        if cancel.cancelled:
+            raise RenderCancelled()  # cancelled after the last node ran: the caller no longer wants this sound
         return audio, logmel
 
     def encode(self, audio: np.ndarray, *, label: np.ndarray | int | None = None) -> tuple[np.ndarray, np.ndarray]:

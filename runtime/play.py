@@ -111,19 +111,26 @@ def rss_mb() -> float:
 class LiveWorker(RenderWorker):
     """The render worker, timing itself: render time per batch, knob -> new-sound-ready time, its CPU seconds.
 
-    ``ready_ms``: for every render, time from the oldest knob move it serves (the MIDI event time the control
-    thread stamped in :attr:`stamp`) to the moment the first new buffer is in the engine: the pad played last
-    (:attr:`RenderWorker.focus`), which is rendered before the others. ``render_ms``: the whole render, all pads.
+    Live play renders a moved knob's sounds with the preview decoder first (when the model has one) and the full
+    decoder after, cancelled and redone while the knob keeps moving. ``ready_ms``: for every batch of new requests,
+    time from the oldest knob move it serves (the MIDI event time the control thread stamped in :attr:`stamp`) to
+    the moment the first new buffer is in the engine: the pad played last (:attr:`RenderWorker.focus`), rendered
+    before the others. ``final_ms``: time from the latest knob move to the first full-quality buffer of that
+    state (when a preview came first: how long after the knob rests the sound is final). ``render_ms``: the
+    whole render, all pads.
     """
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine, split_pads=True)
+        super().__init__(engine, split_pads=True, preview=True)
         self.stamp: float | None = None
         self.render_ms: collections.deque = collections.deque(maxlen=100000)
         self.ready_ms: collections.deque = collections.deque(maxlen=100000)
+        self.final_ms: collections.deque = collections.deque(maxlen=100000)
         self.cpu_s = 0.0
         self._since: dict[int, float] = {}
+        self._latest: dict[int, float] = {}
         self._serving: list[float] = []
+        self._refining = False
 
     def request(self, requests, *, replace: bool = False) -> None:
         requests = list(requests)
@@ -133,20 +140,26 @@ class LiveWorker(RenderWorker):
                 self._since = {}
             for req in requests:
                 self._since.setdefault(req.note, now)
+                self._latest[req.note] = now
         super().request(requests, replace=replace)
 
-    def _render(self, batch, generation) -> None:
+    def _render(self, batch, generation, *, preview: bool = False) -> None:
         with self._cond:
             self._serving = [self._since.pop(note) for note in batch if note in self._since]
+            self._refining = not self._serving  # a batch of full-quality renders of previewed pads
         t0, c0 = time.monotonic(), time.thread_time()
-        super()._render(batch, generation)
+        super()._render(batch, generation, preview=preview)
         self.cpu_s += time.thread_time() - c0
         self.render_ms.append((time.monotonic() - t0) * 1e3)
 
-    def _swapped(self, notes) -> None:
+    def _swapped(self, notes, *, preview: bool = False) -> None:
+        now = time.monotonic()
         if self._serving:
-            self.ready_ms.append((time.monotonic() - min(self._serving)) * 1e3)
+            self.ready_ms.append((now - min(self._serving)) * 1e3)
             self._serving = []
+        if self._refining and not preview:
+            self.final_ms.append((now - self._latest.get(notes[0], now)) * 1e3)
+            self._refining = False
 
 
 class Player:
@@ -175,6 +188,7 @@ class Player:
         self.worker.render_now()  # the first hit has a sound
         self.worker.render_ms.clear()
         self.worker.ready_ms.clear()
+        self.worker.final_ms.clear()
         self.worker.cpu_s = 0.0
         self.audio = AudioOutput(self.engine, self.device, samplerate=self.samplerate, blocksize=config.blocksize,
                                  client_name=config.client_name, connect=config.connect)
@@ -383,6 +397,7 @@ class Player:
         a, w = self.audio, self.worker
         wall = (time.monotonic() - self.started) if self.started else 0.0
         ready = sorted(w.ready_ms)
+        final = sorted(w.final_ms)
         renders = sorted(w.render_ms)
         rss = [r for _, r in self.rss]
         warm = [r for t, r in self.rss if t >= 2.0] or rss
@@ -395,14 +410,21 @@ class Player:
             "notes": self.counts["notes"], "cc": self.counts["cc"], "programs": self.counts["programs"],
             "errors": self.counts["errors"] + len(w.stats.errors), "dropped_notes": self.engine.dropped,
             "midi_received": self.midi.received if self.midi else 0,
-            "renders": w.stats.renders, "decode_calls": w.stats.decode_calls,
+            "renders": w.stats.renders, "previews": w.stats.previews, "cancelled_renders": w.stats.cancelled,
+            "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),
             "render_ms": _summary(renders), "ready_ms": _summary(ready), "ready_ms_all": [round(x, 3) for x in ready],
+            "final_ms": _summary(final),
             "worker_cpu_s": round(w.cpu_s, 4), "worker_cpu_share": round(w.cpu_s / wall, 5) if wall else 0.0,
             "process_cpu_s": round(time.process_time(), 3),
             "rss_start_mb": round(warm[0], 2) if warm else 0.0, "rss_end_mb": round(rss[-1], 2) if rss else 0.0,
             "rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 2),
             "messages": list(self.messages), "failure": self.failure,
         }
+
+
+def _preview_iterations(model) -> int:
+    """Griffin-Lim iterations of the sound heard while a knob moves (0: no preview decoder, the full one plays)."""
+    return model.metadata.preview_iterations if model.has_preview else 0
 
 
 def _clamp(value: float, a: float, b: float) -> float:

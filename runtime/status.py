@@ -27,8 +27,11 @@ def summary_line(stats: dict) -> str:
     """One line about a finished run (what ``--quiet`` prints at exit)."""
     ready = stats.get("ready_ms", {})
     render = stats.get("render_ms", {})
+    final = stats.get("final_ms", {})
     ready_text = f"knob->ready median {ready['median']:.1f} ms (max {ready['max']:.1f})" if ready.get("n") else \
         "no knob moves"
+    if final.get("n"):
+        ready_text += f", full quality {final['median']:.1f} ms after the knob rests"
     render_text = f"{stats['renders']} pad renders ({render['median']:.1f} ms median)" if render.get("n") else \
         f"{stats['renders']} pad renders"
     return (f"kickspace: {stats['wall_s']:.1f} s, {stats['notes']} notes, {stats['cc']} CC, {render_text}, "
@@ -131,7 +134,9 @@ class StatusView:
             notes.add_row(f"{now - when:5.1f} s", text)
         render_ms = w.render_ms[-1] if w.render_ms else float("nan")
         ready_ms = w.ready_ms[-1] if w.ready_ms else float("nan")
-        lines = [f"last render {render_ms:.1f} ms   knob->ready {ready_ms:.1f} ms   pending {w.pending}",
+        final_ms = w.final_ms[-1] if w.final_ms else float("nan")
+        lines = [f"last render {render_ms:.1f} ms   knob->ready {ready_ms:.1f} ms (full quality {final_ms:.1f} ms)   "
+                 f"pending {w.pending}",
                  f"xruns {a.underflows}   blocks {a.blocks}   voices {p.engine.active_voices}   "
                  f"peak {db(self._peak)}   notes {p.counts['notes']}   CC {p.counts['cc']}",
                  f"MIDI in {p.midi.port_label if p.midi else '-'}",

@@ -6,8 +6,15 @@ pads of one model are decoded in one batched onnxruntime call (onnxruntime relea
 pad played last (:attr:`RenderWorker.focus`), which is decoded alone first and swapped in before the others: a knob
 turned while playing one pad of a 4-pad kick costs one pad's render before it is heard, not four. With
 ``split_pads`` (live play) the other pads are decoded one per call and a pad whose newer request is already
-pending is skipped, so a knob swept without pause never waits behind a whole kit of stale renders. Each
-sound is made safe (finite, DC-blocked, a short fade-out at its end), resampled from the model rate to the engine
+pending is skipped, so a knob swept without pause never waits behind a whole kit of stale renders.
+
+With ``preview`` (live play) new requests are rendered by the model's preview decoder first (the same model with
+fewer Griffin-Lim iterations, ``decoder_preview.onnx``: about 40 % of the render time) and swapped in, then each
+pad is rendered again by the full decoder. Those full renders wait behind any new request, and one in flight is
+cancelled when a request arrives (onnxruntime ``RunOptions.terminate``, :class:`~runtime.model.CancelToken`) and
+redone for the latest state: while a knob moves, the player hears previews that follow it; when it rests, the full
+quality lands one full render later. Offline render (:meth:`RenderWorker.render_now`) always renders at full
+quality. Each sound is made safe (finite, DC-blocked, a short fade-out at its end), resampled from the model rate to the engine
 rate here, never in the audio callback, and swapped into the engine by reference.
 
 The worker runs in its own thread (:meth:`RenderWorker.start`) for live play, or synchronously in the caller's
@@ -31,7 +38,7 @@ from typing import Iterable
 import numpy as np
 
 from runtime.engine import MAX_SOUND_LEVEL, Engine, fade_out_curve
-from runtime.model import ExportedModel
+from runtime.model import CancelToken, ExportedModel, RenderCancelled
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,10 +54,13 @@ class PadRequest:
 
 @dataclass
 class RenderStats:
-    """Counters a test or a status view can read: pads rendered and decoder calls made."""
+    """Counters a test or a status view can read: pads rendered (full quality), previews, decoder calls made and
+    full-quality renders cancelled by a newer request."""
 
     renders: int = 0
+    previews: int = 0
     decode_calls: int = 0
+    cancelled: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -68,15 +78,18 @@ class RenderWorker:
     """
 
     def __init__(self, engine: Engine, *, fade_out_ms: float = 10.0, dc_cutoff_hz: float = 5.0,
-                 split_pads: bool = False) -> None:
+                 split_pads: bool = False, preview: bool = False) -> None:
         self.engine = engine
         self.split_pads = bool(split_pads)
+        self.preview = bool(preview)
         self.fade_out_ms = float(fade_out_ms)
         self.dc_cutoff_hz = float(dc_cutoff_hz)
         self.stats = RenderStats()
         #: Note of the pad played last (set by the note path; a plain attribute write): rendered first.
         self.focus: int | None = None
         self._pending: dict[int, PadRequest] = {}
+        self._refine: dict[int, PadRequest] = {}   # previewed pads waiting for their full-quality render
+        self._token: CancelToken | None = None       # of the full-quality render in flight
         self._generation = 0
         self._busy = False
         self._stopping = False
@@ -88,29 +101,34 @@ class RenderWorker:
     def request(self, requests: Iterable[PadRequest], *, replace: bool = False) -> None:
         """Ask for these pads' sounds; a pending request for the same pad is dropped (only the latest renders).
 
-        ``replace=True`` drops every pending request first and discards renders already in flight (a preset
-        switch: the old preset's sounds must not arrive after the new ones).
+        A full-quality render in flight is cancelled (it is redone after the new requests' previews, unless a new
+        request replaced it). ``replace=True`` drops every pending request first and discards renders already in
+        flight (a preset switch: the old preset's sounds must not arrive after the new ones).
         """
         with self._cond:
             if replace:
                 self._pending = {}
+                self._refine = {}
                 self._generation += 1
             for req in requests:
                 self._pending[req.note] = req
+                self._refine.pop(req.note, None)
+            if self._token is not None:
+                self._token.cancel()
             self._cond.notify_all()
 
     @property
     def pending(self) -> int:
-        """Pads waiting to be rendered."""
+        """Pads waiting to be rendered (new requests and previews waiting for their full-quality render)."""
         with self._cond:
-            return len(self._pending)
+            return len(self._pending) + len(self._refine)
 
     def render_now(self) -> int:
-        """Render every pending request in the calling thread; returns the number of pads rendered."""
+        """Render every pending request at full quality in the calling thread; returns the number of pads rendered."""
         with self._cond:
-            batch, generation = self._pending, self._generation
-            self._pending = {}
-        self._render(batch, generation)
+            batch, generation = {**self._refine, **self._pending}, self._generation
+            self._pending, self._refine = {}, {}
+        self._render(batch, generation, preview=False)
         return len(batch)
 
     # ---------------------------------------------------------------------------------------------------- thread
@@ -126,6 +144,8 @@ class RenderWorker:
         """Stop the background thread after the render in progress."""
         with self._cond:
             self._stopping = True
+            if self._token is not None:
+                self._token.cancel()
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -134,46 +154,90 @@ class RenderWorker:
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until nothing is pending or rendering (True) or ``timeout`` seconds pass (False)."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+            return self._cond.wait_for(lambda: not self._pending and not self._refine and not self._busy, timeout)
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
-                self._cond.wait_for(lambda: self._pending or self._stopping)
+                self._cond.wait_for(lambda: self._pending or self._refine or self._stopping)
                 if self._stopping:
                     return
-                batch, generation = self._pending, self._generation
-                self._pending = {}
+                if self._pending:  # new requests first, as previews when live
+                    batch, preview = self._pending, self.preview
+                    self._pending = {}
+                else:
+                    batch, preview = self._refine, False
+                    self._refine = {}
+                generation = self._generation
                 self._busy = True
             try:
-                self._render(batch, generation)
+                self._render(batch, generation, preview=preview)
             except Exception as err:  # keep playing the old sounds; the status view shows the error
                 self.stats.errors.append(f"render failed: {err}")
 
     # ------------------------------------------------------------------------------------------------- rendering
 
-    def _render(self, batch: dict[int, PadRequest], generation: int) -> None:
-        for reqs in render_groups(batch, focus=self.focus, split=self.split_pads):
+    def _render(self, batch: dict[int, PadRequest], generation: int, *, preview: bool = False) -> None:
+        groups = render_groups(batch, focus=self.focus, split=self.split_pads)
+        for i, reqs in enumerate(groups):
             if self._superseded(reqs):
                 continue  # a newer request for these pads is pending: render that one instead
-            sounds = render_sounds(reqs, self.engine.sample_rate, fade_out_ms=self.fade_out_ms,
-                                   dc_cutoff_hz=self.dc_cutoff_hz)
+            quick = preview and reqs[0].model.has_preview
+            token = None if quick else self._arm(groups[i:])
+            if token is False:
+                return  # new requests arrived: their previews go first, these full renders were re-queued
+            try:
+                sounds = render_sounds(reqs, self.engine.sample_rate, fade_out_ms=self.fade_out_ms,
+                                       dc_cutoff_hz=self.dc_cutoff_hz, preview=quick, cancel=token)
+            except RenderCancelled:
+                self.stats.cancelled += 1
+                if generation == self._generation:
+                    self._requeue(groups[i:])
+                return
+            finally:
+                self._token = None
             self.stats.decode_calls += 1
             if generation != self._generation:
                 return  # a preset switch happened meanwhile: these sounds belong to the old preset
             for req, sound in zip(reqs, sounds):
                 self.engine.set_pad_buffer(req.note, sound[:, :, None])
-                self.stats.renders += 1
-            self._swapped([req.note for req in reqs])
+            if quick:
+                self.stats.previews += len(reqs)
+                self._requeue([reqs])
+            else:
+                self.stats.renders += len(reqs)
+            self._swapped([req.note for req in reqs], preview=quick)
+
+    def _arm(self, groups: list[list[PadRequest]]) -> "CancelToken | None | bool":
+        """A cancel token for the full-quality render about to start (live play only); ``False`` (after re-queueing
+        ``groups``) when new requests are already waiting."""
+        if not self.preview:
+            return None
+        with self._cond:
+            if self._pending:
+                self._requeue(groups)
+                return False
+            self._token = CancelToken()
+            return self._token
+
+    def _requeue(self, groups: list[list[PadRequest]]) -> None:
+        """Queue full-quality renders of these requests, except for pads a newer request has replaced."""
+        with self._cond:
+            for reqs in groups:
+                for req in reqs:
+                    if req.note not in self._pending and req.note not in self._refine:
+                        self._refine[req.note] = req
+            self._cond.notify_all()
 
     def _superseded(self, reqs: list[PadRequest]) -> bool:
         with self._cond:
             return all(req.note in self._pending for req in reqs)
 
-    def _swapped(self, notes: list[int]) -> None:
-        """Called after each group of new buffers is in the engine (a hook for timing)."""
+    def _swapped(self, notes: list[int], *, preview: bool = False) -> None:
+        """Called after each group of new buffers is in the engine (a hook for timing); ``preview``: they are the
+        preview decoder's, their full-quality renders follow."""
 
 
 def render_groups(batch: dict[int, PadRequest], *, focus: int | None = None,
@@ -191,16 +255,18 @@ def render_groups(batch: dict[int, PadRequest], *, focus: int | None = None,
 
 
 def render_sounds(requests: list[PadRequest], sample_rate: int, *, fade_out_ms: float = 10.0,
-                  dc_cutoff_hz: float = 5.0) -> list[np.ndarray]:
+                  dc_cutoff_hz: float = 5.0, preview: bool = False,
+                  cancel: CancelToken | None = None) -> list[np.ndarray]:
     """Decode the requests of one model in one batched call; one ``[layers, frames]`` float32 sound per request,
-    finite, DC-blocked, faded out and resampled to ``sample_rate``."""
+    finite, DC-blocked, faded out and resampled to ``sample_rate``. ``preview`` and ``cancel``: see
+    :meth:`~runtime.model.ExportedModel.decode` (raises :class:`~runtime.model.RenderCancelled`)."""
     model = requests[0].model
     z = np.concatenate([np.atleast_2d(r.z) for r in requests]).astype(np.float32)
     rows = [np.atleast_2d(r.z).shape[0] for r in requests]
     labels = None
     if model.metadata.conditional:
         labels = np.concatenate([np.full(n, r.label, dtype=np.int64) for r, n in zip(requests, rows)])
-    audio, _ = model.decode(z, label=labels)
+    audio, _ = model.decode(z, label=labels, preview=preview, cancel=cancel)
     rate = model.metadata.sample_rate
     audio = sanitize(audio, rate, fade_out_ms=fade_out_ms, dc_cutoff_hz=dc_cutoff_hz)
     audio = resample(audio, rate, sample_rate).astype(np.float32)

@@ -319,10 +319,12 @@ def sender(jack_server):
 
 def write_test_preset(folder: Path, *, gain: float = 0.4, channels: int = 2, samples: int = 4096) -> Path:
     """A 48 kHz linear kick model ``samples`` long (tests/onnx_fixtures.py) and a preset playing it: pad 36 at the kick,
-    CC 20 -> ``sub`` (-1..1, amplitude x0.5..x1.5), velocity curve 1 (gain = velocity / 127)."""
+    CC 20 -> ``sub`` (-1..1, amplitude x0.5..x1.5), velocity curve 1 (gain = velocity / 127). The model has a
+    preview decoder that sounds the same, so a moved knob goes through the player's preview and full renders."""
     from tests import onnx_fixtures as fx
 
-    fx.linear_kick_model(folder / "model", sample_rate=RATE, samples=samples, encoder=True)
+    fx.linear_kick_model(folder / "model", sample_rate=RATE, samples=samples, encoder=True, preview=True,
+                         preview_level=1.0)
     doc = {"format": "kickspace-preset", "format_version": 1, "name": "test-kicks", "model": "model",
            "knobs": [{"cc": 20, "axis": "sub", "min": -1.0, "max": 1.0, "default": 0.0}],
            "pads": [{"note": 36, "anchor": [1.0, 0.0, 0.0], "gain": gain}], "velocity": {"curve": 1.0},

@@ -39,9 +39,12 @@ def save_graph(graph: onnx.GraphProto, path, meta_json: str | None) -> None:
 
 
 def write_decoder(path, meta_json: str | None, *, weights: np.ndarray | None = None, conditional: bool = False,
-                  offsets: tuple[float, ...] = (0.0, 10.0), out_name: str = "audio") -> None:
+                  offsets: tuple[float, ...] = (0.0, 10.0), out_name: str = "audio", slow: int = 0) -> None:
     """``audio = z @ W`` with ``W`` ``[latent, samples]`` (default: seeded random ``[3, 64]``), ``logmel`` a
-    reshape of ``z @ V``; with ``conditional`` a ``label`` input adds ``offsets[label]`` to every sample."""
+    reshape of ``z @ V``; with ``conditional`` a ``label`` input adds ``offsets[label]`` to every sample.
+
+    ``slow``: that many ``[256, 512] @ [512, 512]`` matmuls on a z-dependent tensor, added to the audio times 0 (the
+    same sound, tens of milliseconds per run: a render that can be cancelled while it runs)."""
     rng = np.random.default_rng(0)
     if weights is None:
         weights = rng.standard_normal((LATENT, SAMPLES))
@@ -59,7 +62,24 @@ def write_decoder(path, meta_json: str | None, *, weights: np.ndarray | None = N
                   helper.make_node("Add", ["a0", "off"], [out_name])]
         inputs.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["B"]))
     else:
-        nodes.append(helper.make_node("Identity", ["a0"], [out_name]))
+        nodes.append(helper.make_node("Identity", ["a0"], ["a1"] if slow else [out_name]))
+    if slow:
+        inits += [numpy_helper.from_array(rng.standard_normal((latent, 512)).astype(np.float32) / 8, "S0"),
+                  numpy_helper.from_array(rng.standard_normal((512, 512)).astype(np.float32) / 23, "S"),
+                  numpy_helper.from_array(np.array([1, 256, 1], dtype=np.int64), "rows"),
+                  numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero")]
+        inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "one"))
+        nodes += [helper.make_node("MatMul", ["z", "S0"], ["h0"]),
+                  helper.make_node("Unsqueeze", ["h0", "one"], ["u0"]), helper.make_node("Tile", ["u0", "rows"], ["st0"])]
+        last = "st0"
+        for i in range(slow):
+            nodes += [helper.make_node("MatMul", [last, "S"], [f"sm{i}"]),
+                      helper.make_node("Tanh", [f"sm{i}"], [f"st{i + 1}"])]
+            last = f"st{i + 1}"
+        inits.append(numpy_helper.from_array(np.array([2], dtype=np.int64), "two"))
+        nodes += [helper.make_node("ReduceSum", [last, "two"], ["sum1"], keepdims=0),
+                  helper.make_node("ReduceSum", ["sum1", "one"], ["sum2"], keepdims=1),
+                  helper.make_node("Mul", ["sum2", "zero"], ["nil"]), helper.make_node("Add", ["a1", "nil"], [out_name])]
     outputs = [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["B", samples]),
                helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["B", MELS, FRAMES])]
     save_graph(helper.make_graph(nodes, "decoder", inputs, outputs, inits), path, meta_json)
@@ -81,12 +101,19 @@ def kick_shape(samples: int, sample_rate: int, *, hz: float = 60.0, decay_s: flo
     return (rise * np.sin(2 * np.pi * hz * t) * np.exp(-t / decay_s)).astype(np.float32)
 
 
+#: The preview decoder of :func:`linear_kick_model` plays this fraction of the full decoder's sound (a tell).
+PREVIEW_LEVEL = 0.5
+
+
 def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, labels: tuple[str, ...] = (),
-                      encoder: bool = False) -> Path:
+                      encoder: bool = False, preview: bool = False, preview_level: float = PREVIEW_LEVEL,
+                      slow: int = 0) -> Path:
     """A model folder whose decoder plays ``z[0] * kick + z[1] * click + z[2] * tone`` (latent 3).
 
     Axes: ``sub`` along latent 0 with scale 0.5 (the kick's amplitude), ``click`` along latent 1. Spec: ``samples``
-    long at ``sample_rate``. A pad anchored at ``(1, 0, 0)`` with ``sub = v`` plays ``(1 + 0.5 v) * kick``.
+    long at ``sample_rate``. A pad anchored at ``(1, 0, 0)`` with ``sub = v`` plays ``(1 + 0.5 v) * kick``. With
+    ``preview`` the folder also has a preview decoder playing ``preview_level`` times the same sound; ``slow``
+    makes the full decoder take longer (see :func:`write_decoder`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,11 +122,14 @@ def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, l
     tone = (np.sin(2 * np.pi * 220 * t) * np.exp(-t / 0.1)).astype(np.float32)
     weights = np.stack([kick_shape(samples, sample_rate), click, tone])
     spec = {**SPEC, "sample_rate": sample_rate, "hop_length": samples // FRAMES, "frames": FRAMES}
-    meta = metadata(spec=spec, labels=labels,
+    meta = metadata(spec=spec, labels=labels, preview_iterations=2 if preview else 0,
                     axes=(M.Axis("sub", (1.0, 0.0, 0.0), 0.5), M.Axis("click", (0.0, 1.0, 0.0), 1.0)))
     offsets = tuple(0.0 for _ in labels) or (0.0,)
     write_decoder(folder / M.DECODER_FILE, meta.to_json(), weights=weights, conditional=bool(labels),
-                  offsets=offsets)
+                  offsets=offsets, slow=slow)
+    if preview:
+        write_decoder(folder / M.PREVIEW_FILE, meta.to_json(), weights=preview_level * weights,
+                      conditional=bool(labels), offsets=offsets)
     if encoder:
         write_encoder(folder / M.ENCODER_FILE, meta.to_json(), samples=samples)
     return folder

@@ -102,14 +102,43 @@ def test_output_is_always_finite_and_within_full_scale(bad):
     assert np.max(np.abs(out)) > 0.9  # loud, limited, not muted
 
 
-def test_limiter_is_transparent_below_its_threshold_and_smooth_above():
+def _harmonics_db(x: np.ndarray, hz: float) -> float:
+    """Energy of harmonics 2-10 relative to the fundamental (dB) of a steady tone ``x`` at ``hz``."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+    band = lambda f: spectrum[int(round(f * x.size / RATE)) - 3: int(round(f * x.size / RATE)) + 4].sum()  # noqa: E731
+    return 10 * np.log10(sum(band(k * hz) for k in range(2, 11)) / band(hz))
+
+
+def test_limiter_passes_a_mix_under_its_threshold_bit_exact():
     engine = Engine(RATE, BLOCK, channels=1, limiter_threshold=0.8)
-    ramp = np.linspace(0.0, 4.0, 1000, dtype=np.float32)
-    engine.set_pad_buffer(36, ramp)
-    y = run(engine, 4, hits={0: [(36, 127, 0)]})[:1000, 0]
-    quiet = ramp <= 0.8
-    np.testing.assert_allclose(y[quiet], ramp[quiet], atol=1e-6)
-    assert np.all(np.diff(y) >= 0) and y.max() <= 1.0 and y[-1] > 0.99  # monotonic, approaches full scale
+    tone = sine(RATE // 2, 60.0, 0.79)
+    engine.set_pad_buffer(36, tone)
+    y = run(engine, RATE // 2 // BLOCK, hits={0: [(36, 127, 0)]})[:, 0]
+    np.testing.assert_array_equal(y, tone[:y.size])
+    assert engine.limiter_gain == 1.0
+
+
+def test_limiter_turns_a_hot_mix_down_cleanly_and_recovers():
+    """Two voices of a 60 Hz tone summing to 2.4 (7.6 dB over full scale) for 0.5 s, then a quiet tone: the output
+    never passes full scale, settles at the threshold without the harmonics a clipper adds, and the quiet tone
+    comes back at its own level once the limiter has released."""
+    engine = Engine(RATE, BLOCK, channels=1, limiter_threshold=0.8, attack_ms=0.5, release_ms=80.0)
+    engine.set_pad_buffer(36, sine(RATE // 2, 60.0, 1.2))
+    engine.set_pad_buffer(38, sine(RATE, 60.0, 0.1))
+    loud_blocks = RATE // 2 // BLOCK
+    y = run(engine, 2 * loud_blocks + 100, hits={0: [(36, 127, 0), (36, 127, 0)], loud_blocks + 2: [(38, 127, 0)]})
+    y = y[:, 0]
+    assert np.all(np.isfinite(y)) and np.abs(y).max() <= 1.0
+    settled = y[RATE // 10: loud_blocks * BLOCK]  # after 100 ms of the loud tone
+    assert 0.78 <= np.abs(settled).max() <= 0.81
+    clipped = np.abs(sine(settled.size, 60.0, 2.4))  # the memoryless knee alone on the same tone, for contrast
+    knee = np.sign(sine(settled.size, 60.0, 2.4)) * np.minimum(
+        np.minimum(clipped, 0.8) + 0.2 * np.tanh(np.maximum(clipped - 0.8, 0) / 0.2), 1.0)
+    assert _harmonics_db(settled[:RATE // 3], 60.0) < -50.0 < -20.0 < _harmonics_db(knee[:RATE // 3], 60.0)
+    start = (loud_blocks + 2) * BLOCK
+    quiet = y[start + RATE // 2: start + RATE - 1000]  # from 0.5 s after the quiet tone starts (release 80 ms)
+    np.testing.assert_allclose(quiet, sine(RATE, 60.0, 0.1)[RATE // 2: RATE - 1000], atol=2e-4)
+    assert engine.limiter_gain == 1.0
 
 
 def test_processing_many_blocks_allocates_no_block_sized_arrays():

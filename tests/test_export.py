@@ -142,8 +142,33 @@ def test_cli_prints_what_it_wrote(tmp_path, capsys):
     run = _run(tmp_path)
     assert export_cli.main(["onnx", str(run), "--out", str(tmp_path / "p"), "--iterations", "2"]) == 0
     out = capsys.readouterr().out
-    assert "K=2 (pghi)" in out and "parity" in out
+    assert "K=2 (pghi)" in out and "parity" in out and "preview" not in out  # K=2: no cheaper preview to write
     assert sorted(f.name for f in (tmp_path / "p").iterdir()) == ["decoder.onnx", "encoder.onnx", "preset.json"]
+
+
+def test_preview_decoder_is_the_same_model_with_fewer_iterations(tmp_path, capsys):
+    run = _run(tmp_path)
+    out = tmp_path / "p"
+    assert export_cli.main(["onnx", str(run), "--out", str(out), "--iterations", "6",
+                            "--preview-iterations", "1"]) == 0
+    assert "K=6 (pghi), preview K=1" in capsys.readouterr().out
+    loaded = ExportedModel(out)
+    assert loaded.has_preview and loaded.metadata.preview_iterations == 1
+    model, spec, _ = load_model(run / "best.pt")
+    z = np.random.default_rng(3).standard_normal((3, 4)).astype(np.float32)
+    with torch.no_grad():
+        refs = {k: DecoderGraph(model, spec, n_iter=k, init_phase=make_init("pghi", spec)).eval()(
+            torch.from_numpy(z))[0].numpy() for k in (1, 6)}
+    quick, quick_mel = loaded.decode(z, preview=True)
+    full, full_mel = loaded.decode(z)
+    np.testing.assert_allclose(quick_mel, full_mel, atol=1e-5)  # the same decoder: the same spectrogram
+    for audio, k in ((quick, 1), (full, 6)):
+        assert np.abs(audio - refs[k]).max() <= 1e-4 * np.abs(refs[k]).max()
+    assert np.abs(quick - full).max() > 1e-3 * np.abs(full).max()  # and really fewer iterations
+    export_run(run, out=out, n_iter=6, preview_iterations=0, optimize=False)  # none asked: the old one goes
+    assert not (out / "decoder_preview.onnx").exists() and not ExportedModel(out).has_preview
+    with pytest.raises(ConfigError, match="preview_iterations"):
+        export_run(run, out=out, n_iter=6, preview_iterations=-1)
 
 
 def test_unconditioned_model_trained_on_a_bank_exports_without_labels(tmp_path):

@@ -81,6 +81,26 @@ def test_loader_fails_clearly(tmp_path):
         M.ExportedModel(tmp_path)
 
 
+def test_preview_decoder_plays_on_request_and_must_match_its_decoder(tmp_path):
+    folder = fx.linear_kick_model(tmp_path / "m", preview=True)
+    model = M.ExportedModel(folder)
+    z = np.array([[1.0, 0.0, 0.0]], np.float32)
+    full, quick = model.decode(z)[0], model.decode(z, preview=True)[0]
+    np.testing.assert_allclose(quick, fx.PREVIEW_LEVEL * full, atol=1e-6)
+    token = M.CancelToken()
+    token.cancel()
+    with pytest.raises(M.RenderCancelled):
+        model.decode(z, cancel=token)
+    np.testing.assert_allclose(model.decode(z, cancel=M.CancelToken())[0], full)  # a fresh token runs to the end
+    fx.write_decoder(folder / M.PREVIEW_FILE, fx.metadata(preview_iterations=3).to_json())
+    with pytest.raises(KickspaceError, match="decoder_preview.onnx: .*different exports.*re-export"):
+        M.ExportedModel(folder)
+    (folder / M.PREVIEW_FILE).unlink()
+    plain = M.ExportedModel(folder)  # no preview file: the full decoder serves both
+    assert not plain.has_preview
+    np.testing.assert_allclose(plain.decode(z, preview=True)[0], full)
+
+
 def test_atomic_writes_keep_normal_permissions(tmp_path):
     """Files written through runtime.files are readable by others (mkstemp alone would leave them 0600)."""
     import stat

@@ -98,6 +98,9 @@ def test_cc_sweep_changes_the_next_kick(jack_server, sender, preset, tmp_path):
     np.testing.assert_allclose([low / default, high / default], [0.5, 1.5], rtol=0.03)
     assert abs(stats["cc"] - 50) <= jack_server.midi_misses(rig.midi_clients, log_at), stats["cc"]
     assert stats["ready_ms"]["n"] >= 2
+    # each move was heard through the preview decoder first, then the full decoder once the knob rested
+    assert stats["previews"] >= 2 and stats["renders"] >= 2 and stats["final_ms"]["n"] >= 2
+    assert stats["preview_iterations"] == 2
 
 
 def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sender, preset, tmp_path):

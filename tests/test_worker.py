@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ class _Order(RenderWorker):
         super().__init__(engine)
         self.swaps: list[list[int]] = []
 
-    def _swapped(self, notes):
+    def _swapped(self, notes, *, preview=False):
         self.swaps.append(notes)
 
 
@@ -75,8 +77,8 @@ def test_the_pad_played_last_renders_alone_first_and_sounds_the_same(model):
 class _Sweeping(_Order):
     """A knob that keeps moving: a newer request for every pad arrives while the first pad renders."""
 
-    def _swapped(self, notes):
-        super()._swapped(notes)
+    def _swapped(self, notes, *, preview=False):
+        super()._swapped(notes, preview=preview)
         if len(self.swaps) == 1:
             self.request(_requests(self.model, 0.75, notes=(36, 37, 38)))
 
@@ -94,6 +96,69 @@ def test_live_worker_renders_pads_one_by_one_and_skips_superseded_ones(model):
     reference.request(_requests(model, 0.75, notes=(36,)))
     reference.render_now()
     np.testing.assert_allclose(engine.pad_buffer(36), reference.engine.pad_buffer(36), atol=1e-6)  # the latest state
+
+
+class _Heard(RenderWorker):
+    """Records (note, preview?, the pad's peak) at every swap; sets :attr:`full_started` when a full render starts."""
+
+    def __init__(self, engine, **kwargs):
+        super().__init__(engine, **kwargs)
+        self.heard: list[tuple[int, bool, float]] = []
+        self.full_started = threading.Event()
+
+    def _arm(self, groups):
+        token = super()._arm(groups)
+        if token:
+            self.full_started.set()
+        return token
+
+    def _swapped(self, notes, *, preview=False):
+        self.heard += [(n, preview, round(float(np.abs(self.engine.pad_buffer(n)).max()), 3)) for n in notes]
+
+
+def _live(worker):
+    worker.start()
+    try:
+        assert worker.wait_idle(30.0)
+    finally:
+        worker.stop()
+
+
+def test_a_moved_knob_is_heard_through_the_preview_then_at_full_quality(tmp_path):
+    quick_model = ExportedModel(fx.linear_kick_model(tmp_path / "m", sample_rate=RATE, preview=True))
+    worker = _Heard(Engine(RATE, 128, channels=1), preview=True, split_pads=True)
+    worker.focus = 37
+    worker.request(_requests(quick_model, 1.0, notes=(36, 37)))
+    _live(worker)
+    full = round(float(np.abs(dc_block(_kick(1.0), RATE)).max()), 3)
+    quick = round(fx.PREVIEW_LEVEL * full, 3)
+    # previews of both pads (the one played last first), then their full renders in the same order
+    assert [(n, p) for n, p, _ in worker.heard] == [(37, True), (36, True), (37, False), (36, False)]
+    assert [peak for *_, peak in worker.heard] == pytest.approx([quick, quick, full, full], abs=2e-3)
+    assert (worker.stats.previews, worker.stats.renders, worker.stats.cancelled) == (2, 2, 0)
+    offline = _Heard(Engine(RATE, 128, channels=1), preview=True)  # offline render: full quality only
+    offline.request(_requests(quick_model, 1.0))
+    offline.render_now()
+    assert offline.heard == [(36, False, full)] and offline.stats.previews == 0
+
+
+def test_a_knob_moved_during_a_full_render_cancels_it(tmp_path):
+    slow_model = ExportedModel(fx.linear_kick_model(tmp_path / "m", sample_rate=RATE, preview=True, slow=150))
+    worker = _Heard(Engine(RATE, 128, channels=1), preview=True, split_pads=True)
+    worker.request(_requests(slow_model, 1.0))
+    worker.start()
+    try:
+        assert worker.full_started.wait(30.0)  # the full render of 1.0 is running (about 0.1 s on this model)
+        worker.request(_requests(slow_model, 0.5))
+        assert worker.wait_idle(30.0)
+    finally:
+        worker.stop()
+    full = float(np.abs(dc_block(_kick(1.0), RATE)).max())
+    # 1.0's full render never arrives: 0.5's preview comes next, then its full render ends on the latest state
+    assert [(n, p) for n, p, _ in worker.heard] == [(36, True), (36, True), (36, False)]
+    assert [peak for *_, peak in worker.heard] == pytest.approx([fx.PREVIEW_LEVEL * full, fx.PREVIEW_LEVEL * full / 2,
+                                                                 full / 2], abs=2e-3)
+    assert worker.stats.cancelled == 1 and not worker.stats.errors
 
 
 def test_requests_while_running_end_on_the_latest_state(model):
