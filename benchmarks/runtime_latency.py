@@ -29,6 +29,7 @@ Goals (the runtime issue): latency <= one period added, knob -> ready <= 20 ms, 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import sys
 import tempfile
@@ -110,6 +111,7 @@ def run(args) -> dict:
                                                  if k.split(" (")[0] in ("ks-bench", "ks-bench-midi")),
         "rss_start_mb": stats.get("rss_start_mb"), "rss_end_mb": stats.get("rss_end_mb"),
         "rss_growth_mb": round(stats.get("rss_end_mb", 0) - stats.get("rss_start_mb", 0), 2),
+        "rss_every_10s_mb": stats.get("rss_every_10s_mb"),
     }
     ready = stats.get("ready_ms") or {}
     result["goals"] = {
@@ -139,7 +141,11 @@ def main() -> int:
     parser.add_argument("--preset", default=None, help="preset to play (default: the tiny test model)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
+    # a JACK client call that never returns (seen once: the run stalled before the first note) dumps every
+    # thread's stack and exits instead of hanging
+    faulthandler.dump_traceback_later(args.seconds + 120, exit=True)
     result = run(args)
+    faulthandler.cancel_dump_traceback_later()
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -168,7 +168,9 @@ class Controller:
 
     def _model(self, preset: Preset) -> ExportedModel:
         if preset.model not in self._models:
-            self._models[preset.model] = ExportedModel(preset.model)
+            model = ExportedModel(preset.model)
+            model.warm_up()  # the first knob move renders as fast as the next ones
+            self._models[preset.model] = model
         return self._models[preset.model]
 
     def _apply_preset(self) -> None:

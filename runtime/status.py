@@ -132,9 +132,7 @@ class StatusView:
         notes.add_column("event")
         for when, text in list(p.recent)[-8:]:
             notes.add_row(f"{now - when:5.1f} s", text)
-        render_ms = w.render_ms[-1] if w.render_ms else float("nan")
-        ready_ms = w.ready_ms[-1] if w.ready_ms else float("nan")
-        final_ms = w.final_ms[-1] if w.final_ms else float("nan")
+        render_ms, ready_ms, final_ms = w.render_ms.last, w.ready_ms.last, w.final_ms.last
         lines = [f"last render {render_ms:.1f} ms   knob->ready {ready_ms:.1f} ms (full quality {final_ms:.1f} ms)   "
                  f"pending {w.pending}",
                  f"xruns {a.underflows}   blocks {a.blocks}   voices {p.engine.active_voices}   "

@@ -10,10 +10,11 @@ pending is skipped, so a knob swept without pause never waits behind a whole kit
 
 With ``preview`` (live play) new requests are rendered by the model's preview decoder first (the same model with
 fewer Griffin-Lim iterations, ``decoder_preview.onnx``: about 40 % of the render time) and swapped in, then each
-pad is rendered again by the full decoder. Those full renders wait behind any new request, and one in flight is
-cancelled when a request arrives (onnxruntime ``RunOptions.terminate``, :class:`~runtime.model.CancelToken`) and
-redone for the latest state: while a knob moves, the player hears previews that follow it; when it rests, the full
-quality lands one full render later. Offline render (:meth:`RenderWorker.render_now`) always renders at full
+pad is rendered again by the full decoder, in this order: the pad played last's preview, its full render, the
+other pads' previews, their full renders. A render in flight is cancelled when a request arrives (onnxruntime
+``RunOptions.terminate``, :class:`~runtime.model.CancelToken`) and redone for the latest state, except the preview
+of the pad played last (what the next hit plays). While a knob moves, the player hears previews that follow it;
+when it rests, the full quality of the pad being played lands one full render later. Offline render (:meth:`RenderWorker.render_now`) always renders at full
 quality. Each sound is made safe (finite, DC-blocked, a short fade-out at its end), resampled from the model rate to the engine
 rate here, never in the audio callback, and swapped into the engine by reference.
 
@@ -101,8 +102,8 @@ class RenderWorker:
     def request(self, requests: Iterable[PadRequest], *, replace: bool = False) -> None:
         """Ask for these pads' sounds; a pending request for the same pad is dropped (only the latest renders).
 
-        A full-quality render in flight is cancelled (it is redone after the new requests' previews, unless a new
-        request replaced it). ``replace=True`` drops every pending request first and discards renders already in
+        In live play the render in flight is cancelled unless it is the preview of the pad played last; it is redone
+        in its turn (see :meth:`_take`) unless a new request replaced it. ``replace=True`` drops every pending request first and discards renders already in
         flight (a preset switch: the old preset's sounds must not arrive after the new ones).
         """
         with self._cond:
@@ -164,12 +165,7 @@ class RenderWorker:
                 self._cond.wait_for(lambda: self._pending or self._refine or self._stopping)
                 if self._stopping:
                     return
-                if self._pending:  # new requests first, as previews when live
-                    batch, preview = self._pending, self.preview
-                    self._pending = {}
-                else:
-                    batch, preview = self._refine, False
-                    self._refine = {}
+                batch, preview = self._take()
                 generation = self._generation
                 self._busy = True
             try:
@@ -177,24 +173,44 @@ class RenderWorker:
             except Exception as err:  # keep playing the old sounds; the status view shows the error
                 self.stats.errors.append(f"render failed: {err}")
 
+    def _take(self) -> tuple[dict[int, PadRequest], bool]:
+        """The next batch (call under the lock) and whether it is new requests (rendered as previews when live).
+
+        Live, the pad played last goes alone and first: its new request, then its full-quality render; then the
+        other pads' new requests, then their full renders. Otherwise everything pending in one batch.
+        """
+        if self.preview:
+            for queue, fresh in ((self._pending, True), (self._refine, False)):
+                if self.focus in queue:
+                    return {self.focus: queue.pop(self.focus)}, fresh
+        if self._pending:
+            batch, self._pending = self._pending, {}
+            return batch, self.preview
+        batch, self._refine = self._refine, {}
+        return batch, False
+
     # ------------------------------------------------------------------------------------------------- rendering
 
     def _render(self, batch: dict[int, PadRequest], generation: int, *, preview: bool = False) -> None:
+        """Render ``batch`` group by group (:func:`render_groups`). ``preview``: a batch of new requests in live play
+        (preview decoder where the model has one). Live, every decoder call but the new request of the pad played
+        last (what the next hit plays) can be cancelled by a newer request and is then re-queued."""
         groups = render_groups(batch, focus=self.focus, split=self.split_pads)
         for i, reqs in enumerate(groups):
             if self._superseded(reqs):
                 continue  # a newer request for these pads is pending: render that one instead
             quick = preview and reqs[0].model.has_preview
-            token = None if quick else self._arm(groups[i:])
+            urgent = preview and (reqs[0].note == self.focus or (self.focus is None and i == 0))
+            token = None if urgent else self._arm(groups[i:], fresh=preview)
             if token is False:
-                return  # new requests arrived: their previews go first, these full renders were re-queued
+                return  # newer requests are waiting: they go first, these were re-queued
             try:
                 sounds = render_sounds(reqs, self.engine.sample_rate, fade_out_ms=self.fade_out_ms,
                                        dc_cutoff_hz=self.dc_cutoff_hz, preview=quick, cancel=token)
             except RenderCancelled:
                 self.stats.cancelled += 1
                 if generation == self._generation:
-                    self._requeue(groups[i:])
+                    self._requeue(groups[i:], fresh=preview)
                 return
             finally:
                 self._token = None
@@ -205,30 +221,35 @@ class RenderWorker:
                 self.engine.set_pad_buffer(req.note, sound[:, :, None])
             if quick:
                 self.stats.previews += len(reqs)
-                self._requeue([reqs])
+                self._requeue([reqs], fresh=False)
             else:
                 self.stats.renders += len(reqs)
             self._swapped([req.note for req in reqs], preview=quick)
 
-    def _arm(self, groups: list[list[PadRequest]]) -> "CancelToken | None | bool":
-        """A cancel token for the full-quality render about to start (live play only); ``False`` (after re-queueing
-        ``groups``) when new requests are already waiting."""
+    def _arm(self, groups: list[list[PadRequest]], *, fresh: bool) -> "CancelToken | None | bool":
+        """A cancel token for the decoder call about to start (live play only); ``False`` (after re-queueing
+        ``groups``) when requests that go before it are waiting (see :meth:`_take`): for the pad played last, its
+        own new request; for another pad, any."""
         if not self.preview:
             return None
         with self._cond:
-            if self._pending:
-                self._requeue(groups)
+            played_last = any(r.note == self.focus for r in groups[0])
+            waiting = self.focus in self._pending if played_last else bool(self._pending)
+            if waiting:
+                self._requeue(groups, fresh=fresh)
                 return False
             self._token = CancelToken()
             return self._token
 
-    def _requeue(self, groups: list[list[PadRequest]]) -> None:
-        """Queue full-quality renders of these requests, except for pads a newer request has replaced."""
+    def _requeue(self, groups: list[list[PadRequest]], *, fresh: bool) -> None:
+        """Queue these requests again, as new requests (``fresh``) or for their full-quality render, except for pads
+        a newer request has replaced."""
         with self._cond:
+            target = self._pending if fresh else self._refine
             for reqs in groups:
                 for req in reqs:
                     if req.note not in self._pending and req.note not in self._refine:
-                        self._refine[req.note] = req
+                        target[req.note] = req
             self._cond.notify_all()
 
     def _superseded(self, reqs: list[PadRequest]) -> bool:

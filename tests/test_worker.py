@@ -9,6 +9,7 @@ import pytest
 
 from runtime.engine import Engine
 from runtime.model import ExportedModel
+from runtime import worker as worker_module
 from runtime.worker import PadRequest, RenderWorker, dc_block, resample, sanitize
 from tests import onnx_fixtures as fx
 
@@ -106,9 +107,9 @@ class _Heard(RenderWorker):
         self.heard: list[tuple[int, bool, float]] = []
         self.full_started = threading.Event()
 
-    def _arm(self, groups):
-        token = super()._arm(groups)
-        if token:
+    def _arm(self, groups, *, fresh):
+        token = super()._arm(groups, fresh=fresh)
+        if token and not fresh:
             self.full_started.set()
         return token
 
@@ -132,9 +133,9 @@ def test_a_moved_knob_is_heard_through_the_preview_then_at_full_quality(tmp_path
     _live(worker)
     full = round(float(np.abs(dc_block(_kick(1.0), RATE)).max()), 3)
     quick = round(fx.PREVIEW_LEVEL * full, 3)
-    # previews of both pads (the one played last first), then their full renders in the same order
-    assert [(n, p) for n, p, _ in worker.heard] == [(37, True), (36, True), (37, False), (36, False)]
-    assert [peak for *_, peak in worker.heard] == pytest.approx([quick, quick, full, full], abs=2e-3)
+    # the pad played last: its preview, then its full render; then the other pad the same way
+    assert [(n, p) for n, p, _ in worker.heard] == [(37, True), (37, False), (36, True), (36, False)]
+    assert [peak for *_, peak in worker.heard] == pytest.approx([quick, full, quick, full], abs=2e-3)
     assert (worker.stats.previews, worker.stats.renders, worker.stats.cancelled) == (2, 2, 0)
     offline = _Heard(Engine(RATE, 128, channels=1), preview=True)  # offline render: full quality only
     offline.request(_requests(quick_model, 1.0))
@@ -158,6 +159,33 @@ def test_a_knob_moved_during_a_full_render_cancels_it(tmp_path):
     assert [(n, p) for n, p, _ in worker.heard] == [(36, True), (36, True), (36, False)]
     assert [peak for *_, peak in worker.heard] == pytest.approx([fx.PREVIEW_LEVEL * full, fx.PREVIEW_LEVEL * full / 2,
                                                                  full / 2], abs=2e-3)
+    assert worker.stats.cancelled == 1 and not worker.stats.errors
+
+
+def test_new_requests_cancel_every_render_but_the_pad_played_last(tmp_path, monkeypatch):
+    """A knob moves while the pad played last renders its preview (that render completes: the next hit plays it)
+    and again while another pad's preview renders (that one is cancelled and never heard)."""
+    quick_model = ExportedModel(fx.linear_kick_model(tmp_path / "m", sample_rate=RATE, preview=True))
+    worker = _Heard(Engine(RATE, 128, channels=1), preview=True, split_pads=True)
+    worker.focus = 36
+    real, calls = worker_module.render_sounds, []
+
+    def render_sounds(reqs, *args, **kwargs):
+        calls.append(reqs[0].note)
+        if len(calls) in (1, 4):  # during 36's first preview, then during 37's preview of the second state
+            worker.request(_requests(quick_model, 0.5 if len(calls) == 1 else 0.25, notes=(36, 37)))
+        return real(reqs, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "render_sounds", render_sounds)
+    worker.request(_requests(quick_model, 1.0, notes=(36, 37)))
+    _live(worker)
+    full = float(np.abs(dc_block(_kick(1.0), RATE)).max())
+    q = fx.PREVIEW_LEVEL * full
+    assert calls == [36, 36, 36, 37, 36, 36, 37, 37]  # 36: preview, preview, full; 37 cancelled; then the last state
+    assert [(n, p) for n, p, _ in worker.heard] == [(36, True), (36, True), (36, False), (36, True), (36, False),
+                                                   (37, True), (37, False)]
+    assert [peak for *_, peak in worker.heard] == pytest.approx([q, q / 2, full / 2, q / 4, full / 4, q / 4, full / 4],
+                                                                abs=2e-3)
     assert worker.stats.cancelled == 1 and not worker.stats.errors
 
 
@@ -243,3 +271,16 @@ def test_resample_equals_its_polyphase_definition(src, dst):
             if 0 <= i < x.shape[-1]:
                 want[:, j] += table[phase, t] * x[:, i]
     np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_live_timings_keep_the_newest_values_in_a_fixed_ring():
+    from runtime.play import Timings
+
+    timings = Timings(capacity=3)
+    assert len(timings) == 0 and np.isnan(timings.last) and timings.sorted() == []
+    for value in (5.0, 1.0, 4.0, 2.0, 3.0):
+        timings.append(value)
+    assert len(timings) == 3 and timings.last == 3.0 and timings.sorted() == [2.0, 3.0, 4.0]
+    timings.clear()
+    timings.append(7.0)
+    assert timings.sorted() == [7.0] and timings.last == 7.0
