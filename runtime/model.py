@@ -292,16 +292,13 @@ class ExportedModel:
             raise KickspaceError(f"z has {z.shape[1]} dimensions, the model's latent size is {self.metadata.latent}")
         session = self._preview if preview and self._preview is not None else self._decoder
         feed = {"z": z, **self._label_feed(label, z.shape[0])}
-        if cancel is None:
-            audio, logmel = session.run(["audio", "logmel"], feed)
-            return audio, logmel
         try:
-            audio, logmel = session.run(["audio", "logmel"], feed, run_options=cancel.run_options)
+            audio, logmel = session.run(["audio", "logmel"], feed, run_options=cancel and cancel.run_options)
         except Exception:
-            if cancel.cancelled:
+            if cancel is not None and cancel.cancelled:
                 raise RenderCancelled() from None
             raise
-        if cancel.cancelled:
+        if cancel is not None and cancel.cancelled:
             raise RenderCancelled()  # cancelled after the last node ran: the caller no longer wants this sound
         return audio, logmel
 

@@ -185,7 +185,7 @@ class LiveWorker(RenderWorker):
     def _render(self, batch, generation, *, preview: bool = False) -> None:
         with self._cond:
             self._serving = [self._since.pop(note) for note in batch if note in self._since]
-            self._refining = not self._serving  # a batch of full-quality renders of previewed pads
+            self._refining = not preview  # full-quality renders of pads heard through their preview
         t0, c0 = time.monotonic(), time.thread_time()
         super()._render(batch, generation, preview=preview)
         self.cpu_s += time.thread_time() - c0
@@ -480,11 +480,19 @@ def _summary(values: list[float]) -> dict:
             "max": round(float(v.max()), 3)}
 
 
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 PID`` prints every thread's stack to stderr (to see where a stuck player is), when stderr is a
+    real file (not under a test runner's capture) and the platform has the signal."""
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is an OSError and a ValueError
+        pass
+
+
 def play(config: PlayConfig) -> int:
     """Entry point of ``runtime play``; returns the exit status: 0 after Ctrl-C, ``quit`` or ``--duration``, 1 when
     the audio stream stopped on its own (the JACK server stopped, the device went away)."""
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack to stderr (a stuck player)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _stacks_on_sigusr1()
     player = Player(config)
     stats = player.run()
     return 1 if player.failure or math.isnan(stats["wall_s"]) else 0

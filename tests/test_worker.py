@@ -143,6 +143,17 @@ def test_a_moved_knob_is_heard_through_the_preview_then_at_full_quality(tmp_path
     assert offline.heard == [(36, False, full)] and offline.stats.previews == 0
 
 
+def test_live_play_of_a_model_without_preview_renders_each_pad_once(model):
+    worker = _Heard(Engine(RATE, 128, channels=1), preview=True, split_pads=True)
+    worker.focus = 37
+    worker.request(_requests(model, 1.0, notes=(36, 37)))
+    _live(worker)
+    full = float(np.abs(dc_block(_kick(1.0), RATE)).max())
+    assert [(n, p) for n, p, _ in worker.heard] == [(37, False), (36, False)]  # full quality straight away
+    assert [peak for *_, peak in worker.heard] == pytest.approx([full, full], abs=2e-3)
+    assert (worker.stats.previews, worker.stats.renders) == (0, 2)
+
+
 def test_a_knob_moved_during_a_full_render_cancels_it(tmp_path):
     slow_model = ExportedModel(fx.linear_kick_model(tmp_path / "m", sample_rate=RATE, preview=True, slow=150))
     worker = _Heard(Engine(RATE, 128, channels=1), preview=True, split_pads=True)
