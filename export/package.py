@@ -2,7 +2,7 @@
 
 The folder holds ``decoder.onnx`` (``z`` [+ ``label``] -> ``audio``, ``logmel``), ``decoder_preview.onnx`` (the
 same with fewer Griffin-Lim iterations, played while a knob moves), ``encoder.onnx`` (``audio`` [+ ``label``] ->
-``mu``, ``logvar``) and ``preset.json`` (default knob and pad mapping). Both graphs carry the same
+``mu``, ``logvar``) and ``preset.json`` (default knob and pad mapping). Every graph carries the same
 metadata, written through the runtime's own format module (``runtime.model``) so the two sides cannot drift; the
 run is read through ``trainer.checkpoint`` and the spectrogram transforms come from ``trainer.spec``.
 
@@ -34,8 +34,9 @@ from trainer.model import VAE
 from trainer.spec import SpectrogramSpec
 
 DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "Griffin-Lim phase pipeline"
-#: K of the preview decoder heard while a knob moves: 2 from the pghi start is 0.4 dB (mel) behind K = 8 at 42 % of
-#: its render time (benchmarks/README.md, "Griffin-Lim phase pipeline" and "Knob -> ready").
+#: K of the preview decoder heard while a knob moves: from the pghi start, K = 2 is 0.9 dB (mel distance) behind
+#: K = 8 on the kick-22k spec (0.4 dB on kick) at 42 % of its render time (benchmarks/README.md, kick-22k table and
+#: "With the shipped kick model").
 DEFAULT_PREVIEW_ITERATIONS = 2
 PRESET_FILE = "preset.json"
 
@@ -239,19 +240,22 @@ def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, 
     test_audio = audio_t.clamp(-1, 1)
     mu_t, logvar_t = encoder(test_audio, label)
     mu_o, logvar_o = loaded.encode(test_audio.numpy(), label=labels)
-    peak = float(audio_t.abs().max()) or 1.0
-    diffs = {"audio": float(np.abs(audio_o - audio_t.numpy()).max()) / peak,
+    diffs = {"audio": _relative_error(audio_o, audio_t),
              "logmel": float(np.abs(logmel_o - logmel_t.numpy()).max()),
              "mu": float(np.abs(mu_o - mu_t.numpy()).max()), "logvar": float(np.abs(logvar_o - logvar_t.numpy()).max())}
     if preview is not None:
-        quick_t = preview(z, label)[0]
-        quick_o = loaded.decode(z.numpy(), label=labels, preview=True)[0]
-        diffs["preview"] = float(np.abs(quick_o - quick_t.numpy()).max()) / (float(quick_t.abs().max()) or 1.0)
+        diffs["preview"] = _relative_error(loaded.decode(z.numpy(), label=labels, preview=True)[0],
+                                           preview(z, label)[0])
     bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE[k]}
     if bad:
         raise KickspaceError(f"{folder}: onnxruntime and torch disagree beyond tolerance: {bad} "
                              f"(tolerances {PARITY_TOLERANCE})")
     return diffs
+
+
+def _relative_error(onnx_audio: np.ndarray, torch_audio: torch.Tensor) -> float:
+    """Max abs difference of two ``[B, samples]`` renders, relative to the torch render's peak."""
+    return float(np.abs(onnx_audio - torch_audio.numpy()).max()) / (float(torch_audio.abs().max()) or 1.0)
 
 
 #: Max abs difference onnxruntime vs torch (audio: relative to its peak).

@@ -207,7 +207,6 @@ class Player:
 
     def __init__(self, config: PlayConfig) -> None:
         self.config = config
-        pin_mmap_threshold()
         preset = with_user_pads(load_preset(config.preset), config.pads)
         if config.channel is not None:
             preset = dataclasses.replace(preset, midi_channel=None)  # MidiInput filters --channel for every preset
@@ -493,6 +492,7 @@ def play(config: PlayConfig) -> int:
     """Entry point of ``runtime play``; returns the exit status: 0 after Ctrl-C, ``quit`` or ``--duration``, 1 when
     the audio stream stopped on its own (the JACK server stopped, the device went away)."""
     _stacks_on_sigusr1()
+    pin_mmap_threshold()
     player = Player(config)
     stats = player.run()
     return 1 if player.failure or math.isnan(stats["wall_s"]) else 0
