@@ -35,6 +35,7 @@ import numpy as np
 from runtime.errors import KickspaceError
 
 SWITCH_INTERVAL_S = 0.0002
+WAIT_BINS = 100  # callback wait histogram: 0.1 ms bins up to 10 ms
 NO_DEVICE_HELP = ("Run `runtime list` to see the devices PortAudio finds, start a JACK server (e.g. `jackd -d alsa` "
                   "for a sound card, or `jackd --no-realtime -d dummy -r 48000 -p 128` to run without one), or "
                   "render offline with `runtime render`.")
@@ -224,6 +225,10 @@ class AudioOutput:
         self.callback_errors = 0
         self.peak = 0.0
         self.max_callback_s = 0.0
+        # blocks by the wait from PortAudio's C callback to this Python callback (the GIL, cffi), on PortAudio's
+        # stream clock, in 0.1 ms bins (the last: 10 ms and more). On JACK that clock is JACK's frame time, which
+        # jumps when the server skips cycles: a wait across a server xrun reads high.
+        self.wait_histogram = [0] * WAIT_BINS
         self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
         self._stream = None
         self._finished = False  # set by PortAudio's finished callback: the stream ended from our side
@@ -234,6 +239,12 @@ class AudioOutput:
 
     def _callback(self, outdata, frames, time_info, status) -> None:
         t = time.monotonic()
+        wait = 0.0
+        try:
+            if self._stream is not None and time_info.currentTime:
+                wait = self._stream.time - time_info.currentTime
+        except Exception:  # the stream clock is a diagnostic: never let it stop the sound
+            pass
         self.block_time = t
         self.block_frames = frames
         if status.output_underflow:
@@ -252,6 +263,7 @@ class AudioOutput:
         spent = time.monotonic() - t
         if spent > self.max_callback_s:
             self.max_callback_s = spent
+        self.wait_histogram[min(int(wait * 1e4), WAIT_BINS - 1) if wait > 0 else 0] += 1
 
     # ----------------------------------------------------------------------------------------- control side
 

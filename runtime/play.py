@@ -2,7 +2,8 @@
 
 Threads (DESIGN.md, "Runtime threads"):
 
-- MIDI callback (:mod:`runtime.midi`): decode, timestamp, push ``(message, time)`` to :attr:`Player.events`.
+- MIDI thread (:mod:`runtime.midi`): drains python-rtmidi's own queue every millisecond (no Python on JACK's
+  process thread), decodes, timestamps, pushes ``(message, time)`` to :attr:`Player.events`.
 - Control (:meth:`Player._control_loop`, this module): the only thread that touches the
   :class:`~runtime.controls.Controller`. It applies CCs and program changes (the controller asks the render worker
   for the new sounds), hands note-ons to the engine with a sample offset from their timestamp, and runs the musician's
@@ -12,6 +13,9 @@ Threads (DESIGN.md, "Runtime threads"):
   latest requested state per pad and swaps the buffers in.
 - Audio callback (:mod:`runtime.audio`): mixes voices; nothing else.
 - Status view (:mod:`runtime.status`): a low-rate rich view, or nothing with ``--quiet``.
+
+Once everything is open, every object alive is frozen out of the garbage collector's reach and the render worker
+runs at a higher nice value (:mod:`runtime.process`: what each is worth, measured).
 
 The main thread waits for SIGINT/SIGTERM (or ``--duration``), then closes the MIDI port, stops the control thread,
 the status view, the audio stream and the worker, in that order, and prints a one-line summary. It also watches the
@@ -25,10 +29,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import faulthandler
 import json
 import math
-import os
 import queue
 import re
 import resource
@@ -48,6 +50,8 @@ from runtime.errors import ConfigError, KickspaceError
 from runtime.files import write_text, write_wav
 from runtime.midi import MidiInput
 from runtime.preset import Knob, Pad, Preset, load_preset
+from runtime.process import (WORKER_NICE, GcPauses, dump_stacks_on, freeze_gc, lower_thread_priority,
+                             pin_mmap_threshold, rss_mb, thread_nice)
 from runtime.worker import RenderWorker
 
 ANY_BLOCK = 8192  # engine scratch size when the device picks its own block size
@@ -100,28 +104,6 @@ def with_user_pads(preset: Preset, pads: dict[int, str]) -> Preset:
     return dataclasses.replace(preset, pads=tuple(out[n] for n in sorted(out)))
 
 
-def pin_mmap_threshold(size: int = 128 * 1024) -> bool:
-    """Keep glibc's mmap threshold at ``size`` bytes (its default start), so the render worker's large temporary
-    arrays (a pad's render is ~0.3 MB) are mapped and unmapped instead of settling in the heap once glibc has raised
-    the threshold on its own; measured with the shipped preset under a knob sweep: RSS grew 4.8 MB before it
-    levelled off, 3.6 MB with the threshold pinned. True when set (glibc only)."""
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, int(size)))  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MB (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 class Timings:
     """The last ``capacity`` timings (ms) in a ring buffer allocated and touched up front, so a long session's
     statistics add nothing to the player's memory."""
@@ -159,10 +141,15 @@ class LiveWorker(RenderWorker):
     before the others. ``final_ms``: time from the latest knob move to the first full-quality buffer of that
     state (when a preview came first: how long after the knob rests the sound is final). ``render_ms``: the
     whole render, all pads.
+
+    The worker thread runs at nice ``nice`` (:data:`runtime.process.WORKER_NICE`; None leaves it): when JACK's
+    threads are not realtime, the scheduler runs them first when they wake instead of sharing the core with it.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, nice: int | None = WORKER_NICE) -> None:
         super().__init__(engine, split_pads=True, preview=True)
+        self.nice_wanted = nice
+        self.nice: int | None = None  # the worker thread's nice value once it runs
         self.stamp: float | None = None
         self.render_ms, self.ready_ms, self.final_ms = Timings(), Timings(), Timings()
         self.cpu_s = 0.0
@@ -170,6 +157,12 @@ class LiveWorker(RenderWorker):
         self._latest: dict[int, float] = {}
         self._serving: list[float] = []
         self._refining = False
+
+    def _run(self) -> None:
+        if self.nice_wanted is not None:
+            lower_thread_priority(self.nice_wanted)
+        self.nice = thread_nice()
+        super()._run()
 
     def request(self, requests, *, replace: bool = False) -> None:
         requests = list(requests)
@@ -243,6 +236,8 @@ class Player:
         self.rss: list[tuple[float, float]] = []
         self.started = 0.0
         self.failure: str | None = None  # why the run ended on its own (the audio stream stopped), else None
+        self.gc_pauses = GcPauses()
+        self.frozen_objects = 0
         self._stop = threading.Event()
         self._control: threading.Thread | None = None
 
@@ -280,6 +275,8 @@ class Player:
             if not config.quiet:
                 view = StatusView(self)
                 view.start()
+            self.frozen_objects = freeze_gc()  # everything alive now: out of the collector's reach (runtime.process)
+            self.gc_pauses.start()
             next_rss = 0.0
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -294,6 +291,7 @@ class Player:
                 self._stop.wait(0.1)
             self.rss.append((time.monotonic() - self.started, rss_mb()))
         finally:
+            self.gc_pauses.stop()
             if view is not None:
                 view.stop()
             self._shutdown()
@@ -444,7 +442,8 @@ class Player:
             "block_frames": a.block_frames, "stream_latency_s": a.latency_s, "jack": a.is_jack,
             "ports": a.ports, "midi_port": self.midi.port_label if self.midi else "",
             "blocks": a.blocks, "underflows": a.underflows, "callback_errors": a.callback_errors,
-            "max_callback_ms": round(a.max_callback_s * 1e3, 3), "peak": max(self.peak_max, a.peak),
+            "max_callback_ms": round(a.max_callback_s * 1e3, 3),
+            "callback_wait_ms": _histogram_summary(a.wait_histogram, 0.1), "peak": max(self.peak_max, a.peak),
             "notes": self.counts["notes"], "cc": self.counts["cc"], "programs": self.counts["programs"],
             "errors": self.counts["errors"] + len(w.stats.errors), "dropped_notes": self.engine.dropped,
             "midi_received": self.midi.received if self.midi else 0,
@@ -452,6 +451,7 @@ class Player:
             "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),
             "render_ms": _summary(renders), "ready_ms": _summary(ready), "ready_ms_all": [round(x, 3) for x in ready],
             "final_ms": _summary(final),
+            "worker_nice": w.nice, "gc": {**self.gc_pauses.summary(), "frozen_objects": self.frozen_objects},
             "worker_cpu_s": round(w.cpu_s, 4), "worker_cpu_share": round(w.cpu_s / wall, 5) if wall else 0.0,
             "process_cpu_s": round(time.process_time(), 3),
             "rss_start_mb": round(warm[0], 2) if warm else 0.0, "rss_end_mb": round(rss[-1], 2) if rss else 0.0,
@@ -471,6 +471,16 @@ def _clamp(value: float, a: float, b: float) -> float:
     return min(max(float(value), lo), hi)
 
 
+def _histogram_summary(counts: list[int], width: float) -> dict:
+    """Median, p99 and max (upper bin edges) of a histogram with bins ``width`` wide."""
+    c = np.cumsum(counts)
+    if not c.size or not c[-1]:
+        return {"n": 0}
+    edge = lambda q: round(float((np.searchsorted(c, q * c[-1]) + 1) * width), 3)  # noqa: E731
+    return {"n": int(c[-1]), "median": edge(0.5), "p99": edge(0.99), "p999": edge(0.999),
+            "max": round(float((np.flatnonzero(counts)[-1] + 1) * width), 3)}
+
+
 def _summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
@@ -479,19 +489,10 @@ def _summary(values: list[float]) -> dict:
             "max": round(float(v.max()), 3)}
 
 
-def _stacks_on_sigusr1() -> None:
-    """``kill -USR1 PID`` prints every thread's stack to stderr (to see where a stuck player is), when stderr is a
-    real file (not under a test runner's capture) and the platform has the signal."""
-    try:
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is an OSError and a ValueError
-        pass
-
-
 def play(config: PlayConfig) -> int:
     """Entry point of ``runtime play``; returns the exit status: 0 after Ctrl-C, ``quit`` or ``--duration``, 1 when
     the audio stream stopped on its own (the JACK server stopped, the device went away)."""
-    _stacks_on_sigusr1()
+    dump_stacks_on()
     pin_mmap_threshold()
     player = Player(config)
     stats = player.run()

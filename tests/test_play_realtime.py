@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from runtime import cli
+from runtime.process import WORKER_NICE
 from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
                                  onsets_after, sender, write_test_preset)
 
@@ -143,6 +144,8 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
                f"recorder saw {rig.recorder.xruns} xrun callbacks; realtime={jack_server.realtime}")
     print(context)
     assert rc == 0 and stats["errors"] == 0 and stats["dropped_notes"] == 0
+    # live play ran with the start-up heap frozen out of the collector and the render worker niced (runtime.process)
+    assert stats["gc"]["frozen_objects"] > 10_000 and stats["worker_nice"] == WORKER_NICE
     # exact unless a MIDI client missed cycles, each of which JACK may repeat or drop (tests/jack_fixtures.py)
     misses = jack_server.midi_misses(rig.midi_clients, log_at)
     assert abs(stats["notes"] - sent) <= misses, context

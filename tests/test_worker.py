@@ -264,7 +264,8 @@ def test_downsampling_removes_what_the_new_rate_cannot_hold():
 
 @pytest.mark.parametrize("src, dst", [(44100, 48000), (48000, 44100), (8000, 48000), (44100, 22050)])
 def test_resample_equals_its_polyphase_definition(src, dst):
-    """The strided per-phase evaluation computes exactly y[j] = sum_t h[phase(j), t] * x[base(j) - before + t]."""
+    """Both evaluations (one block matrix: 44.1 <-> 48 kHz; the per-phase loop: 8 -> 48 kHz, 44.1 -> 22.05 kHz)
+    compute exactly y[j] = sum_t h[phase(j), t] * x[base(j) - before + t]."""
     import math
 
     from runtime.worker import _sinc_table, resample

@@ -1,0 +1,67 @@
+"""Process settings of live play (runtime.process): frozen garbage collector, GC pause timing, worker niceness."""
+
+import gc
+import threading
+
+import pytest
+
+from runtime.process import GcPauses, freeze_gc, lower_thread_priority, thread_nice
+
+
+@pytest.fixture
+def unfrozen():
+    yield
+    gc.unfreeze()  # give the rest of the test session its collector back
+
+
+def _cycles(n: int) -> None:
+    for _ in range(n):
+        a, b = [], []
+        a.append(b)
+        b.append(a)
+
+
+def test_frozen_objects_leave_full_collections_alone(unfrozen):
+    big = [[i] for i in range(200_000)]  # long-lived objects a full collection would walk
+    before = gc.get_freeze_count()
+    frozen = freeze_gc()
+    assert frozen >= before + len(big) and gc.get_freeze_count() == frozen
+    _cycles(10)
+    assert gc.collect() >= 20  # what was made after the freeze is still collected
+    assert gc.get_freeze_count() == frozen
+    del big
+
+
+def test_gc_pauses_counts_and_times_each_generation():
+    pauses = GcPauses()
+    pauses.start()
+    pauses.start()  # idempotent: one callback
+    try:
+        _cycles(5)
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        pauses.stop()
+    counts = list(pauses.count)
+    assert counts[0] >= 1 and counts[2] >= 1 and pauses.max_ms[2] > 0.0
+    gc.collect(2)
+    assert pauses.count == counts  # stopped: nothing more counted
+    summary = pauses.summary()
+    assert summary["collections"] == counts and len(summary["max_ms"]) == 3
+
+
+def test_lower_thread_priority_changes_only_the_calling_thread():
+    main = thread_nice()
+    if main is None:
+        pytest.skip("this platform has no per-thread nice value")
+    seen = {}
+
+    def worker():
+        seen["ok"] = lower_thread_priority(main + 5)
+        seen["nice"] = thread_nice()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"ok": True, "nice": main + 5}
+    assert thread_nice() == main
