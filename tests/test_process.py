@@ -65,3 +65,21 @@ def test_lower_thread_priority_changes_only_the_calling_thread():
     t.join()
     assert seen == {"ok": True, "nice": main + 5}
     assert thread_nice() == main
+
+
+@pytest.mark.parametrize("env, threads", [({}, 1), ({"OPENBLAS_NUM_THREADS": "2"}, 2)])
+def test_runtime_runs_numpy_blas_on_one_thread_unless_told(env, threads):
+    """OpenBLAS's pool threads spin after each call (a core lost beside the render worker): importing the runtime
+    first keeps numpy to the calling thread; an explicit OPENBLAS_NUM_THREADS wins."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("counting a process's threads needs Linux /proc")
+    code = ("import runtime, os, numpy as np; a = np.ones((512, 512)); a @ a; "
+            "print(len(os.listdir('/proc/self/task')))")
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert int(out.stdout) == threads
