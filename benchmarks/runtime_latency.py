@@ -83,7 +83,8 @@ def run(args) -> dict:
     notes = [f for f, _ in recorder.note_frames()]
     # a note lands on silence only when the previous sound has died away: a real kick (0.74 s) at 16 notes/s never
     # does, so latency is measured on the notes with 2 quiet periods before them (use --notes 1 with a real preset)
-    quiet = [f for f in notes if 2 * PERIOD <= f <= len(recorder.audio) and np.abs(recorder.audio[f - 2 * PERIOD:f, 0]).max() <= 1e-3]
+    quiet = [f for f in notes if 2 * PERIOD <= f <= len(recorder.audio)
+             and np.abs(recorder.audio[f - 2 * PERIOD:f, 0]).max() <= 1e-3]
     hits = onsets_after(recorder.audio, quiet, window=min(2000, int(RATE / args.notes) - 200))
     lat = np.array([h for h, _ in hits if h is not None], dtype=float)
     pct = lambda v, q: round(float(np.percentile(v, q)), 3) if v.size else None  # noqa: E731
@@ -106,7 +107,8 @@ def run(args) -> dict:
         "worker_nice": stats.get("worker_nice"), "gc": stats.get("gc"),
         "player_cpu_share": round(stats.get("process_cpu_s", 0) / max(stats.get("wall_s", 1), 1e-9), 4),
         "xruns_player_callback": stats.get("underflows"), "blocks": stats.get("blocks"),
-        "max_callback_ms": stats.get("max_callback_ms"), "callback_wait_ms": stats.get("callback_wait_ms"), "recorder_xrun_callbacks": recorder.xruns,
+        "max_callback_ms": stats.get("max_callback_ms"), "callback_wait_ms": stats.get("callback_wait_ms"),
+        "recorder_xrun_callbacks": recorder.xruns,
         "jack_server_log": xruns,
         "server_xruns_blamed_on_the_player": sum(n for k, n in xruns["clients"].items()
                                                  if k.split(" (")[0] in ("ks-bench", "ks-bench-midi")),

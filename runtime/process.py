@@ -10,8 +10,9 @@ Measured sources, and what this module does about each:
   collector's reach (``gc.freeze``): a full collection then walks only what was created since (measured: 0.001 ms).
   :class:`GcPauses` times every collection of the run, so the figure is in the player's statistics.
 - **CPU share.** The render worker keeps a core busy while a knob moves; under ``jackd --no-realtime`` (or any
-  server that cannot get realtime scheduling) JACK's threads are ordinary threads beside it. :func:`lower_thread_priority`
-  gives the worker thread a higher nice value, so the scheduler runs the JACK threads first when they wake.
+  server that cannot get realtime scheduling) JACK's threads are ordinary threads beside it.
+  :func:`lower_thread_priority` gives the worker thread a higher nice value, so the scheduler runs the JACK threads
+  first when they wake. (numpy's OpenBLAS threads: see :mod:`runtime`.)
 - **glibc heap growth.** :func:`pin_mmap_threshold` keeps large temporaries mapped (RSS stays flat).
 
 All of it is Linux/CPython-specific and best effort: each function returns whether it took effect.

@@ -14,9 +14,10 @@ pad is rendered again by the full decoder, in this order: the pad played last's 
 other pads' previews, their full renders. A render in flight is cancelled when a request arrives (onnxruntime
 ``RunOptions.terminate``, :class:`~runtime.model.CancelToken`) and redone for the latest state, except the preview
 of the pad played last (what the next hit plays). While a knob moves, the player hears previews that follow it;
-when it rests, the full quality of the pad being played lands one full render later. Offline render (:meth:`RenderWorker.render_now`) always renders at full
-quality. Each sound is made safe (finite, DC-blocked, a short fade-out at its end), resampled from the model rate to the engine
-rate here, never in the audio callback, and swapped into the engine by reference.
+when it rests, the full quality of the pad being played lands one full render later. Offline render
+(:meth:`RenderWorker.render_now`) always renders at full quality. Each sound is made safe (finite, DC-blocked, a
+short fade-out at its end), resampled from the model rate to the engine rate here, never in the audio callback,
+and swapped into the engine by reference.
 
 The worker runs in its own thread (:meth:`RenderWorker.start`) for live play, or synchronously in the caller's
 thread (:meth:`RenderWorker.render_now`) for offline render, which makes offline output deterministic.

@@ -83,3 +83,27 @@ def test_runtime_runs_numpy_blas_on_one_thread_unless_told(env, threads):
     out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert int(out.stdout) == threads
+
+
+def test_sigusr2_prints_every_threads_stack():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if not hasattr(signal, "SIGUSR2"):
+        pytest.skip("no SIGUSR2 on this platform")
+    code = ("import os, signal, threading, time; from runtime.process import dump_stacks_on; "
+            "assert dump_stacks_on(); t = threading.Thread(target=time.sleep, args=(2,), daemon=True); t.start(); "
+            "os.kill(os.getpid(), signal.SIGUSR2); time.sleep(0.2); print('still here')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0 and out.stdout.strip() == "still here"
+    assert out.stderr.count("Thread 0x") == 1 and out.stderr.count("Current thread 0x") == 1  # both threads
+
+
+def test_histogram_summary_reads_upper_bin_edges():
+    from runtime.play import _histogram_summary
+
+    assert _histogram_summary([0, 0, 0], 0.1) == {"n": 0}
+    assert _histogram_summary([5, 3, 0, 2], 0.1) == {"n": 10, "median": 0.1, "p99": 0.4, "p999": 0.4, "max": 0.4}
