@@ -5,7 +5,7 @@ output port picked by a case-insensitive name substring or its number, on the JA
 
 No Python runs on the MIDI API's thread. With a callback, python-rtmidi calls it on JACK's process thread, where
 it needs the GIL: a render worker or control thread holding the GIL then makes the MIDI client, and so the whole
-JACK cycle, late (measured under a knob sweep on JACK dummy: the server blamed the player's MIDI client for 10-18
+JACK cycle, late (measured under a knob sweep on JACK dummy: the server blamed the player's MIDI client for 4-18
 xruns in 20 s). Without one, RtMidi keeps incoming events in its own lock-free ring buffer
 (:data:`QUEUE_SIZE` events), and :class:`MidiInput`'s thread drains it every :data:`POLL_S`: decode the bytes with
 mido, drop other channels when a channel filter is set, estimate the event's time and ``put_nowait``

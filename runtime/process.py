@@ -1,7 +1,8 @@
 """Process- and thread-wide settings of live play: what keeps the audio callback from waiting on the rest of Python.
 
-The audio callback (and python-rtmidi's, on JACK) runs on a JACK process thread and needs the GIL. Whatever holds
-the GIL or the CPU when the cycle starts makes it late, and a late client is an xrun for the whole JACK graph.
+The audio callback runs on a JACK process thread and needs the GIL (MIDI needs none there: see
+:mod:`runtime.midi`). Whatever holds the GIL or the CPU when the cycle starts makes it late, and a late client is an
+xrun for the whole JACK graph.
 Measured sources, and what this module does about each:
 
 - **Cyclic garbage collection.** A full (generation 2) collection walks every tracked object while holding the GIL:
@@ -15,7 +16,8 @@ Measured sources, and what this module does about each:
   first when they wake. (numpy's OpenBLAS threads: see :mod:`runtime`.)
 - **glibc heap growth.** :func:`pin_mmap_threshold` keeps large temporaries mapped (RSS stays flat).
 
-All of it is Linux/CPython-specific and best effort: each function returns whether it took effect.
+All of it is Linux/CPython-specific and best effort: each setting returns whether (or, for the freeze, how much)
+it took effect.
 """
 
 from __future__ import annotations
