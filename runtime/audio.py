@@ -36,6 +36,7 @@ from runtime.errors import KickspaceError
 
 SWITCH_INTERVAL_S = 0.0002
 WAIT_BINS = 100  # callback wait histogram: 0.1 ms bins up to 10 ms
+UNDERFLOW_LOG = 256  # the times of the first this-many underflows are kept (when in the run they came)
 NO_DEVICE_HELP = ("Run `runtime list` to see the devices PortAudio finds, start a JACK server (e.g. `jackd -d alsa` "
                   "for a sound card, or `jackd --no-realtime -d dummy -r 48000 -p 128` to run without one), or "
                   "render offline with `runtime render`.")
@@ -229,8 +230,11 @@ class AudioOutput:
         # stream clock, in 0.1 ms bins (the last: 10 ms and more). On JACK that clock is JACK's frame time, which
         # jumps when the server skips cycles: a wait across a server xrun reads high.
         self.wait_histogram = [0] * WAIT_BINS
+        #: ``time.monotonic()`` at the callback of each of the first :data:`UNDERFLOW_LOG` underflows
+        self.underflow_times = [0.0] * UNDERFLOW_LOG
         self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
         self._stream = None
+        self._jack: Jack | None = None  # libjack helper (port checks and routing) while the stream runs
         self._finished = False  # set by PortAudio's finished callback: the stream ended from our side
         self._old_switch = None
         self.latency_s = 0.0
@@ -248,6 +252,8 @@ class AudioOutput:
         self.block_time = t
         self.block_frames = frames
         if status.output_underflow:
+            if self.underflows < UNDERFLOW_LOG:
+                self.underflow_times[self.underflows] = t
             self.underflows += 1
         try:
             self.engine.process(outdata)
@@ -317,10 +323,13 @@ class AudioOutput:
         """Open and start the stream (shortening the GIL switch interval first); connect JACK ports as asked."""
         sd = _sd()
         if self.is_jack:
-            with _jack_or_none() as jack:
-                if jack is not None and jack.ports(f"^{_re(self.client_name)}:"):
-                    raise KickspaceError(f"a JACK client named {self.client_name!r} is already running; stop it or "
-                                         f"pass another --client-name")
+            # one helper client for the whole stream, opened before it starts and closed after it stops: on a
+            # loaded JACK server a client opening or closing was measured to coincide with a server xrun
+            self._jack = _jack_or_none()
+            if self._jack is not None and self._jack.ports(f"^{_re(self.client_name)}:"):
+                self.close()
+                raise KickspaceError(f"a JACK client named {self.client_name!r} is already running; stop it or "
+                                     f"pass another --client-name")
         self._old_switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
@@ -341,19 +350,19 @@ class AudioOutput:
             self._route_jack_ports()
 
     def _route_jack_ports(self) -> None:
-        with _jack_or_none() as jack:
-            if jack is None:
-                return
-            self.ports = jack.ports(f"^{_re(self.client_name)}:", outputs=True)
-            playback = jack.ports("", inputs=True, physical=True)
-            for i, port in enumerate(self.ports):
-                current = jack.connections(port)
-                if self.connect:
-                    if playback and not current:
-                        jack.connect(port, playback[i % len(playback)])
-                else:
-                    for other in current:
-                        jack.disconnect(port, other)
+        jack = self._jack
+        if jack is None:
+            return
+        self.ports = jack.ports(f"^{_re(self.client_name)}:", outputs=True)
+        playback = jack.ports("", inputs=True, physical=True)
+        for i, port in enumerate(self.ports):
+            current = jack.connections(port)
+            if self.connect:
+                if playback and not current:
+                    jack.connect(port, playback[i % len(playback)])
+            else:
+                for other in current:
+                    jack.disconnect(port, other)
 
     def close(self) -> None:
         """Stop and close the stream (idempotent); restores the GIL switch interval.
@@ -373,6 +382,9 @@ class AudioOutput:
         if self._old_switch is not None:
             sys.setswitchinterval(self._old_switch)
             self._old_switch = None
+        jack, self._jack = self._jack, None
+        if jack is not None:
+            jack.close()
 
 
 def _skip_portaudio_exit_handler() -> None:
@@ -387,17 +399,9 @@ def _re(name: str) -> str:
     return "".join("\\" + c if not c.isalnum() and c not in "-_ " else c for c in name)
 
 
-class _jack_or_none:
-    """``with _jack_or_none() as jack``: a :class:`Jack` client or None when libjack/the server is missing."""
-
-    def __enter__(self):
-        try:
-            self.jack = Jack()
-        except KickspaceError:
-            self.jack = None
-        return self.jack
-
-    def __exit__(self, *exc):
-        if self.jack is not None:
-            self.jack.close()
-        return False
+def _jack_or_none() -> Jack | None:
+    """A :class:`Jack` helper client, or None when libjack or the server is missing."""
+    try:
+        return Jack()
+    except KickspaceError:
+        return None

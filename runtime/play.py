@@ -14,11 +14,16 @@ Threads (DESIGN.md, "Runtime threads"):
 - Audio callback (:mod:`runtime.audio`): mixes voices; nothing else.
 - Status view (:mod:`runtime.status`): a low-rate rich view, or nothing with ``--quiet``.
 
-Once everything is open, every object alive is frozen out of the garbage collector's reach and the render worker
-runs at a higher nice value (:mod:`runtime.process`: what each is worth, measured).
+The audio stream starts last: the render worker, the MIDI input (a JACK client of its own), the control thread and
+the status view's imports come first, then every object alive is frozen out of the garbage collector's reach (the
+render worker also runs at a higher nice value; :mod:`runtime.process` says what each is worth, measured). So no
+JACK client opens and no long GIL hold happens while the stream plays: on this project's test server a client
+opening mid-stream coincided with server xruns, and a full collection holds the GIL for 6-8 ms.
 
-The main thread waits for SIGINT/SIGTERM (or ``--duration``), then closes the MIDI port, stops the control thread,
-the status view, the audio stream and the worker, in that order, and prints a one-line summary. It also watches the
+The main thread waits for SIGINT/SIGTERM (or ``--duration``), then stops the status view, the audio stream (the
+sound stops first), the MIDI port, the control thread and the worker, in that order, and prints a one-line
+summary. The stats (``--stats-json``) keep the time of each of the first underflows (``underflow_times``,
+``time.monotonic()`` seconds), so a benchmark can count those of its own measuring window. It also watches the
 audio stream: when it ends on its own (the JACK server stopped, the device went away) the player stops too, prints
 why on one stderr line and exits with status 1 instead of playing silence forever. Nothing at shutdown may block
 for long then: the lost stream is left alone (see :mod:`runtime.audio`) and the MIDI port gets
@@ -262,21 +267,25 @@ class Player:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self.stop)
             handlers[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: self.command("save"))
+            # everything that opens a JACK client or holds the GIL for long comes before the audio stream starts
+            # (a client opening mid-stream coincided with server xruns; a full GC holds the GIL for 6-8 ms)
             self.worker.start()
-            self.audio.start()
             self.midi = MidiInput(self.events, port=config.midi_port, api=config.midi_api,
                                   client_name=f"{config.client_name}-midi", port_name="in", channel=config.channel,
                                   prefer_jack=self.audio.is_jack)
             self._control = threading.Thread(target=self._control_loop, name="kickspace-control", daemon=True)
             self._control.start()
+            if not config.quiet:
+                view = StatusView(self)
+                view.prepare()
+            self.frozen_objects = freeze_gc()  # everything alive now: out of the collector's reach (runtime.process)
+            self.gc_pauses.start()
+            self.audio.start()
             self.started = time.monotonic()
             print(f"kickspace: playing {self.controller.preset.name or self.preset_path} | audio: {self.describe()} | "
                   f"MIDI in: {self.midi.port_label} | Ctrl-C stops", file=sys.stderr, flush=True)
-            if not config.quiet:
-                view = StatusView(self)
+            if view is not None:
                 view.start()
-            self.frozen_objects = freeze_gc()  # everything alive now: out of the collector's reach (runtime.process)
-            self.gc_pauses.start()
             next_rss = 0.0
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -306,14 +315,15 @@ class Player:
         return stats
 
     def _shutdown(self) -> None:
+        # the sound stops first: the JACK clients closing after it cannot disturb the stream's last blocks
+        self.peak_max = max(self.peak_max, self.audio.take_peak())
+        self.audio.close()
         if self.midi is not None:
             self._close_midi()
         if self._control is not None:
             self.events.put_nowait(None)
             self._control.join(5.0)
             self._control = None
-        self.peak_max = max(self.peak_max, self.audio.take_peak())
-        self.audio.close()
         self.worker.stop()
 
     def _close_midi(self, timeout: float = MIDI_CLOSE_TIMEOUT_S) -> bool:
@@ -442,6 +452,7 @@ class Player:
             "block_frames": a.block_frames, "stream_latency_s": a.latency_s, "jack": a.is_jack,
             "ports": a.ports, "midi_port": self.midi.port_label if self.midi else "",
             "blocks": a.blocks, "underflows": a.underflows, "callback_errors": a.callback_errors,
+            "underflow_times": a.underflow_times[:min(a.underflows, len(a.underflow_times))],
             "max_callback_ms": round(a.max_callback_s * 1e3, 3),
             "callback_wait_ms": _histogram_summary(a.wait_histogram, 0.1), "peak": max(self.peak_max, a.peak),
             "notes": self.counts["notes"], "cc": self.counts["cc"], "programs": self.counts["programs"],

@@ -79,7 +79,15 @@ class StatusView:
         self._threads: list[threading.Thread] = []
         self._peak = 0.0
 
+    def prepare(self) -> None:
+        """Import rich now, before the audio stream starts (importing holds the GIL for tens of ms)."""
+        import rich.console  # noqa: F401
+        import rich.live  # noqa: F401
+        import rich.table  # noqa: F401
+        import rich.text  # noqa: F401
+
     def start(self) -> None:
+        """Draw the view and read keys (each in its own thread) until :meth:`stop`."""
         self._threads.append(threading.Thread(target=self._run, name="kickspace-status", daemon=True))
         if sys.stdin.isatty():
             self._threads.append(threading.Thread(target=self._keys, name="kickspace-keys", daemon=True))

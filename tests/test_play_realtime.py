@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from runtime import cli
+from runtime.audio import UNDERFLOW_LOG
 from runtime.process import WORKER_NICE
 from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
                                  onsets_after, sender, write_test_preset)
@@ -107,11 +108,12 @@ def test_cc_sweep_changes_the_next_kick(jack_server, sender, preset, tmp_path):
 def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sender, preset, tmp_path):
     """8 notes/s for 20 s with a CC sweep running all the time (about 100 CC/s: the worker re-renders constantly).
 
-    The assertion is on the underflows the player's own audio callback counts (PortAudio status flags), with the JACK
-    server's log as context. The issue's goal is zero; on this 2-core VM with ``--no-realtime`` the dummy driver
-    misses its own deadlines and PortAudio flags every server xrun as an underflow of every client, so the count
-    depends on what else the machine runs (measured: 16-26 in ~7,800 blocks when idle, 183 in CI, 529 beside two
-    busy processes). The bound is therefore relative to a control: the recorder, a client that does nothing but
+    The assertion is on the underflows the player's own audio callback counts (PortAudio status flags) during the
+    20 s, with the JACK server's log as context. The issue's goal is zero; on this 2-core VM with ``--no-realtime``
+    the dummy driver misses its own deadlines, PortAudio flags every server xrun as an underflow of every client,
+    and a thread that does nothing but sleep to period deadlines wakes more than a period late 12-15 times a minute
+    (``benchmarks/wakeup_latency.py``), so the count depends on the machine and what else it runs (measured: 16-26
+    in ~7,800 blocks when idle in session 5, 183 in CI, 529 beside two busy processes). The bound is therefore relative to a control: the recorder, a client that does nothing but
     copy its inputs, in the same server at the same time. The player may not do worse than it, or than 1 % of
     blocks where that is larger. A design that makes the callback wait for the GIL, a lock, an allocation or
     inference shows up far above it (DESIGN.md measured 1,577 underflows in ~3,000 blocks for a Python callback
@@ -135,10 +137,14 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
             cc_step += 3
             time.sleep(0.01)
         time.sleep(0.4)
+        t_end = time.monotonic()
     finally:
         rc, stats = rig.close()
     server = jack_server.xrun_report(log_at)
-    context = (f"player: {stats.get('underflows')} underflows in {stats.get('blocks')} blocks, callback max "
+    # the run's own underflows: the recorder's client opening after the player's stream started is not the run
+    during = sum(t0 <= t <= t_end for t in stats.get("underflow_times", []))
+    context = (f"player: {during} underflows in the 20 s run ({stats.get('underflows')} in all) in "
+               f"{stats.get('blocks')} blocks, callback max "
                f"{stats.get('max_callback_ms')} ms, knob->ready {stats.get('ready_ms')}, render "
                f"{stats.get('render_ms')}, worker CPU {stats.get('worker_cpu_share')}; server log: {server}; "
                f"recorder saw {rig.recorder.xruns} xrun callbacks; realtime={jack_server.realtime}")
@@ -155,7 +161,42 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
     onsets = count_onsets(rig.recorder.audio, seen=rig.recorder.seen)
     heard = f"{onsets} sounds for {sent} notes sent, {stats['notes']} played ({missed} partly unrecorded); {context}"
     assert sent - misses - missed <= onsets <= stats["notes"], heard
-    assert stats["underflows"] <= max(0.01 * stats["blocks"], rig.recorder.xruns), context
+    assert during <= max(0.01 * stats["blocks"], rig.recorder.xruns), context
+
+
+def test_a_stalled_server_cycle_counts_as_an_underflow_at_its_time(jack_server, preset, tmp_path):
+    """The xrun count is not a number that cannot move: a JACK client that sleeps 20 ms in its process callback
+    makes the server miss cycles, and the player's callback counts the underflow PortAudio flags, stamped with when
+    it came (the ``underflow_times`` a benchmark uses to count the xruns of its stress window only)."""
+    import jack
+
+    player = PlayerProcess(preset, tmp_path, client="ks-stall")
+    staller = jack.Client("ks-staller", no_start_server=True)
+    stall = {"at": None}
+
+    @staller.set_process_callback
+    def _process(frames):
+        if stall["at"] is not None and not stall.get("done"):
+            stall["done"] = True
+            time.sleep(0.02)
+
+    staller.activate()
+    try:
+        time.sleep(1.0)
+        before = time.monotonic()
+        stall["at"] = before
+        deadline = before + 5
+        while not stall.get("done") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+    finally:
+        rc, stats = player.interrupt()
+        staller.deactivate()
+        staller.close()
+    assert rc == 0 and stall.get("done")
+    near = [t for t in stats["underflow_times"] if before <= t <= before + 0.3]
+    assert stats["underflows"] >= 1 and near, (stats["underflows"], stats["underflow_times"], before)
+    assert len(stats["underflow_times"]) == min(stats["underflows"], UNDERFLOW_LOG)
 
 
 def test_sigint_closes_ports_and_streams_and_save_writes_wav_and_preset(jack_server, preset, tmp_path):
