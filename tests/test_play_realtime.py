@@ -246,3 +246,11 @@ def test_musician_errors(jack_server, preset, tmp_path, capsys):
     nodev = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert nodev.returncode == 2
     assert "no audio output device" in nodev.stderr and "runtime list" in nodev.stderr
+    running = PlayerProcess(preset, tmp_path, client="ks-dup")
+    try:
+        twice = subprocess.run(base + ["--client-name", "ks-dup"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+    finally:
+        rc, _ = running.interrupt()
+    assert twice.returncode == 2 and rc == 0
+    assert "a JACK client named 'ks-dup' is already running" in twice.stderr and "--client-name" in twice.stderr
