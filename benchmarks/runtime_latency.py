@@ -1,7 +1,7 @@
 """Live runtime on JACK dummy: note -> onset latency, knob -> new-sound-ready time, worker CPU, xruns, RSS growth.
 
     .venv/bin/python benchmarks/runtime_latency.py [--seconds 60] [--notes 16] [--cc 100] [--cc-pause S]
-                                                    [--realtime] [--no-recorder] [--preset PATH]
+                                                    [--realtime] [--view] [--no-recorder] [--preset PATH]
                                                     [--out results.json]
 
 Starts its own ``jackd -d dummy -r 48000 -p 128`` under a unique server name (``--no-realtime`` unless
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import os
 import sys
 import tempfile
 import time
@@ -52,13 +53,18 @@ from tests.jack_fixtures import (PERIOD, RATE, JackServer, PlayerProcess, Record
                                  count_onsets, onsets_after, write_test_preset)
 
 
+# rich draws the live view into the player's log as it would on a terminal (the drawing cost is the real one)
+VIEW_ENV = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120", "LINES": "40"}
+
+
 def run(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="kickspace-bench-"))
     server = JackServer(work, name=f"kickspace-bench-{int(time.time())}", realtime=args.realtime).start()
     recorder = None
     try:
         preset = Path(args.preset) if args.preset else write_test_preset(work / "preset", samples=1024)
-        player = PlayerProcess(preset, work, client="ks-bench")
+        player = PlayerProcess(preset, work, client="ks-bench", quiet=not args.view,
+                               env={**os.environ, **VIEW_ENV} if args.view else None)
         sender = Sender("ks-bench-snd")  # before the recorder: opening it took seconds at times, off the recording
         if args.no_recorder:
             _connect(sender.port, player.midi_in)
@@ -185,6 +191,8 @@ def main() -> int:
     parser.add_argument("--cc-pause", type=float, default=0.0,
                         help="seconds the knob rests after every 25 CC messages (0: a sweep without pause)")
     parser.add_argument("--realtime", action="store_true", help="jackd -R instead of --no-realtime")
+    parser.add_argument("--view", action="store_true",
+                        help="run the player with its status view (drawn as on a 120x40 terminal) instead of --quiet")
     parser.add_argument("--no-recorder", action="store_true",
                         help="no recording client (no latency or onset figures): the xruns of the player and the "
                              "MIDI sender alone, without the measuring client's own")

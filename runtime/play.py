@@ -12,11 +12,12 @@ Threads (DESIGN.md, "Runtime threads"):
 - Render worker (:class:`LiveWorker`, a :class:`~runtime.worker.RenderWorker` that also times itself): renders the
   latest requested state per pad and swaps the buffers in.
 - Audio callback (:mod:`runtime.audio`): mixes voices; nothing else.
-- Status view (:mod:`runtime.status`): a low-rate rich view, or nothing with ``--quiet``.
+- Status view (:mod:`runtime.status`): a thread that hands the counters 4 times a second to a rich view drawn by
+  a child process (out of this process's GIL), or nothing with ``--quiet``.
 
 The audio stream starts last: the render worker, the MIDI input (a JACK client of its own), the control thread and
-the status view's imports come first, then every object alive is frozen out of the garbage collector's reach (the
-render worker also runs at a higher nice value; :mod:`runtime.process` says what each is worth, measured). So no
+the status view's drawing process come first, then every object alive is frozen out of the garbage collector's
+reach (the render worker also runs at a higher nice value; :mod:`runtime.process` says what each is worth). So no
 JACK client opens and no long GIL hold happens while the stream plays: on this project's test server a client
 opening mid-stream coincided with server xruns, and a full collection holds the GIL for 6-8 ms.
 

@@ -1,7 +1,8 @@
 """The status view of ``runtime play`` (rich): knob values, notes as they arrive, last render and knob -> ready times,
-xruns, output peak, MIDI learn state. It runs in its own thread at :data:`REFRESH_HZ` (cheap, never on the audio
-thread) and reads the player's counters without locks (single attribute reads). With ``--quiet`` there is no view;
-:func:`summary_line` prints one line at exit either way.
+xruns, output peak, MIDI learn state. A player thread reads its counters without locks (single attribute reads) at
+:data:`REFRESH_HZ` and hands them as JSON lines to a drawing process (``python -m runtime.status``: :func:`draw`),
+so rich's drawing never competes with the audio callback for the GIL (:class:`StatusView` says what that cost).
+With ``--quiet`` there is no view; :func:`summary_line` prints one line at exit either way.
 
 Keys (when stdin is a terminal): ``l`` MIDI learn (cycles through the model's axes, then off: the next moved CC
 binds to the chosen axis), ``s`` save the current sound (WAV + preset), ``q`` quit.
@@ -9,14 +10,18 @@ binds to the chosen axis), ``s`` save the current sound (WAV + preset), ``q`` qu
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import select
+import signal
+import subprocess
 import sys
 import threading
 import time
 
 REFRESH_HZ = 4.0
+DRAW_NICE = 19  # the drawing process yields its core to any JACK or player thread that wakes
 
 
 def db(x: float) -> str:
@@ -71,23 +76,34 @@ def key_command(key: str, axes: list[str], learning: str | None) -> tuple[str, s
 
 
 class StatusView:
-    """A rich ``Live`` view of a :class:`runtime.play.Player`, refreshed from its own thread."""
+    """The status view of a :class:`runtime.play.Player`: its drawing runs in a child process, its keys here.
+
+    Drawing a rich view is about 7 ms of Python per refresh. In the player's process that made the audio callback
+    wait for the GIL (p99.9 2.0-2.5 ms against 0.7 with ``--quiet``) and raised the player's underflows in 30 s
+    stress runs on JACK (``benchmarks/runtime_latency.py --view``) from 9 to 41-45. So a thread here only reads the
+    player's counters into a small dict (:meth:`snapshot`, ~0.1 ms) and writes it as one JSON line to a child
+    process (``python -m runtime.status``, at nice :data:`DRAW_NICE`), which draws it with rich on the same
+    terminal: 13, 14 and 26 underflows against 1, 8 and 10 quiet, interleaved; the GIL wait is the quiet one's.
+    The child is started by :meth:`prepare`, before the audio stream, and ends when its input closes
+    (:meth:`stop`); it ignores SIGINT, so Ctrl-C at the terminal reaches the player only.
+    """
 
     def __init__(self, player) -> None:
         self.player = player
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._peak = 0.0
+        self._child: subprocess.Popen | None = None
 
     def prepare(self) -> None:
-        """Import rich now, before the audio stream starts (importing holds the GIL for tens of ms)."""
-        import rich.console  # noqa: F401
-        import rich.live  # noqa: F401
-        import rich.table  # noqa: F401
-        import rich.text  # noqa: F401
+        """Start the drawing process (before the audio stream starts: its start-up is ~0.2 s of CPU)."""
+        self._child = subprocess.Popen([sys.executable, "-m", "runtime.status"], stdin=subprocess.PIPE,
+                                       text=True, bufsize=1)
 
     def start(self) -> None:
-        """Draw the view and read keys (each in its own thread) until :meth:`stop`."""
+        """Feed the view and read keys (each in its own thread) until :meth:`stop`."""
+        if self._child is None:
+            self.prepare()
         self._threads.append(threading.Thread(target=self._run, name="kickspace-status", daemon=True))
         if sys.stdin.isatty():
             self._threads.append(threading.Thread(target=self._keys, name="kickspace-keys", daemon=True))
@@ -95,60 +111,54 @@ class StatusView:
             thread.start()
 
     def stop(self) -> None:
+        """Stop feeding, let the drawing process draw its last frame and exit."""
         self._stop.set()
         for thread in self._threads:
             thread.join(2.0)
+        child, self._child = self._child, None
+        if child is None:
+            return
+        try:
+            child.stdin.close()
+            child.wait(3.0)
+        except (OSError, subprocess.TimeoutExpired):
+            child.kill()
+            child.wait(3.0)
 
     # ------------------------------------------------------------------------------------------------- view
 
     def _run(self) -> None:
-        from rich.live import Live
+        child = self._child
+        while not self._stop.wait(1.0 / REFRESH_HZ):
+            try:
+                child.stdin.write(json.dumps(self.snapshot()) + "\n")
+            except (OSError, ValueError):  # the drawing process is gone: play on without a view
+                return
 
-        with Live(self.render(), refresh_per_second=REFRESH_HZ, auto_refresh=False, transient=False,
-                  redirect_stdout=False, redirect_stderr=False) as live:
-            while not self._stop.wait(1.0 / REFRESH_HZ):
-                live.update(self.render(), refresh=True)
-
-    def render(self):
-        """The view as a rich renderable (also usable in tests)."""
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
-
+    def snapshot(self) -> dict:
+        """What the view shows, as plain JSON-ready data (read without locks: single attribute reads)."""
         p = self.player
         a, w = p.audio, p.worker
         peak = a.take_peak()
         p.peak_max = max(p.peak_max, peak)
         self._peak = max(peak, self._peak * 0.5)  # a meter that falls 6 dB per refresh
-        header = Text(f"Kickspace  {p.controller.preset.name or p.preset_path}   {p.describe()}", style="bold")
-        knobs = Table(title="knobs", expand=False, show_edge=False)
-        for col in ("axis", "CC", "value", ""):
-            knobs.add_column(col)
         values = p.controller.state.values
         bound = {k.axis: k for k in p.controller.preset.knobs}
+        knobs = []
         for axis in p.controller.model.metadata.axes:
-            v = values.get(axis.name, 0.0)
             knob = bound.get(axis.name)
-            span = (knob.min, knob.max) if knob else (-1.0, 1.0)
-            frac = 0.0 if span[1] == span[0] else min(max((v - span[0]) / (span[1] - span[0]), 0.0), 1.0)
-            learn = "  <- move a knob" if p.learn_axis == axis.name else ""
-            knobs.add_row(axis.name, str(knob.cc) if knob else "-", f"{v:+.2f}",
-                          "#" * int(round(frac * 20)) + "." * (20 - int(round(frac * 20))) + learn)
+            lo, hi = (knob.min, knob.max) if knob else (-1.0, 1.0)
+            v = float(values.get(axis.name, 0.0))
+            knobs.append({"axis": axis.name, "cc": knob.cc if knob else None, "value": v,
+                          "fraction": 0.0 if hi == lo else min(max((v - lo) / (hi - lo), 0.0), 1.0),
+                          "learning": p.learn_axis == axis.name})
         now = time.monotonic()
-        notes = Table(title="MIDI", expand=False, show_edge=False)
-        notes.add_column("ago")
-        notes.add_column("event")
-        for when, text in list(p.recent)[-8:]:
-            notes.add_row(f"{now - when:5.1f} s", text)
-        render_ms, ready_ms, final_ms = w.render_ms.last, w.ready_ms.last, w.final_ms.last
-        lines = [f"last render {render_ms:.1f} ms   knob->ready {ready_ms:.1f} ms (full quality {final_ms:.1f} ms)   "
-                 f"pending {w.pending}",
-                 f"xruns {a.underflows}   blocks {a.blocks}   voices {p.engine.active_voices}   "
-                 f"peak {db(self._peak)}   notes {p.counts['notes']}   CC {p.counts['cc']}",
-                 f"MIDI in {p.midi.port_label if p.midi else '-'}",
-                 "keys: l learn   s save sound   q quit   (Ctrl-C quits too)"]
-        lines += list(p.messages)[-3:]
-        return Group(header, knobs, notes, Text("\n".join(lines)))
+        return {"title": f"Kickspace  {p.controller.preset.name or p.preset_path}   {p.describe()}",
+                "knobs": knobs, "recent": [(round(now - when, 1), text) for when, text in list(p.recent)[-8:]],
+                "render_ms": w.render_ms.last, "ready_ms": w.ready_ms.last, "final_ms": w.final_ms.last,
+                "pending": w.pending, "xruns": a.underflows, "blocks": a.blocks, "voices": p.engine.active_voices,
+                "peak": self._peak, "notes": p.counts["notes"], "cc": p.counts["cc"],
+                "midi": p.midi.port_label if p.midi else "-", "messages": list(p.messages)[-3:]}
 
     # -------------------------------------------------------------------------------------------------- keys
 
@@ -179,3 +189,60 @@ class StatusView:
                     self.player.command(*action)
         finally:
             termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+# ----------------------------------------------------------------------------------------- the drawing process
+
+def render(snap: dict):
+    """The view of one :meth:`StatusView.snapshot` as a rich renderable."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    knobs = Table(title="knobs", expand=False, show_edge=False)
+    for col in ("axis", "CC", "value", ""):
+        knobs.add_column(col)
+    for k in snap["knobs"]:
+        bar = int(round(k["fraction"] * 20))
+        knobs.add_row(k["axis"], "-" if k["cc"] is None else str(k["cc"]), f"{k['value']:+.2f}",
+                      "#" * bar + "." * (20 - bar) + ("  <- move a knob" if k["learning"] else ""))
+    notes = Table(title="MIDI", expand=False, show_edge=False)
+    notes.add_column("ago")
+    notes.add_column("event")
+    for ago, text in snap["recent"]:
+        notes.add_row(f"{ago:5.1f} s", text)
+    lines = [f"last render {snap['render_ms']:.1f} ms   knob->ready {snap['ready_ms']:.1f} ms (full quality "
+             f"{snap['final_ms']:.1f} ms)   pending {snap['pending']}",
+             f"xruns {snap['xruns']}   blocks {snap['blocks']}   voices {snap['voices']}   peak {db(snap['peak'])}   "
+             f"notes {snap['notes']}   CC {snap['cc']}",
+             f"MIDI in {snap['midi']}",
+             "keys: l learn   s save sound   q quit   (Ctrl-C quits too)", *snap["messages"]]
+    return Group(Text(snap["title"], style="bold"), knobs, notes, Text("\n".join(lines)))
+
+
+def draw(lines) -> int:
+    """Draw each JSON snapshot line from ``lines`` in a rich ``Live`` view until they end (the drawing process)."""
+    from rich.live import Live
+
+    live = None
+    try:
+        for line in lines:
+            try:
+                view = render(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line at exit: skip it
+            if live is None:
+                live = Live(view, refresh_per_second=REFRESH_HZ, auto_refresh=False, transient=False,
+                            redirect_stdout=False, redirect_stderr=False)
+                live.start()
+            live.update(view, refresh=True)
+    finally:
+        if live is not None:
+            live.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the player's; this process ends when its input does
+    os.nice(DRAW_NICE)
+    sys.exit(draw(sys.stdin))

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
+import sys
 import termios
 import time
 from pathlib import Path
@@ -204,6 +206,36 @@ def test_key_commands_cycle_learn_through_the_axes_then_off():
         steps.append((name, learning))
     assert steps == [("learn", "sub"), ("learn", "click"), ("learn", None), ("learn", "sub")]
     assert key_command("l", [], None) is None and key_command("x", axes, None) is None
+
+
+def _snapshot(**changes) -> dict:
+    snap = {"title": "Kickspace  kicks", "knobs": [
+        {"axis": "sub", "cc": 20, "value": 0.72, "fraction": 0.86, "learning": False},
+        {"axis": "decay", "cc": None, "value": -0.5, "fraction": 0.25, "learning": True}],
+        "recent": [(1.5, "note 36 vel 100")], "render_ms": 5.8, "ready_ms": 7.5, "final_ms": 18.9, "pending": 0,
+        "xruns": 3, "blocks": 2259, "voices": 1, "peak": 0.5, "notes": 20, "cc": 500,
+        "midi": "kickspace-midi:in", "messages": ["learned: CC 71 -> sub"]}
+    return {**snap, **changes}
+
+
+def test_the_drawing_process_draws_each_snapshot_ignores_sigint_and_ends_with_its_input():
+    """``python -m runtime.status``: the status view's drawing process (rich, out of the player's GIL)."""
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "100", "LINES": "40"}
+    child = subprocess.Popen([sys.executable, "-m", "runtime.status"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    child.stdin.write(json.dumps(_snapshot()) + "\n")
+    child.stdin.write('{"title": "torn li\n')  # a line cut at exit is skipped, not fatal
+    child.stdin.flush()
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)  # Ctrl-C at the terminal is the player's to handle
+    child.stdin.write(json.dumps(_snapshot(xruns=4, blocks=9000)) + "\n")
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == 0, err
+    last = out[out.rindex("Kickspace  kicks"):]  # the last frame drawn
+    assert "xruns 4   blocks 9000" in last and "peak -6.0 dBFS" in last and "learned: CC 71 -> sub" in last
+    assert re.search(r"sub .*20 .*\+0\.72 .*#{17}\.{3}", last)
+    assert re.search(r"decay .* - .*-0\.50 .*#{5}\.{15}  <- move a knob", last)
+    assert "note 36 vel 100" in last and "xruns 3" in out
 
 
 def test_status_view_keys_learn_save_and_quit_through_a_terminal(jack_server, sender, preset, tmp_path):
