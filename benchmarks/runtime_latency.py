@@ -50,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.jack_fixtures import (PERIOD, RATE, JackServer, PlayerProcess, Recorder, Sender,  # noqa: E402
-                                 count_onsets, onsets_after, write_test_preset)
+                                 count_onsets, onsets_after, underflows_between, write_test_preset)
 
 
 # rich draws the live view into the player's log as it would on a terminal (the drawing cost is the real one)
@@ -97,7 +97,7 @@ def run(args) -> dict:
         "worker_nice": stats.get("worker_nice"), "gc": stats.get("gc"),
         "player_cpu_share": round(stats.get("process_cpu_s", 0) / max(stats.get("wall_s", 1), 1e-9), 4),
         "xruns_player_callback": stats.get("underflows"), "blocks": stats.get("blocks"),
-        "xruns_player_during_stress": sum(t0 <= t <= t_end for t in stats.get("underflow_times", [])),
+        "xruns_player_during_stress": underflows_between(stats, t0, t_end),
         "xruns_player_at_s": [round(t - t0, 3) for t in stats.get("underflow_times", [])],
         "max_callback_ms": stats.get("max_callback_ms"), "callback_wait_ms": stats.get("callback_wait_ms"),
         "jack_server_log": xruns,
@@ -187,7 +187,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--notes", type=float, default=16.0, help="notes per second")
-    parser.add_argument("--cc", type=float, default=100.0, help="CC messages per second (a continuous sweep; 0: no knob moves)")
+    parser.add_argument("--cc", type=float, default=100.0,
+                        help="CC messages per second (a continuous sweep; 0: no knob moves)")
     parser.add_argument("--cc-pause", type=float, default=0.0,
                         help="seconds the knob rests after every 25 CC messages (0: a sweep without pause)")
     parser.add_argument("--realtime", action="store_true", help="jackd -R instead of --no-realtime")

@@ -430,6 +430,12 @@ def onsets_after(audio: np.ndarray, frames: list[int], *, window: int, threshold
     return out
 
 
+def underflows_between(stats: dict, start: float, end: float) -> int:
+    """Underflows ``runtime play`` stamped (``underflow_times`` in its stats, ``time.monotonic()``) from ``start`` to
+    ``end``: a run's own, without those its harness caused by opening clients before it."""
+    return sum(start <= t <= end for t in stats.get("underflow_times", []))
+
+
 def count_onsets(audio: np.ndarray, *, seen: np.ndarray | None = None, threshold: float = 1e-3,
                  quiet: int = 1200) -> int:
     """Separate sounds in ``audio``: runs above ``threshold`` split by at least ``quiet`` quiet frames.

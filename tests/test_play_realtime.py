@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from runtime import cli
 from runtime.audio import UNDERFLOW_LOG
 from runtime.process import WORKER_NICE
 from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
-                                 onsets_after, sender, write_test_preset)
+                                 onsets_after, sender, underflows_between, write_test_preset)
 
 DETECT = 8  # frames the threshold detector needs on the kick's 1 ms rise (velocity 32: ~3 frames)
 
@@ -109,16 +110,16 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
     """8 notes/s for 20 s with a CC sweep running all the time (about 100 CC/s: the worker re-renders constantly).
 
     The assertion is on the underflows the player's own audio callback counts (PortAudio status flags) during the
-    20 s, with the JACK server's log as context. The issue's goal is zero; on this 2-core VM with ``--no-realtime``
-    the dummy driver misses its own deadlines, PortAudio flags every server xrun as an underflow of every client,
-    and a thread that does nothing but sleep to period deadlines wakes more than a period late 12-15 times a minute
+    20 s, with the JACK server's log as context. The issue's goal is zero; on this 2-core VM with ``--no-realtime`` the
+    dummy driver misses its own deadlines, PortAudio flags every server xrun as an underflow of every client, and a
+    thread that does nothing but sleep to period deadlines wakes more than a period late 12-15 times a minute
     (``benchmarks/wakeup_latency.py``), so the count depends on the machine and what else it runs (measured: 16-26
-    in ~7,800 blocks when idle in session 5, 183 in CI, 529 beside two busy processes). The bound is therefore relative to a control: the recorder, a client that does nothing but
-    copy its inputs, in the same server at the same time. The player may not do worse than it, or than 1 % of
-    blocks where that is larger. A design that makes the callback wait for the GIL, a lock, an allocation or
-    inference shows up far above it (DESIGN.md measured 1,577 underflows in ~3,000 blocks for a Python callback
-    beside one busy thread). The exact counts are printed; ``benchmarks/runtime_latency.py`` keeps the zero goal and
-    its figure.
+    in ~7,800 blocks when idle in session 5, 183 in CI, 529 beside two busy processes). The bound is therefore
+    relative to a control: the recorder, a client that does nothing but copy its inputs, in the same server at the
+    same time. The player may not do worse than it, or than 1 % of blocks where that is larger. A design that makes
+    the callback wait for the GIL, a lock, an allocation or inference shows up far above it (DESIGN.md measured
+    1,577 underflows in ~3,000 blocks for a Python callback beside one busy thread). The exact counts are printed;
+    ``benchmarks/runtime_latency.py`` keeps the zero goal and its figure.
     """
     seconds, rate = 20.0, 8
     rig = Rig(preset, tmp_path, sender, "stress", seconds=seconds + 3)
@@ -142,7 +143,7 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
         rc, stats = rig.close()
     server = jack_server.xrun_report(log_at)
     # the run's own underflows: the recorder's client opening after the player's stream started is not the run
-    during = sum(t0 <= t <= t_end for t in stats.get("underflow_times", []))
+    during = underflows_between(stats, t0, t_end)
     context = (f"player: {during} underflows in the 20 s run ({stats.get('underflows')} in all) in "
                f"{stats.get('blocks')} blocks, callback max "
                f"{stats.get('max_callback_ms')} ms, knob->ready {stats.get('ready_ms')}, render "
@@ -172,28 +173,26 @@ def test_a_stalled_server_cycle_counts_as_an_underflow_at_its_time(jack_server, 
 
     player = PlayerProcess(preset, tmp_path, client="ks-stall")
     staller = jack.Client("ks-staller", no_start_server=True)
-    stall = {"at": None}
+    armed, stalled = threading.Event(), threading.Event()
 
     @staller.set_process_callback
     def _process(frames):
-        if stall["at"] is not None and not stall.get("done"):
-            stall["done"] = True
+        if armed.is_set() and not stalled.is_set():
+            stalled.set()
             time.sleep(0.02)
 
     staller.activate()
     try:
         time.sleep(1.0)
         before = time.monotonic()
-        stall["at"] = before
-        deadline = before + 5
-        while not stall.get("done") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        armed.set()
+        stalled.wait(5.0)
         time.sleep(0.5)
     finally:
         rc, stats = player.interrupt()
         staller.deactivate()
         staller.close()
-    assert rc == 0 and stall.get("done")
+    assert rc == 0 and stalled.is_set()
     near = [t for t in stats["underflow_times"] if before <= t <= before + 0.3]
     assert stats["underflows"] >= 1 and near, (stats["underflows"], stats["underflow_times"], before)
     assert len(stats["underflow_times"]) == min(stats["underflows"], UNDERFLOW_LOG)
