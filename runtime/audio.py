@@ -2,7 +2,9 @@
 
 The callback does what DESIGN.md allows and nothing more: note the block's start time, count the output underflows
 PortAudio reports in its status flags, fill the block with :meth:`runtime.engine.Engine.process`, track the output
-peak in a preallocated scratch array. No inference, logging, locks or numpy allocation of its own.
+peak in a preallocated scratch array. No inference, logging, locks or numpy allocation of its own. On its first
+block only, it asks for realtime scheduling of its own thread where the server did not give it
+(:func:`runtime.process.realtime_thread`).
 
 The callback is Python and needs the GIL: :meth:`AudioOutput.start` shortens CPython's switch interval (5 ms by
 default, longer than a 128-frame period) to :data:`SWITCH_INTERVAL_S`, so another Python thread holds the GIL for at
@@ -33,6 +35,7 @@ import time
 import numpy as np
 
 from runtime.errors import KickspaceError
+from runtime.process import REALTIME_PRIORITY, realtime_thread
 
 SWITCH_INTERVAL_S = 0.0002
 WAIT_BINS = 100  # callback wait histogram: 0.1 ms bins up to 10 ms
@@ -205,10 +208,13 @@ class AudioOutput:
         JACK client name (already set with :func:`set_jack_client_name`); its ports are ``NAME:out_N``.
     connect : bool
         On JACK: connect the outputs to the system playback ports; otherwise leave them unconnected.
+    rt_priority : int
+        ``SCHED_FIFO`` priority the callback's thread asks for on its first block when it is not realtime already
+        (:func:`runtime.process.realtime_thread`); 0 leaves its scheduling alone.
     """
 
     def __init__(self, engine, device: dict, *, samplerate: int, blocksize: int = 0, client_name: str = "kickspace",
-                 connect: bool = False) -> None:
+                 connect: bool = False, rt_priority: int = REALTIME_PRIORITY) -> None:
         self.engine = engine
         self.device = device
         self.samplerate = int(samplerate)
@@ -232,6 +238,9 @@ class AudioOutput:
         self.wait_histogram = [0] * WAIT_BINS
         #: ``time.monotonic()`` at the callback of each of the first :data:`UNDERFLOW_LOG` underflows
         self.underflow_times = [0.0] * UNDERFLOW_LOG
+        #: the callback thread's scheduling, set on the first block ("" until then)
+        self.thread_policy = ""
+        self._rt_priority = int(rt_priority)
         self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
         self._stream = None
         self._jack: Jack | None = None  # libjack helper (port checks and routing) while the stream runs
@@ -243,6 +252,8 @@ class AudioOutput:
 
     def _callback(self, outdata, frames, time_info, status) -> None:
         t = time.monotonic()
+        if not self.thread_policy:  # the first block: one system call, then never again
+            self.thread_policy = realtime_thread(self._rt_priority)
         wait = 0.0
         try:
             if self._stream is not None and time_info.currentTime:

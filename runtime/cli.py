@@ -11,6 +11,7 @@ import numpy as np
 
 from runtime.errors import run_command
 from runtime.files import write_wav
+from runtime.process import REALTIME_PRIORITY
 
 
 def list_ports() -> str:
@@ -97,6 +98,10 @@ def _add_play(sub) -> None:
     p.add_argument("--save-dir", default="kickspace-saves", metavar="DIR",
                    help="where 'save current sound' writes its WAV and preset (default ./kickspace-saves)")
     p.add_argument("--max-voices", type=int, default=16, help="voices sounding at once (default 16)")
+    p.add_argument("--rt-priority", type=int, default=REALTIME_PRIORITY, metavar="N",
+                   help=f"SCHED_FIFO priority the audio thread asks for when the JACK server did not make it "
+                        f"realtime (where the system allows it: root or an rtprio limit; default "
+                        f"{REALTIME_PRIORITY}, as jackd -R gives its clients; 0: leave it an ordinary thread)")
     p.add_argument("--quiet", action="store_true", help="no status view (headless); one summary line at exit")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (default: run until Ctrl-C)")
@@ -113,7 +118,8 @@ def _play(args: argparse.Namespace) -> int:
                         blocksize=args.blocksize, samplerate=args.samplerate, channel=args.channel,
                         connect=args.connect, client_name=args.client_name, learn=args.learn, pads=pads,
                         save_dir=args.save_dir, quiet=args.quiet, duration=args.duration,
-                        stats_json=args.stats_json, max_voices=args.max_voices)
+                        stats_json=args.stats_json, max_voices=args.max_voices,
+                        rt_priority=args.rt_priority)
     return play(config)
 
 

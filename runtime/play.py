@@ -56,8 +56,8 @@ from runtime.errors import ConfigError, KickspaceError
 from runtime.files import write_text, write_wav
 from runtime.midi import MidiInput
 from runtime.preset import Knob, Pad, Preset, load_preset
-from runtime.process import (WORKER_NICE, GcPauses, dump_stacks_on, freeze_gc, lower_thread_priority,
-                             pin_mmap_threshold, rss_mb, thread_nice)
+from runtime.process import (REALTIME_PRIORITY, WORKER_NICE, GcPauses, dump_stacks_on, freeze_gc,
+                             lower_thread_priority, pin_mmap_threshold, rss_mb, thread_nice)
 from runtime.worker import RenderWorker
 
 ANY_BLOCK = 8192  # engine scratch size when the device picks its own block size
@@ -84,6 +84,7 @@ class PlayConfig:
     duration: float | None = None
     stats_json: str | None = None
     max_voices: int = 16
+    rt_priority: int = REALTIME_PRIORITY
 
 
 def parse_pad(text: str) -> tuple[int, str]:
@@ -206,6 +207,9 @@ class Player:
 
     def __init__(self, config: PlayConfig) -> None:
         self.config = config
+        if not 0 <= config.rt_priority <= 99:
+            raise ConfigError("--rt-priority", f"must be 0 (leave the audio thread alone) to 99, got "
+                                               f"{config.rt_priority}")
         preset = with_user_pads(load_preset(config.preset), config.pads)
         if config.channel is not None:
             preset = dataclasses.replace(preset, midi_channel=None)  # MidiInput filters --channel for every preset
@@ -230,7 +234,8 @@ class Player:
         self.worker.final_ms.clear()
         self.worker.cpu_s = 0.0
         self.audio = AudioOutput(self.engine, self.device, samplerate=self.samplerate, blocksize=config.blocksize,
-                                 client_name=config.client_name, connect=config.connect)
+                                 client_name=config.client_name, connect=config.connect,
+                                 rt_priority=config.rt_priority)
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.midi: MidiInput | None = None
         self.learn_axis: str | None = config.learn
@@ -463,7 +468,8 @@ class Player:
             "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),
             "render_ms": _summary(renders), "ready_ms": _summary(ready), "ready_ms_all": [round(x, 3) for x in ready],
             "final_ms": _summary(final),
-            "worker_nice": w.nice, "gc": {**self.gc_pauses.summary(), "frozen_objects": self.frozen_objects},
+            "audio_thread": a.thread_policy, "worker_nice": w.nice,
+            "gc": {**self.gc_pauses.summary(), "frozen_objects": self.frozen_objects},
             "worker_cpu_s": round(w.cpu_s, 4), "worker_cpu_share": round(w.cpu_s / wall, 5) if wall else 0.0,
             "process_cpu_s": round(time.process_time(), 3),
             "rss_start_mb": round(warm[0], 2) if warm else 0.0, "rss_end_mb": round(rss[-1], 2) if rss else 0.0,

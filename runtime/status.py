@@ -21,7 +21,7 @@ import threading
 import time
 
 REFRESH_HZ = 4.0
-DRAW_NICE = 19  # the drawing process yields its core to any JACK or player thread that wakes
+DRAW_NICE = 19  # the drawing process's nice value where SCHED_IDLE is not available
 
 
 def db(x: float) -> str:
@@ -82,8 +82,10 @@ class StatusView:
     wait for the GIL (p99.9 2.0-2.5 ms against 0.7 with ``--quiet``) and raised the player's underflows in 30 s
     stress runs on JACK (``benchmarks/runtime_latency.py --view``) from 9 to 41-45. So a thread here only reads the
     player's counters into a small dict (:meth:`snapshot`, ~0.1 ms) and writes it as one JSON line to a child
-    process (``python -m runtime.status``, at nice :data:`DRAW_NICE`), which draws it with rich on the same
-    terminal: 13, 14 and 26 underflows against 1, 8 and 10 quiet, interleaved; the GIL wait is the quiet one's.
+    process (``python -m runtime.status``), which draws it with rich on the same terminal; the GIL wait is then
+    the quiet one's. The drawing process runs ``SCHED_IDLE`` (a core only when nothing else wants it) and draws
+    only the newest snapshot it has (:func:`newest_lines`): 8, 7 and 15 underflows in 30 s stress runs against
+    20, 19 and 26 at nice 19 drawing every snapshot, interleaved.
     The child is started by :meth:`prepare`, before the audio stream, and ends when its input closes
     (:meth:`stop`); it ignores SIGINT, so Ctrl-C at the terminal reaches the player only.
     """
@@ -220,6 +222,33 @@ def render(snap: dict):
     return Group(Text(snap["title"], style="bold"), knobs, notes, Text("\n".join(lines)))
 
 
+def newest_lines(fd: int):
+    """Complete lines read from file descriptor ``fd`` until end of file, each time only the newest of those that
+    have arrived: a drawing process that falls behind draws the present, not its backlog."""
+    pending = b""
+    while chunk := os.read(fd, 1 << 16):
+        pending += chunk
+        ended = False
+        while not ended and select.select([fd], [], [], 0)[0]:  # take whatever else is already there
+            more = os.read(fd, 1 << 16)
+            pending += more
+            ended = not more
+        *complete, pending = pending.split(b"\n")
+        if complete:
+            yield complete[-1].decode(errors="replace")
+        if ended:
+            return
+
+
+def _yield_the_cpu() -> None:
+    """The drawing process runs ``SCHED_IDLE`` (only on a core nothing else wants) where the platform has it,
+    else at nice :data:`DRAW_NICE`."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(DRAW_NICE)
+
+
 def draw(lines) -> int:
     """Draw each JSON snapshot line from ``lines`` in a rich ``Live`` view until they end (the drawing process)."""
     from rich.live import Live
@@ -244,5 +273,5 @@ def draw(lines) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the player's; this process ends when its input does
-    os.nice(DRAW_NICE)
-    sys.exit(draw(sys.stdin))
+    _yield_the_cpu()
+    sys.exit(draw(newest_lines(sys.stdin.fileno())))

@@ -153,10 +153,20 @@ class JackServer:
         return {"driver": text.count("JackTimedDriver::Process XRun"), "clients": dict(blamed),
                 "late_finish": len(re.findall(r"JackEngine::XRun: client \S+ finished after", text))}
 
+    def blamed(self, clients: list[str], since: int = 0) -> int:
+        """Cycles after log character ``since`` that the server found one of ``clients`` (JACK client names) not
+        finished at (triggered but not yet running, or still running): the xruns those clients caused.
+
+        jackd2 checks every active client at the start of each cycle and logs the ones that were triggered and had
+        not finished; a client that had not been triggered yet (waiting on a late client before it in the graph) is
+        not blamed. Each blamed cycle is notified to every client as an xrun, which is why a client's own xrun count
+        cannot tell its own misses from the others'."""
+        return sum(n for key, n in self.xrun_report(since)["clients"].items() if key.split(" (")[0] in clients)
+
     def midi_misses(self, clients: list[str], since: int = 0) -> int:
         """Cycles after log character ``since`` that any of ``clients`` (JACK client names) did not finish in time:
         each can repeat (a late sender) or drop (a late reader) one cycle's MIDI events."""
-        return sum(n for key, n in self.xrun_report(since)["clients"].items() if key.split(" (")[0] in clients)
+        return self.blamed(clients, since)
 
     def log_size(self) -> int:
         return len(self.log())

@@ -23,7 +23,7 @@ from runtime.model import ExportedModel
 from runtime.play import with_user_pads
 from runtime.preset import load_preset
 from runtime.render import render_one_shot
-from runtime.status import key_command
+from runtime.status import key_command, newest_lines
 from tests.jack_fixtures import (PERIOD, RATE, JackServer, PlayerProcess, Rig, jack_server,  # noqa: F401
                                  onsets_after, sender, write_test_preset)
 
@@ -219,14 +219,18 @@ def _snapshot(**changes) -> dict:
 
 
 def test_the_drawing_process_draws_each_snapshot_ignores_sigint_and_ends_with_its_input():
-    """``python -m runtime.status``: the status view's drawing process (rich, out of the player's GIL)."""
+    """``python -m runtime.status``: the status view's drawing process (rich, out of the player's GIL), which runs
+    ``SCHED_IDLE`` (policy 5 in /proc) so that it only takes a core nothing else wants."""
     env = {**os.environ, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "100", "LINES": "40"}
     child = subprocess.Popen([sys.executable, "-m", "runtime.status"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     child.stdin.write(json.dumps(_snapshot()) + "\n")
-    child.stdin.write('{"title": "torn li\n')  # a line cut at exit is skipped, not fatal
     child.stdin.flush()
     time.sleep(1.0)
+    policy = int(Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[38])
+    child.stdin.write('{"title": "torn li\n')  # a line cut at exit is skipped, not fatal
+    child.stdin.flush()
+    time.sleep(0.3)
     child.send_signal(signal.SIGINT)  # Ctrl-C at the terminal is the player's to handle
     child.stdin.write(json.dumps(_snapshot(xruns=4, blocks=9000)) + "\n")
     out, err = child.communicate(timeout=20)
@@ -236,6 +240,27 @@ def test_the_drawing_process_draws_each_snapshot_ignores_sigint_and_ends_with_it
     assert re.search(r"sub .*20 .*\+0\.72 .*#{17}\.{3}", last)
     assert re.search(r"decay .* - .*-0\.50 .*#{5}\.{15}  <- move a knob", last)
     assert "note 36 vel 100" in last and "xruns 3" in out
+    assert policy == os.SCHED_IDLE
+
+
+def test_a_lagging_drawing_process_reads_only_the_newest_snapshot():
+    """Snapshots that arrived together: only the newest is drawn (a view that fell behind skips its backlog);
+    a partial line waits for its end; the end of the input ends the lines."""
+    read, write = os.pipe()
+    try:
+        os.write(write, b'{"n": 1}\n{"n": 2}\n{"n": 3}\n{"n": 4')
+        lines = newest_lines(read)
+        assert next(lines) == '{"n": 3}'
+        os.write(write, b'}\n{"n": 5}\n')
+        assert next(lines) == '{"n": 5}'
+        os.write(write, b'{"n": 6}\n')
+        os.close(write)
+        write = -1
+        assert list(lines) == ['{"n": 6}']
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
 
 
 def test_status_view_keys_learn_save_and_quit_through_a_terminal(jack_server, sender, preset, tmp_path):

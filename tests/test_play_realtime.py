@@ -11,13 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime import cli
 from runtime.audio import UNDERFLOW_LOG
-from runtime.process import WORKER_NICE
+from runtime.process import REALTIME_PRIORITY, WORKER_NICE, realtime_permitted
 from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
                                  onsets_after, sender, underflows_between, write_test_preset)
 
@@ -109,17 +110,21 @@ def test_cc_sweep_changes_the_next_kick(jack_server, sender, preset, tmp_path):
 def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sender, preset, tmp_path):
     """8 notes/s for 20 s with a CC sweep running all the time (about 100 CC/s: the worker re-renders constantly).
 
-    The assertion is on the underflows the player's own audio callback counts (PortAudio status flags) during the
-    20 s, with the JACK server's log as context. The issue's goal is zero; on this 2-core VM with ``--no-realtime`` the
-    dummy driver misses its own deadlines, PortAudio flags every server xrun as an underflow of every client, and a
-    thread that does nothing but sleep to period deadlines wakes more than a period late 12-15 times a minute
-    (``benchmarks/wakeup_latency.py``), so the count depends on the machine and what else it runs (measured: 16-26
-    in ~7,800 blocks when idle in session 5, 183 in CI, 529 beside two busy processes). The bound is therefore
-    relative to a control: the recorder, a client that does nothing but copy its inputs, in the same server at the
-    same time. The player may not do worse than it, or than 1 % of blocks where that is larger. A design that makes
-    the callback wait for the GIL, a lock, an allocation or inference shows up far above it (DESIGN.md measured
-    1,577 underflows in ~3,000 blocks for a Python callback beside one busy thread). The exact counts are printed;
-    ``benchmarks/runtime_latency.py`` keeps the zero goal and its figure.
+    The issue's goal is zero xruns. Whether the player glitches is whether it makes the server miss cycles, and the
+    server says so itself: jackd2 logs each cycle at whose start a client had been triggered and had not finished
+    (:meth:`JackServer.blamed`). The assertion is on those cycles for the player's two JACK clients, its audio
+    stream and its MIDI input: at most one block in a thousand each, or as many as the sender (a python-rtmidi
+    client that only hands over queued bytes, in C++) when the machine stalls every client more often than that.
+    A callback that waits for the GIL, a lock, an allocation or inference is caught unfinished on every such block
+    (mutation-checked: a callback that sleeps 4 ms every 50th block was blamed for 153 cycles in this run).
+
+    Zero is not asserted because this VM does not give it to any client: a thread that does nothing but sleep to
+    period deadlines wakes more than a period late 6-15 times a minute (``benchmarks/wakeup_latency.py``), and the
+    sender and the do-nothing recorder are blamed too (measured: 0-3 and 1-10 cycles in this run). The player's
+    own underflow count cannot tell whose cycle it was: PortAudio flags every server xrun as an underflow of every
+    client. It is checked for what it is, the server's xruns as the player saw them, at most one per callback:
+    never more than the recorder's xrun callbacks. The exact counts are printed;
+    ``benchmarks/runtime_latency.py`` keeps the zero goal and its figures.
     """
     seconds, rate = 20.0, 8
     rig = Rig(preset, tmp_path, sender, "stress", seconds=seconds + 3)
@@ -144,7 +149,12 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
     server = jack_server.xrun_report(log_at)
     # the run's own underflows: the recorder's client opening after the player's stream started is not the run
     during = underflows_between(stats, t0, t_end)
-    context = (f"player: {during} underflows in the 20 s run ({stats.get('underflows')} in all) in "
+    sender_client, midi_client = rig.midi_clients
+    caused = {client: jack_server.blamed([client], log_at) for client in (rig.player.client, midi_client)}
+    gauge = jack_server.blamed([sender_client], log_at)
+    context = (f"cycles the server blamed on the player's clients: {caused}, on the sender: {gauge}; "
+               f"audio thread {stats.get('audio_thread')}; "
+               f"player: {during} underflows in the 20 s run ({stats.get('underflows')} in all) in "
                f"{stats.get('blocks')} blocks, callback max "
                f"{stats.get('max_callback_ms')} ms, knob->ready {stats.get('ready_ms')}, render "
                f"{stats.get('render_ms')}, worker CPU {stats.get('worker_cpu_share')}; server log: {server}; "
@@ -162,7 +172,12 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
     onsets = count_onsets(rig.recorder.audio, seen=rig.recorder.seen)
     heard = f"{onsets} sounds for {sent} notes sent, {stats['notes']} played ({missed} partly unrecorded); {context}"
     assert sent - misses - missed <= onsets <= stats["notes"], heard
-    assert during <= max(0.01 * stats["blocks"], rig.recorder.xruns), context
+    # the xruns the player caused, by the server's account
+    assert max(caused.values()) <= max(stats["blocks"] // 1000, gauge), context
+    if realtime_permitted():  # the audio thread asked for SCHED_FIFO (runtime.process.realtime_thread) and got it
+        assert stats["audio_thread"].startswith("SCHED_FIFO"), context
+    # the player's underflows are the server's xruns as PortAudio reports them (at most one per callback)
+    assert during <= rig.recorder.xruns, context
 
 
 def test_a_stalled_server_cycle_counts_as_an_underflow_at_its_time(jack_server, preset, tmp_path):
@@ -236,6 +251,8 @@ def test_musician_errors(jack_server, preset, tmp_path, capsys):
     (tmp_path / "model").symlink_to(preset.parent / "model")
     assert cli.main(["play", "--preset", str(tmp_path / "bad.json"), "--quiet"]) == 2
     assert "knobs[0].cc: must be an integer 0-127" in capsys.readouterr().err
+    assert cli.main(["play", "--preset", str(preset), "--rt-priority", "100", "--quiet"]) == 2
+    assert "--rt-priority: must be 0 (leave the audio thread alone) to 99, got 100" in capsys.readouterr().err
     base = [sys.executable, "-m", "runtime", "play", "--preset", str(preset), "--quiet", "--duration", "0.2"]
     missing = subprocess.run(base + ["--midi-port", "no-such-port", "--client-name", "ks-err"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
@@ -253,3 +270,37 @@ def test_musician_errors(jack_server, preset, tmp_path, capsys):
         rc, _ = running.interrupt()
     assert twice.returncode == 2 and rc == 0
     assert "a JACK client named 'ks-dup' is already running" in twice.stderr and "--client-name" in twice.stderr
+
+
+def _fifo_threads(pid: int) -> list[int]:
+    """Realtime priorities of a process's SCHED_FIFO threads, read from /proc (field 41: policy, 40: rt priority)."""
+    found = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        if int(fields[38]) == 1:  # fields from 3 on: policy is field 41, rt_priority 40
+            found.append(int(fields[37]))
+    return found
+
+
+def test_the_audio_thread_runs_sched_fifo_where_permitted_unless_told_not_to(jack_server, preset, tmp_path):
+    """Under ``jackd --no-realtime`` libjack leaves the player's process thread an ordinary one; the callback asks
+    for SCHED_FIFO on its first block (runtime.process.realtime_thread). Seen from outside, in /proc: exactly one
+    thread of the player runs SCHED_FIFO at the default priority, and none with ``--rt-priority 0``."""
+    if not realtime_permitted():
+        pytest.skip("this process may not use realtime scheduling (not root, no rtprio limit)")
+    if jack_server.realtime:
+        pytest.skip("jackd -R makes every client's process thread realtime itself")
+    asked = PlayerProcess(preset, tmp_path, client="ks-fifo")
+    try:
+        plain = PlayerProcess(preset, tmp_path, client="ks-plain", extra=["--rt-priority", "0"])
+        try:
+            time.sleep(0.3)
+            seen = {"asked": _fifo_threads(asked.proc.pid), "plain": _fifo_threads(plain.proc.pid)}
+        finally:
+            plain_rc, plain_stats = plain.interrupt()
+    finally:
+        asked_rc, asked_stats = asked.interrupt()
+    assert asked_rc == 0 and plain_rc == 0
+    assert seen == {"asked": [REALTIME_PRIORITY], "plain": []}
+    assert asked_stats["audio_thread"] == f"SCHED_FIFO {REALTIME_PRIORITY}"
+    assert plain_stats["audio_thread"] == "SCHED_OTHER (left as it is)"

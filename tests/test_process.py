@@ -1,11 +1,13 @@
-"""Process settings of live play (runtime.process): frozen garbage collector, GC pause timing, worker niceness."""
+"""Process settings of live play (runtime.process): frozen garbage collector, GC pause timing, worker niceness,
+the audio thread's realtime scheduling."""
 
 import gc
 import threading
 
 import pytest
 
-from runtime.process import GcPauses, freeze_gc, lower_thread_priority, thread_nice
+from runtime.process import (REALTIME_PRIORITY, GcPauses, freeze_gc, lower_thread_priority, realtime_permitted,
+                             realtime_thread, thread_nice)
 
 
 @pytest.fixture
@@ -65,6 +67,42 @@ def test_lower_thread_priority_changes_only_the_calling_thread():
     t.join()
     assert seen == {"ok": True, "nice": main + 5}
     assert thread_nice() == main
+
+
+def _in_a_thread(priority: int) -> tuple[str, int, int]:
+    """realtime_thread(priority) in a new thread: (what it said, the thread's policy, its priority) afterwards."""
+    import os
+
+    seen = {}
+
+    def audio():
+        seen["said"] = realtime_thread(priority)
+        seen["policy"], seen["priority"] = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+        if seen["policy"] == os.SCHED_FIFO:
+            seen["again"] = realtime_thread(priority + 1)  # a realtime thread is left as it is
+
+    t = threading.Thread(target=audio)
+    t.start()
+    t.join()
+    return seen
+
+
+def test_realtime_thread_makes_only_the_calling_thread_fifo_where_permitted():
+    import os
+
+    if not hasattr(os, "sched_setscheduler"):
+        pytest.skip("this platform has no sched_setscheduler")
+    main = os.sched_getscheduler(0)
+    seen = _in_a_thread(REALTIME_PRIORITY)
+    if realtime_permitted():
+        assert seen["said"] == f"SCHED_FIFO {REALTIME_PRIORITY}"
+        assert (seen["policy"], seen["priority"]) == (os.SCHED_FIFO, REALTIME_PRIORITY)
+        assert seen["again"] == f"SCHED_FIFO {REALTIME_PRIORITY} (already)"
+    else:
+        assert seen["said"].startswith("SCHED_OTHER (realtime not permitted") and seen["policy"] == main
+    assert os.sched_getscheduler(0) == main  # the test's own thread is untouched
+    left = _in_a_thread(0)
+    assert left["said"] == "SCHED_OTHER (left as it is)" and left["policy"] == main
 
 
 @pytest.mark.parametrize("env, threads", [({}, 1), ({"OPENBLAS_NUM_THREADS": "2"}, 2)])
