@@ -440,6 +440,16 @@ def onsets_after(audio: np.ndarray, frames: list[int], *, window: int, threshold
     return out
 
 
+def thread_scheduling(pid: int) -> list[tuple[int, int]]:
+    """``(policy, realtime priority)`` of each thread of process ``pid``, from Linux /proc (``os.SCHED_*`` values;
+    fields 41 and 40 of each thread's ``stat``)."""
+    found = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # fields from the third on (the name may hold spaces)
+        found.append((int(fields[38]), int(fields[37])))
+    return found
+
+
 def underflows_between(stats: dict, start: float, end: float) -> int:
     """Underflows ``runtime play`` stamped (``underflow_times`` in its stats, ``time.monotonic()``) from ``start`` to
     ``end``: a run's own, without those its harness caused by opening clients before it."""

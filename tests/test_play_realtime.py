@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,8 @@ from runtime import cli
 from runtime.audio import UNDERFLOW_LOG
 from runtime.process import REALTIME_PRIORITY, WORKER_NICE, realtime_permitted
 from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
-                                 onsets_after, sender, underflows_between, write_test_preset)
+                                 onsets_after, sender, thread_scheduling, underflows_between,
+                                 write_test_preset)
 
 DETECT = 8  # frames the threshold detector needs on the kick's 1 ms rise (velocity 32: ~3 frames)
 
@@ -272,16 +272,6 @@ def test_musician_errors(jack_server, preset, tmp_path, capsys):
     assert "a JACK client named 'ks-dup' is already running" in twice.stderr and "--client-name" in twice.stderr
 
 
-def _fifo_threads(pid: int) -> list[int]:
-    """Realtime priorities of a process's SCHED_FIFO threads, read from /proc (field 41: policy, 40: rt priority)."""
-    found = []
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        if int(fields[38]) == 1:  # fields from 3 on: policy is field 41, rt_priority 40
-            found.append(int(fields[37]))
-    return found
-
-
 def test_the_audio_thread_runs_sched_fifo_where_permitted_unless_told_not_to(jack_server, preset, tmp_path):
     """Under ``jackd --no-realtime`` libjack leaves the player's process thread an ordinary one; the callback asks
     for SCHED_FIFO on its first block (runtime.process.realtime_thread). Seen from outside, in /proc: exactly one
@@ -295,7 +285,8 @@ def test_the_audio_thread_runs_sched_fifo_where_permitted_unless_told_not_to(jac
         plain = PlayerProcess(preset, tmp_path, client="ks-plain", extra=["--rt-priority", "0"])
         try:
             time.sleep(0.3)
-            seen = {"asked": _fifo_threads(asked.proc.pid), "plain": _fifo_threads(plain.proc.pid)}
+            seen = {name: [prio for policy, prio in thread_scheduling(player.proc.pid) if policy == os.SCHED_FIFO]
+                    for name, player in (("asked", asked), ("plain", plain))}
         finally:
             plain_rc, plain_stats = plain.interrupt()
     finally:
