@@ -160,7 +160,8 @@ class StatusView:
                 "render_ms": w.render_ms.last, "ready_ms": w.ready_ms.last, "final_ms": w.final_ms.last,
                 "pending": w.pending, "xruns": a.underflows, "blocks": a.blocks, "voices": p.engine.active_voices,
                 "peak": self._peak, "notes": p.counts["notes"], "cc": p.counts["cc"],
-                "midi": p.midi.port_label if p.midi else "-", "messages": list(p.messages)[-3:]}
+                "midi": p.midi.port_label if p.midi else "-", "audio_thread": a.thread_policy or "-",
+                "messages": list(p.messages)[-3:]}
 
     # -------------------------------------------------------------------------------------------------- keys
 
@@ -217,7 +218,7 @@ def render(snap: dict):
              f"{snap['final_ms']:.1f} ms)   pending {snap['pending']}",
              f"xruns {snap['xruns']}   blocks {snap['blocks']}   voices {snap['voices']}   peak {db(snap['peak'])}   "
              f"notes {snap['notes']}   CC {snap['cc']}",
-             f"MIDI in {snap['midi']}",
+             f"MIDI in {snap['midi']}   audio thread {snap.get('audio_thread', '-')}",
              "keys: l learn   s save sound   q quit   (Ctrl-C quits too)", *snap["messages"]]
     return Group(Text(snap["title"], style="bold"), knobs, notes, Text("\n".join(lines)))
 

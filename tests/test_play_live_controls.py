@@ -213,7 +213,7 @@ def _snapshot(**changes) -> dict:
         {"axis": "sub", "cc": 20, "value": 0.72, "fraction": 0.86, "learning": False},
         {"axis": "decay", "cc": None, "value": -0.5, "fraction": 0.25, "learning": True}],
         "recent": [(1.5, "note 36 vel 100")], "render_ms": 5.8, "ready_ms": 7.5, "final_ms": 18.9, "pending": 0,
-        "xruns": 3, "blocks": 2259, "voices": 1, "peak": 0.5, "notes": 20, "cc": 500,
+        "xruns": 3, "blocks": 2259, "voices": 1, "peak": 0.5, "notes": 20, "cc": 500, "audio_thread": "SCHED_FIFO 5",
         "midi": "kickspace-midi:in", "messages": ["learned: CC 71 -> sub"]}
     return {**snap, **changes}
 
@@ -239,7 +239,7 @@ def test_the_drawing_process_draws_each_snapshot_ignores_sigint_and_ends_with_it
     assert "xruns 4   blocks 9000" in last and "peak -6.0 dBFS" in last and "learned: CC 71 -> sub" in last
     assert re.search(r"sub .*20 .*\+0\.72 .*#{17}\.{3}", last)
     assert re.search(r"decay .* - .*-0\.50 .*#{5}\.{15}  <- move a knob", last)
-    assert "note 36 vel 100" in last and "xruns 3" in out
+    assert "note 36 vel 100" in last and "xruns 3" in out and "audio thread SCHED_FIFO 5" in last
     assert policies == {os.SCHED_IDLE}
 
 
