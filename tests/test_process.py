@@ -69,8 +69,9 @@ def test_lower_thread_priority_changes_only_the_calling_thread():
     assert thread_nice() == main
 
 
-def _in_a_thread(priority: int) -> tuple[str, int, int]:
-    """realtime_thread(priority) in a new thread: (what it said, the thread's policy, its priority) afterwards."""
+def _in_a_thread(priority: int) -> dict:
+    """realtime_thread(priority) in a new thread: what it said, the thread's policy and priority afterwards, and
+    (for a thread that became SCHED_FIFO) what a second call said."""
     import os
 
     seen = {}
