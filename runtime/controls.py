@@ -16,11 +16,12 @@ from typing import Callable
 
 import numpy as np
 
+from runtime.dsp import resample
 from runtime.engine import Engine, PadSettings
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import ExportedModel, ModelMetadata
 from runtime.preset import Knob, Preset, load_preset
-from runtime.worker import PadRequest, RenderWorker, resample
+from runtime.worker import PadRequest, RenderWorker
 
 CURVE_FUNCTIONS: dict[str, Callable[[float], float]] = {
     "linear": lambda x: x,

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_SOUND_LEVEL = 8.0  # sounds are clipped to +-8 (18 dB over full scale) when set: the mix stays finite
+from runtime.dsp import MAX_SOUND_LEVEL, fade_out_curve
+
 _NOTE_ON, _SILENCE = 0, 1
 
 
@@ -48,15 +49,6 @@ class PadSettings:
 
 
 _DEFAULT_PAD = PadSettings()
-
-
-def fade_out_curve(length: int) -> np.ndarray:
-    """A raised-cosine fade-out from 1 to 0, shape ``[length]`` float64 (the last value is 0).
-
-    The one fade shape of the project: stolen and choked voices, rendered buffers' tails, prepared training audio.
-    """
-    t = np.arange(1, length + 1, dtype=np.float64) / length
-    return 0.5 + 0.5 * np.cos(np.pi * t)
 
 
 def fade_ramp(length: int) -> np.ndarray:

@@ -22,31 +22,21 @@ and swapped into the engine by reference.
 The worker runs in its own thread (:meth:`RenderWorker.start`) for live play, or synchronously in the caller's
 thread (:meth:`RenderWorker.render_now`) for offline render, which makes offline output deterministic.
 
-Resampling (:func:`resample`) is a polyphase Kaiser-windowed sinc in numpy (no scipy at runtime): 32 zero crossings
-per side, beta 8.6, cutoff at 94.5 % of the lower Nyquist. Measured: flat (< 0.01 dB) up to 85 % of the lower
-Nyquist (18.7 kHz at 44.1 kHz), -0.4 dB at 90 %, -7 dB at 95 %; rejection -66 dB just past Nyquist (102 %), below
--89 dB from 104 % on; linear phase, output aligned with the input (no delay). All filter phases form one matrix
-(:func:`_block_matrix`, cached per rate pair), so a pad is one matrix product instead of a Python loop over the
-320 phases (fewer GIL hand-overs beside the audio callback): 0.33 ms for the shipped model's 0.74 s pad
-(22.05 -> 48 kHz, one OpenBLAS thread, see :mod:`runtime`), 0.47 ms as the loop, which now serves only ratios
-with a few phases or with a matrix too large.
+Sanitising and resampling are :mod:`runtime.dsp`'s.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 
-from runtime.engine import MAX_SOUND_LEVEL, Engine, fade_out_curve
+from runtime.dsp import resample, sanitize
+from runtime.engine import Engine
 from runtime.model import CancelToken, ExportedModel, RenderCancelled
 
-BLOCK_MATRIX_MAX = 1 << 21  # entries (16 MB) of resample's one-matrix form; larger ratios loop over phases
-BLOCK_MATRIX_MIN_PHASES = 8  # ratios with this many phases or fewer loop over them (faster there)
 
 
 @dataclass(frozen=True, eq=False)
@@ -299,116 +289,3 @@ def render_sounds(requests: list[PadRequest], sample_rate: int, *, fade_out_ms: 
     audio = sanitize(audio, rate, fade_out_ms=fade_out_ms, dc_cutoff_hz=dc_cutoff_hz)
     audio = resample(audio, rate, sample_rate).astype(np.float32)
     return np.split(audio, np.cumsum(rows)[:-1])
-
-
-# ----------------------------------------------------------------------------------------------- signal helpers
-
-def sanitize(audio: np.ndarray, sample_rate: int, *, fade_out_ms: float = 10.0,
-             dc_cutoff_hz: float = 5.0) -> np.ndarray:
-    """Finite, bounded, DC-free audio ``[B, samples]`` with a raised-cosine fade over its last ``fade_out_ms``."""
-    x = np.nan_to_num(np.asarray(audio, dtype=np.float64), nan=0.0, posinf=MAX_SOUND_LEVEL,
-                      neginf=-MAX_SOUND_LEVEL)
-    np.clip(x, -MAX_SOUND_LEVEL, MAX_SOUND_LEVEL, out=x)
-    x = dc_block(x, sample_rate, dc_cutoff_hz)
-    n = min(x.shape[-1], max(1, int(round(fade_out_ms * 1e-3 * sample_rate))))
-    x[..., -n:] *= fade_out_curve(n)
-    return x
-
-
-def dc_block(x: np.ndarray, sample_rate: int, cutoff_hz: float = 5.0, *, chunk: int = 512) -> np.ndarray:
-    """One-pole DC blocker ``y[n] = x[n] - x[n-1] + r * y[n-1]`` along the last axis, vectorised per chunk.
-
-    Within a chunk ``y[n] = r**n * (y0 + cumsum(r**-k * d[k]))``; chunks keep ``r**-k`` small so float64 stays exact.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    r = math.exp(-2.0 * math.pi * cutoff_hz / sample_rate)
-    d = np.diff(x, axis=-1, prepend=0.0)
-    y = np.empty_like(x)
-    powers = r ** np.arange(1, chunk + 1)
-    state = np.zeros(x.shape[:-1])
-    for s in range(0, x.shape[-1], chunk):
-        seg = d[..., s:s + chunk]
-        p = powers[:seg.shape[-1]]
-        acc = np.cumsum(seg * (r / p), axis=-1)  # r**-(k) scaled so that p * acc = sum r**(n-k) d[k]
-        y[..., s:s + chunk] = p * (state[..., None] + acc / r)
-        state = y[..., s + seg.shape[-1] - 1]
-    return y
-
-
-@functools.lru_cache(maxsize=16)
-def _sinc_table(up: int, down: int, zeros: int, beta: float, rolloff: float) -> tuple[np.ndarray, int]:
-    """Polyphase table ``[up, taps]`` and the tap index of the sample at or before each output position."""
-    cutoff = rolloff * min(1.0, up / down)          # in cycles per input sample, relative to the input Nyquist
-    half = zeros / cutoff                           # window half-width, input samples
-    reach = int(math.ceil(half))
-    k = np.arange(-reach + 1, reach + 1)            # input sample offsets relative to floor(position)
-    frac = np.arange(up)[:, None] / up              # fractional output position of each phase
-    d = frac - k[None, :]                           # distance (input samples) from the output position
-    window = np.i0(beta * np.sqrt(np.clip(1.0 - (d / half) ** 2, 0.0, None))) / np.i0(beta)
-    table = cutoff * np.sinc(cutoff * d) * window * (np.abs(d) <= half)
-    table.setflags(write=False)
-    return table, reach - 1
-
-
-@functools.lru_cache(maxsize=8)
-def _block_matrix(up: int, down: int, zeros: int, beta: float, rolloff: float) -> np.ndarray | None:
-    """All ``up`` phases as one matrix ``[down - 1 + taps, up]``: every ``down`` input samples give ``up`` outputs,
-    ``out[m * up + p] = window_m @ W[:, p]`` with ``window_m`` the inputs from ``m * down - before``. None when
-    it would exceed :data:`BLOCK_MATRIX_MAX` entries (an unusual rate ratio) or for a few phases (up to
-    :data:`BLOCK_MATRIX_MIN_PHASES`, e.g. 2x up: a short loop is faster): the per-phase loop does those."""
-    table, _ = _sinc_table(up, down, zeros, beta, rolloff)
-    taps = table.shape[1]
-    if up <= BLOCK_MATRIX_MIN_PHASES or (down - 1 + taps) * up > BLOCK_MATRIX_MAX:
-        return None
-    w = np.zeros((down - 1 + taps, up))
-    for p in range(up):
-        base = p * down // up
-        w[base:base + taps, p] = table[p * down % up]
-    w.setflags(write=False)
-    return w
-
-
-def resample(x: np.ndarray, src_rate: int, dst_rate: int, *, zeros: int = 32, beta: float = 8.6,
-             rolloff: float = 0.945) -> np.ndarray:
-    """Resample along the last axis from ``src_rate`` to ``dst_rate`` (polyphase windowed sinc, numpy only).
-
-    Parameters
-    ----------
-    x : ndarray
-        ``[..., samples]`` audio.
-    src_rate, dst_rate : int
-        Rates in Hz; their ratio is reduced to ``up / down`` exactly.
-
-    Returns
-    -------
-    ndarray
-        ``[..., ceil(samples * dst_rate / src_rate)]`` float64; output sample ``j`` sits at input time
-        ``j * src_rate / dst_rate``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if src_rate == dst_rate:
-        return x.copy()
-    g = math.gcd(int(src_rate), int(dst_rate))
-    up, down = int(dst_rate) // g, int(src_rate) // g
-    table, before = _sinc_table(up, down, zeros, beta, rolloff)
-    taps = table.shape[1]
-    n_in = x.shape[-1]
-    n_out = -(-n_in * up // down)
-    lead = x.shape[:-1]
-    block = _block_matrix(up, down, zeros, beta, rolloff)
-    if block is not None:  # one matrix product
-        span, blocks = block.shape[0], -(-n_out // up)
-        xp = np.zeros(lead + (taps + n_in + blocks * down + span,))
-        xp[..., taps:taps + n_in] = x
-        windows = np.lib.stride_tricks.sliding_window_view(xp, span, axis=-1)[..., taps - before::down, :]
-        return (windows[..., :blocks, :] @ block).reshape(lead + (blocks * up,))[..., :n_out]
-    pad = taps
-    xp = np.concatenate([np.zeros(lead + (pad,)), x, np.zeros(lead + (pad,))], axis=-1)
-    windows = np.lib.stride_tricks.sliding_window_view(xp, taps, axis=-1)  # [..., L, taps], no copy
-    out = np.empty(lead + (n_out,))
-    for j0 in range(min(up, n_out)):  # outputs j0, j0 + up, ... share one filter phase and step `down` inputs
-        start = j0 * down // up - before + pad
-        count = len(range(j0, n_out, up))
-        rows = windows[..., start: start + down * (count - 1) + 1: down, :]
-        out[..., j0::up] = rows @ table[j0 * down % up]
-    return out

@@ -10,7 +10,8 @@ import pytest
 from runtime.engine import Engine
 from runtime.model import ExportedModel
 from runtime import worker as worker_module
-from runtime.worker import PadRequest, RenderWorker, dc_block, resample, sanitize
+from runtime.dsp import dc_block, resample, sanitize
+from runtime.worker import PadRequest, RenderWorker
 from tests import onnx_fixtures as fx
 
 RATE = 8000
@@ -268,7 +269,7 @@ def test_resample_equals_its_polyphase_definition(src, dst):
     compute exactly y[j] = sum_t h[phase(j), t] * x[base(j) - before + t]."""
     import math
 
-    from runtime.worker import _sinc_table, resample
+    from runtime.dsp import _sinc_table, resample
 
     x = np.random.default_rng(0).standard_normal((2, 300))
     g = math.gcd(src, dst)

@@ -13,6 +13,9 @@ The pipeline (:func:`prepare`), in order:
 6. loudness: BS.1770 integrated loudness (pyloudnorm) to ``target_lufs`` with the gain limited so the peak stays
    at or below ``peak_dbfs``; or the peak to ``peak_dbfs``; or nothing (only attenuated when over full scale).
 
+Steps 4-6 are :func:`runtime.dsp.prepare_one_shot`, the preparation the runtime applies to a user's own sample
+with the same settings (:attr:`Preprocess.preparation`, stored in the exported model).
+
 Every file that cannot become a usable one-shot raises :class:`SkipFile` with a short reason code and a one-line
 detail; callers (``trainer.data.ingest``) record it and go on with the next file.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.engine import fade_out_curve
+from runtime.dsp import Preparation, check_preparation, fit_length, is_finite_number, prepare_one_shot
 from runtime.errors import ConfigError, KickspaceError
 from trainer.spec import SpectrogramSpec
 
@@ -125,26 +128,24 @@ class Preprocess:
     hit_gap_ms: float = 80.0
 
     def __post_init__(self) -> None:
+        check_preparation(self, where="preprocess")
         need = _field_checker("preprocess")
-        need(self.loudness in ("lufs", "peak", "none"), "loudness",
-             f"must be 'lufs', 'peak' or 'none', got {self.loudness!r}")
-        for name in ("target_lufs", "peak_dbfs", "fade_ms", "onset_db", "preroll_ms", "min_seconds", "max_seconds",
-                     "silence_dbfs", "clip_fraction", "hit_gap_ms"):
+        for name in ("min_seconds", "max_seconds", "silence_dbfs", "clip_fraction", "hit_gap_ms"):
             value = getattr(self, name)
-            need(_is_number(value), name, f"must be a finite number, got {value!r}")
-        need(-70.0 <= self.target_lufs <= 0.0, "target_lufs", f"must be in [-70, 0] LUFS, got {self.target_lufs}")
-        need(-60.0 <= self.peak_dbfs <= 0.0, "peak_dbfs", f"must be in [-60, 0] dBFS, got {self.peak_dbfs}")
-        need(self.fade_ms >= 0.0, "fade_ms", f"must be >= 0 ms, got {self.fade_ms}")
-        need(-120.0 < self.onset_db < 0.0, "onset_db", f"must be in (-120, 0) dB below the peak, got {self.onset_db}")
-        need(self.preroll_ms >= 0.0, "preroll_ms", f"must be >= 0 ms, got {self.preroll_ms}")
+            need(is_finite_number(value), name, f"must be a finite number, got {value!r}")
         need(self.min_seconds >= 0.0, "min_seconds", f"must be >= 0 s, got {self.min_seconds}")
         need(self.max_seconds > self.min_seconds, "max_seconds",
              f"must be longer than min_seconds ({self.min_seconds} s), got {self.max_seconds}")
         need(-140.0 < self.silence_dbfs < 0.0, "silence_dbfs", f"must be in (-140, 0) dBFS, got {self.silence_dbfs}")
         need(0.0 < self.clip_fraction <= 1.0, "clip_fraction", f"must be in (0, 1], got {self.clip_fraction}")
-        need(self.multi_hit_ratio is None or (_is_number(self.multi_hit_ratio) and 0.0 < self.multi_hit_ratio <= 1.0),
+        need(self.multi_hit_ratio is None or (is_finite_number(self.multi_hit_ratio) and 0.0 < self.multi_hit_ratio <= 1.0),
              "multi_hit_ratio", f"must be in (0, 1] or null (no check), got {self.multi_hit_ratio!r}")
         need(self.hit_gap_ms > 0.0, "hit_gap_ms", f"must be > 0 ms, got {self.hit_gap_ms}")
+
+    @property
+    def preparation(self) -> Preparation:
+        """The settings of the one-shot preparation shared with the runtime (stored in exported models)."""
+        return Preparation(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Preparation)})
 
     def to_dict(self) -> dict:
         """Plain-JSON form (for configs and run records)."""
@@ -154,10 +155,6 @@ class Preprocess:
         """Short stable hash of every field and of :data:`PREPROCESS_VERSION` (used to key feature caches)."""
         blob = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True).encode()
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _field_checker(prefix: str):
@@ -303,9 +300,11 @@ def prepare(audio: np.ndarray, sample_rate: int, *, spec: SpectrogramSpec, prepr
     audio = mix_channels(resample(audio, sample_rate, spec.sample_rate), channels=spec.channels)
     if preprocess.multi_hit_ratio is not None:
         reject_multi_hit(audio, spec.sample_rate, preprocess=preprocess)
-    audio = align_onset(audio, spec.sample_rate, preprocess=preprocess)
-    audio = fit_length(audio, spec.n_samples, fade=int(round(preprocess.fade_ms * spec.sample_rate / 1000)))
-    audio = normalise(audio, spec.sample_rate, preprocess=preprocess)
+    try:
+        audio = prepare_one_shot(audio, spec.sample_rate, spec.n_samples, preparation=preprocess.preparation,
+                                 measure=integrated_loudness)
+    except KickspaceError as err:
+        raise SkipFile("silent", str(err)) from None
     if not np.all(np.isfinite(audio)):  # cannot happen after the checks above; a guard for the training data
         raise SkipFile("non-finite", "processing produced non-finite samples")
     return audio
@@ -427,27 +426,6 @@ def reject_multi_hit(audio: np.ndarray, sample_rate: int, *, preprocess: Preproc
                                     "file; cut it into one-shots")
 
 
-def align_onset(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) -> np.ndarray:
-    """Put the onset (first sample within ``onset_db`` of the peak) ``preroll_ms`` after the start. ``[C, N]``."""
-    level = np.abs(audio).max(axis=0)
-    onset = int(np.argmax(level >= level.max() * 10 ** (preprocess.onset_db / 20)))
-    start = onset - int(round(preprocess.preroll_ms * sample_rate / 1000))
-    if start >= 0:
-        return audio[:, start:]
-    return np.concatenate([np.zeros((audio.shape[0], -start), np.float32), audio], axis=1)
-
-
-def fit_length(audio: np.ndarray, n_samples: int, *, fade: int) -> np.ndarray:
-    """Crop or zero-pad ``[C, N]`` to ``[C, n_samples]`` and fade the last ``fade`` samples out (half cosine)."""
-    out = np.zeros((audio.shape[0], n_samples), np.float32)
-    keep = min(n_samples, audio.shape[1])
-    out[:, :keep] = audio[:, :keep]
-    fade = min(fade, n_samples)
-    if fade > 0:
-        out[:, n_samples - fade:] *= fade_out_curve(fade).astype(np.float32)
-    return out
-
-
 @lru_cache(maxsize=8)
 def _meter(rate: int, block_size: float):
     import pyloudnorm
@@ -463,28 +441,6 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     block = min(0.4, audio.shape[1] / sample_rate)
     data = audio[0] if audio.shape[0] == 1 else audio.T
     return float(_meter(sample_rate, block).integrated_loudness(data.astype(np.float64)))
-
-
-def normalise(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) -> np.ndarray:
-    """Apply the loudness rule to ``[C, N]`` (LUFS gain is limited so the peak stays <= ``peak_dbfs``)."""
-    peak = float(np.max(np.abs(audio)))
-    if peak <= 0.0:
-        raise SkipFile("silent", "nothing left after onset alignment and cropping")
-    ceiling = 10 ** (preprocess.peak_dbfs / 20)
-    if preprocess.loudness == "none":
-        gain = min(1.0, 1.0 / peak)
-    elif preprocess.loudness == "peak":
-        gain = ceiling / peak
-    else:
-        loudness = integrated_loudness(audio, sample_rate)
-        gain = 10 ** ((preprocess.target_lufs - loudness) / 20) if math.isfinite(loudness) else ceiling / peak
-        gain = min(gain, ceiling / peak)
-    out = (audio * np.float32(gain)).astype(np.float32)
-    limit = 1.0 if preprocess.loudness == "none" else ceiling
-    over = float(np.max(np.abs(out)))
-    if over > limit:  # float32 rounding of the gain
-        out *= np.float32(limit / over * (1 - 1e-7))
-    return out
 
 
 def _db(value: float) -> float:
