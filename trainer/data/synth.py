@@ -7,14 +7,14 @@ noise layer. Every :class:`KickParams` field has one audible job, chosen so that
 ============  ===========================================================  ===================
 parameter     what it does                                                 descriptor it moves
 ============  ===========================================================  ===================
-start_hz      body frequency at the onset (Hz)                             (sweep depth)
+start_hz      body frequency at the onset (Hz)                             ``punch`` (depth)
 end_hz        body frequency after the sweep (Hz)                          ``pitch``
-sweep_s       time constant of the exponential pitch sweep (s)             (sweep speed)
+sweep_s       time constant of the exponential pitch sweep (s)             ``punch`` (length)
 decay_s       time constant of the amplitude decay (s)                     ``decay`` ``length``
 click_level   level of a 2 ms high-passed noise burst at the onset         ``click``
 brightness    0..1, cutoff of the tone low-pass on body harmonics + noise  ``brightness``
 noise_level   red-noise layer, decays 2x faster, through the tone filter   (none)
-drive         0..1, tanh saturation of the body, 0 to 30 dB of gain        ``punch``
+drive         0..1, tanh saturation of the body, 0 to 30 dB of gain        ``body``
 sub_level     amplitude of a sine an octave below ``end_hz``               ``sub``
 ============  ===========================================================  ===================
 
