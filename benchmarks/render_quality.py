@@ -52,7 +52,7 @@ SPREAD = {"tail_db": "p90", "flatness": "p90", "first": "p90", "attack_ms": "iqr
 
 # ============================================================================================ the measures
 def _db(ratio: float) -> float:
-    return float(10 * np.log10(ratio)) if ratio > 0 else SILENT_DB
+    return max(float(10 * np.log10(ratio)), SILENT_DB) if ratio > 0 else SILENT_DB
 
 
 def tail_window(audio: np.ndarray, rate: int, start: float = 0.35, stop: float = 0.6) -> np.ndarray:

@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError
-from trainer.spec import LogMel, MelInverse, SpectrogramSpec, features_to_power, magnitude_scale, window
+from trainer.spec import (LogMel, MelInverse, SpectrogramSpec, features_to_power, magnitude_scale, render_envelope,
+                          window)
 
 #: Measured overrides of the multiply-add rule below (1024: 32 x 32 beat 16 x 64 per transform, README_phase.md).
 DEFAULT_SPLITS: dict[int, int] = {1024: 32}
@@ -175,15 +176,26 @@ class FactorizedSTFT(nn.Module):
         return x.reshape(-1, self.spec.n_fft, t) * self.win
 
     # ---------------------------------------------------------------------------------- framing / overlap-add
-    def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[B, N, T]`` windowed frames -> normalised, centre-trimmed segments ``[B, hop, T + R - 1]``."""
+    def overlap_add(self, frames: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, N, T]`` windowed frames -> normalised, centre-trimmed segments ``[B, hop, T + R - 1]``.
+
+        ``gain``: per-segment-sample gain ``[hop, T + R - 1]`` replacing ``ola_gain`` (see :meth:`segment_gain`).
+        """
         R, hop = self.R, self.spec.hop_length
         chunks = torch.split(frames, hop, dim=1)
         total = None
         for r, chunk in enumerate(chunks):
             part = nn.functional.pad(chunk, (r, R - 1 - r))
             total = part if total is None else total + part
-        return total * self.ola_gain
+        return total * (self.ola_gain if gain is None else gain)
+
+    def segment_gain(self, envelope: np.ndarray) -> torch.Tensor:
+        """``ola_gain`` times a gain on the audio's samples ``[n_samples]``, as segments ``[hop, T + R - 1]``."""
+        spec = self.spec
+        full = np.zeros((spec.frames + self.R - 1) * spec.hop_length)
+        full[spec.n_fft // 2: spec.n_fft // 2 + spec.n_samples] = envelope
+        shaped = torch.tensor(full.reshape(-1, spec.hop_length).T, dtype=self.ola_gain.dtype)
+        return (self.ola_gain * shaped).contiguous()
 
     def frame(self, segments: torch.Tensor) -> torch.Tensor:
         """``[B, hop, T + R - 1]`` segments of the zero-padded signal -> frames ``[B, N, T]``."""
@@ -260,6 +272,9 @@ class GriffinLim(nn.Module):
     ``trainer.spec.MelInverse`` returns) -> audio ``[B, n_samples]``; equals
     ``trainer.spec.griffin_lim(magnitude, spec, n_iter, momentum, init=init_phase)``.
 
+    Like ``griffin_lim`` it imposes ``trainer.spec.render_envelope`` (silence at the first and last sample) on the
+    signal in every iteration: folded into the overlap-add gain, so it costs nothing.
+
     Per iteration: ``X = v * (M / (|v| + eps))`` (the magnitude projection and the normalisation fused: the
     division runs on the half-size magnitude tensor), inverse transform, overlap-add, framing, forward transform,
     momentum ``v = new - alpha * previous``.
@@ -282,6 +297,8 @@ class GriffinLim(nn.Module):
                 raise ConfigError("init_phase", f"must be [{spec.n_freq}, {spec.frames}], got {tuple(phase.shape)}")
             self.register_buffer("angles0", self.stft.phase_to_layout(phase.double()[None]).float())
         self.inv_scale = 1.0 / magnitude_scale(spec)
+        # trainer.spec.griffin_lim's time-support constraint (render_envelope) folded into the overlap-add gain
+        self.register_buffer("gain", self.stft.segment_gain(render_envelope(spec)))
 
     def initial_angles(self, mag: torch.Tensor) -> torch.Tensor:
         """Unit layout angles from the layout magnitude (unscaled): the constant, or the phase module's output."""
@@ -296,12 +313,12 @@ class GriffinLim(nn.Module):
         spectrum = mag * angles
         rebuilt = None
         for _ in range(self.n_iter):
-            new = st.forward(st.frame(st.overlap_add(st.inverse(spectrum))))
+            new = st.forward(st.frame(st.overlap_add(st.inverse(spectrum), self.gain)))
             v = new if rebuilt is None else new - self.alpha * rebuilt
             rebuilt = new
             norm = torch.sqrt(torch.sum(v * v, dim=2, keepdim=True))
             spectrum = v * (mag / (norm + 1e-16))
-        return st.segments_to_audio(st.overlap_add(st.inverse(spectrum)))
+        return st.segments_to_audio(st.overlap_add(st.inverse(spectrum), self.gain))
 
     def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
         if magnitude.dim() == 4:

@@ -14,7 +14,8 @@ from export.phase import make_init
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import ExportedModel
 from runtime.preset import load_preset
-from trainer.checkpoint import Checkpoint, load_model, save_checkpoint
+from trainer.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
+from trainer.data.audio import Preprocess
 from trainer.model import ModelConfig, build_model
 from trainer.spec import SpectrogramSpec, waveform_to_features
 
@@ -22,7 +23,7 @@ TINY = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=12
 
 
 def _run(tmp_path, *, classes: list[str] | None = None, pitch: bool = False, name: str = "run",
-         controls: tuple[str, ...] = ()):
+         controls: tuple[str, ...] = (), run_config: dict | None = None):
     """A run folder with a randomly initialised tiny (C)VAE checkpoint (export does not care how it was trained)."""
     torch.manual_seed(0)
     config = ModelConfig(input_shape=TINY.shape, widths=(8, 16), latent=4, n_classes=len(classes or []),
@@ -30,7 +31,8 @@ def _run(tmp_path, *, classes: list[str] | None = None, pitch: bool = False, nam
                          control_std=(1.0,) * len(controls))
     model = build_model(config)
     ckpt = Checkpoint(model_config=config, spec=TINY, train_config={"epochs": 1}, model_state=model.state_dict(),
-                      classes=list(classes or []), epoch=1, step=10, history=[{"val_recon": 0.01}])
+                      classes=list(classes or []), epoch=1, step=10, history=[{"val_recon": 0.01}],
+                      config=run_config or {})
     run = tmp_path / name
     save_checkpoint(run / "best.pt", ckpt)
     return run
@@ -75,6 +77,15 @@ def test_export_writes_graphs_the_runtime_loads_with_parity(tmp_path, classes):
     assert [k.cc for k in preset.knobs] == [20, 21] and [k.axis for k in preset.knobs] == ["sub", "decay"]
     if classes:
         assert sorted(p.note for p in preset.pads) == [36, 38] and {p.label for p in preset.pads} == set(classes)
+
+
+def test_exported_model_carries_the_runs_one_shot_preparation(tmp_path):
+    """The runtime prepares a user's sample with the settings the run was trained with, read from the model."""
+    run = _run(tmp_path, run_config={"data": {"loudness": "peak"}})
+    export_run(run, out=tmp_path / "preset", n_iter=1, preview_iterations=0, optimize=False)
+    preparation = ExportedModel(tmp_path / "preset").metadata.preparation
+    assert preparation == Preprocess(loudness="peak").preparation
+    assert (preparation.loudness, preparation.peak_dbfs, preparation.onset_db) == ("peak", -1.0, -30.0)
 
 
 def test_control_model_exports_its_code_with_control_axes(tmp_path):
@@ -199,3 +210,31 @@ def test_encoder_file_stays_small_at_n_fft_2048(tmp_path):
     path = save_onnx(FactorizedLogMel(spec), tmp_path / "front.onnx", (audio,), input_names=("audio",),
                      output_names=("features",))
     assert path.stat().st_size < 2e6
+
+
+def _silent_run(tmp_path):
+    """A tiny run whose decoder outputs the floor: its last block's bias pushed to -20 before the tanh, weights 0."""
+    run = _run(tmp_path, name="silent")
+    ckpt = load_checkpoint(run / "best.pt")
+    state = ckpt.model_state
+    last = max(k for k in state if k.startswith("decoder.") and k.endswith(".conv.bias"))
+    state[last].fill_(-20.0)
+    state[last.replace(".bias", ".weight")].zero_()
+    save_checkpoint(run / "best.pt", ckpt)
+    return run
+
+
+def test_exported_tiny_model_renders_silence_at_the_floor_and_starts_and_ends_silent(tmp_path):
+    """The shipped render path on a tiny model: a decoder at the floor (-1 everywhere) renders exactly 0, not a
+    hiss; any decoder's render starts at 0 (no click at note-on) and is below -60 dB re peak over the last
+    eighth of its fade-out (never cut)."""
+    export_run(_silent_run(tmp_path), out=tmp_path / "silent-preset", n_iter=4)
+    audio, logmel = ExportedModel(tmp_path / "silent-preset").decode(np.zeros((2, 4), np.float32))
+    assert np.all(logmel <= -0.999) and np.count_nonzero(audio) == 0
+    export_run(_run(tmp_path), out=tmp_path / "preset", n_iter=4)
+    z = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32) * 2
+    audio, _ = ExportedModel(tmp_path / "preset").decode(z)
+    peak = np.abs(audio).max(axis=1)
+    assert np.all(peak > 0) and np.all(audio[:, 0] == 0.0)
+    tail = audio[:, -TINY.n_samples // 64:]
+    assert np.all(10 * np.log10(np.mean(tail.astype(np.float64) ** 2, axis=1) / peak ** 2) < -60.0)

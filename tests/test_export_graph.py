@@ -136,3 +136,16 @@ def test_phase_gradient_beats_random_at_k4():
         pg = GriffinLim(TINY, 4, init_phase=PhaseGradient(TINY)).double()(mag)
     rnd = [_sc(griffin_lim(mag, TINY, n_iter=4, init="random", seed=s)[:, 0], mag, TINY) for s in range(3)]
     assert _sc(pg, mag, TINY) <= np.median(rnd) - 1.0
+
+
+def test_onnx_render_is_silent_where_the_features_are_and_starts_from_silence(tmp_path):
+    """The exported mel -> audio graph: a kick over the first quarter, the floor (-1) after it: every sample one
+    window past the kick's last non-floor frame is exactly 0 (no floor hiss), and the first sample is 0 (no click
+    at note-on) although the kick starts at sample 0."""
+    feats = waveform_to_features(np.stack([_kick(seed=s) for s in range(2)]), TINY).numpy()
+    feats[..., TINY.frames // 4:] = -1.0
+    got, _ = _export_and_run(MagnitudeToAudio(TINY, 4, init_phase=PhaseGradient(TINY)), feats, tmp_path, (2,))[2]
+    quiet = (TINY.frames // 4) * TINY.hop_length + TINY.n_fft
+    assert np.abs(got).max() > 0.1
+    assert np.count_nonzero(got[:, quiet:]) == 0
+    assert np.all(got[:, 0] == 0.0)

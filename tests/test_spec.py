@@ -149,3 +149,61 @@ def test_invalid_fields_are_named(field, value, message):
 def test_wrong_length_is_refused():
     with pytest.raises(ConfigError, match="samples"):
         S.waveform_to_features(np.zeros(SMALL.n_samples - 1, dtype=np.float32), SMALL)
+
+
+# ------------------------------------------------------------------------- what a render sounds like (issue 18)
+KICK22 = S.get_spec("kick-22k")
+
+
+def _level_db(x: np.ndarray, peak: float) -> float:
+    return float(10 * np.log10(max(np.mean(x.astype(np.float64) ** 2), 1e-30) / peak ** 2))
+
+
+def test_the_floor_decodes_to_silence_and_the_map_stays_continuous():
+    """-1 (80 dB under the ceiling) and the values a tanh decoder leaves just above it are silence, not a hiss:
+    zero power, zero magnitude after the mel pseudo-inverse, zero audio after Griffin-Lim."""
+    floor = torch.full((1, 1, KICK22.n_mels, KICK22.frames), -1.0)
+    for feats in (floor, floor + 0.05):
+        assert torch.count_nonzero(S.features_to_power(feats, KICK22)) == 0
+        assert torch.count_nonzero(S.MelInverse(KICK22)(feats)) == 0
+        assert torch.count_nonzero(S.features_to_waveform(feats, KICK22, n_iter=4)) == 0
+    x = torch.linspace(-1.0, 1.0, 4001, dtype=torch.float64)
+    power = S.features_to_power(x, KICK22)
+    assert torch.all(power[1:] >= power[:-1]), "monotonic"
+    assert torch.max(torch.abs(torch.diff(power))) < 1e-2 * power[-1], "no jump anywhere"
+    loud = x > 0
+    back = S.power_to_features(power[loud], KICK22)
+    assert torch.allclose(back, x[loud], atol=1e-4), "loud bands come back within 0.004 dB"
+
+
+def _sound(kind: str) -> np.ndarray:
+    n, rate = KICK22.n_samples, KICK22.sample_rate
+    if kind == "kick at sample 0":          # no pre-roll: the loudest sample is the first
+        return simple_kick(sample_rate=rate, seconds=KICK22.duration, decay_s=0.08)[:n]
+    t = np.arange(n) / rate                 # a body still ringing at -6 dB when the buffer ends
+    return (0.8 * np.sin(2 * np.pi * 55 * t) * np.exp(-t / 1.0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["kick at sample 0", "ringing past the end"])
+def test_a_render_starts_from_silence_and_is_not_cut(kind):
+    """First sample <= 0.01 x peak (no click at note-on) and below -60 dB re peak in the 10 ms before the last
+    10 ms (what the runtime's end fade would otherwise cut), for a kick that starts at sample 0 and for a body that
+    outlasts the buffer."""
+    audio = S.features_to_waveform(S.waveform_to_features(_sound(kind), KICK22), KICK22, n_iter=8)[0, 0].numpy()
+    peak = float(np.abs(audio).max())
+    ms10 = int(0.01 * KICK22.sample_rate)
+    assert abs(audio[0]) <= 0.01 * peak
+    assert _level_db(audio[-2 * ms10:-ms10], peak) < -60.0
+
+
+def test_the_onset_rise_keeps_the_attack():
+    """The rise at the start spans only the 1 ms pre-roll: a prepared kick (onset 1 ms in) rendered through the
+    shaped Griffin-Lim keeps its peak level and reaches 90 % of its envelope no later than unshaped Griffin-Lim."""
+    pre = int(S.RENDER_ONSET_MS * 1e-3 * KICK22.sample_rate)
+    kick = np.concatenate([np.zeros(pre, np.float32), _sound("kick at sample 0")])[: KICK22.n_samples]
+    mag = S.MelInverse(KICK22)(S.waveform_to_features(kick, KICK22))
+    shaped, plain = (S.griffin_lim(mag, KICK22, n_iter=16, shaped=s)[0, 0].numpy() for s in (True, False))
+    env = [np.sqrt(np.convolve(a ** 2, np.ones(110) / 110, mode="same")) for a in (shaped, plain)]
+    rise = [int(np.argmax(e >= 0.9 * e.max())) for e in env]
+    assert rise[0] <= rise[1] + 22
+    assert abs(20 * np.log10(np.abs(shaped).max() / np.abs(plain).max())) < 1.0

@@ -31,10 +31,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.dsp import fade_out_curve
 from runtime.errors import ConfigError, check_fields
 
 MEL_SCALES = ("slaney", "htk", "linear")
 _AMIN = 1e-10
+#: Every render rises from exact silence over its first ``RENDER_ONSET_MS`` (raised cosine). The preparation puts a
+#: sound's onset (its first sample within 30 dB of the peak) 1 ms after the start (``runtime.dsp.Preparation``), so
+#: the rise only shapes what comes before the attack.
+RENDER_ONSET_MS = 1.0
+#: ... and decays to silence over its last ``RENDER_TAIL_MS`` (at most an eighth of the buffer; squared raised
+#: cosine: -39 dB 20 ms before the end of a 100 ms fall, -78 dB 10 ms before), so a sound that outlasts the buffer
+#: is faded, never cut.
+RENDER_TAIL_MS = 100.0
+#: Features within this many dB of the floor decode to silence (:func:`features_to_power`).
+FLOOR_GATE_DB = 3.0
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,24 @@ def _ref_db(spec: SpectrogramSpec) -> float:
     return float(10 * np.log10(max((power @ basis.T).max(), _AMIN)))
 
 
+@lru_cache(maxsize=16)
+def render_envelope(spec: SpectrogramSpec) -> np.ndarray:
+    """Gain ``[n_samples]`` (float64) Griffin-Lim imposes on the signal in every iteration and on its output.
+
+    0 at the first sample, a raised-cosine rise to 1 over :data:`RENDER_ONSET_MS`, 1, then a squared raised-cosine
+    fall over :data:`RENDER_TAIL_MS` (at most ``n_samples // 8``) to 0 at the last sample. Inside the iterations it is a time-support
+    constraint: the phase is retrieved for a signal that starts and ends in silence, so the magnitude of the first
+    frames (whose windows reach before the onset) is realised after it instead of as a click at sample 0.
+    """
+    env = np.ones(spec.n_samples)
+    rise = min(spec.n_samples, max(1, int(round(RENDER_ONSET_MS * 1e-3 * spec.sample_rate))))
+    env[:rise] = fade_out_curve(rise + 1)[::-1][:rise]
+    fall = max(1, min(spec.n_samples // 8, int(round(RENDER_TAIL_MS * 1e-3 * spec.sample_rate))))
+    env[spec.n_samples - fall:] *= fade_out_curve(fall) ** 2
+    env.setflags(write=False)
+    return env
+
+
 def stft_bases(spec: SpectrogramSpec) -> np.ndarray:
     """Windowed, scaled DFT bases as one real matrix, shape ``[2 * n_freq, n_fft]`` (real rows, then imaginary).
 
@@ -287,9 +316,17 @@ def power_to_features(power: torch.Tensor, spec: SpectrogramSpec) -> torch.Tenso
 
 
 def features_to_power(features: torch.Tensor, spec: SpectrogramSpec) -> torch.Tensor:
-    """Inverse of :func:`power_to_features` (values at -1 map to the floor power, not to zero)."""
+    """Band power (same shape) of normalised features: the inverse of :func:`power_to_features`, gated at the floor.
+
+    The power :data:`FLOOR_GATE_DB` above the floor (``ref_db - top_db``, where every quieter band sits at -1) is
+    subtracted and the result clamped at 0: -1, and the values a tanh decoder leaves just above it (-0.96 in a
+    trained decoder's silent frames), decode to exactly zero, not to a broadband hiss (~47 dB under the peak once
+    128 floor-level bands are summed), and the map stays continuous. A band 10 dB above the floor comes back
+    1.0 dB low, 20 dB above 0.09 dB low.
+    """
     db = (torch.clamp(features, -1.0, 1.0) + 1.0) * 0.5 * spec.top_db + (spec.ref_db - spec.top_db)
-    return torch.pow(10.0, db / 10.0)
+    gate = 10.0 ** ((spec.ref_db - spec.top_db + FLOOR_GATE_DB) / 10.0)
+    return torch.clamp(torch.pow(10.0, db / 10.0) - gate, min=0.0)
 
 
 class MelInverse(nn.Module):
@@ -327,7 +364,7 @@ def waveform_to_features(audio: torch.Tensor | np.ndarray, spec: SpectrogramSpec
 
 @torch.no_grad()
 def griffin_lim(magnitude: torch.Tensor, spec: SpectrogramSpec, *, n_iter: int = 32, momentum: float = 0.99,
-                init: str | torch.Tensor = "random", seed: int = 0) -> torch.Tensor:
+                init: str | torch.Tensor = "random", seed: int = 0, shaped: bool = True) -> torch.Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013) from a scaled magnitude.
 
     Parameters
@@ -340,6 +377,9 @@ def griffin_lim(magnitude: torch.Tensor, spec: SpectrogramSpec, *, n_iter: int =
         0 gives classic Griffin-Lim; 0.99 is librosa's default fast variant.
     init : "random", "zero", or a phase tensor broadcastable to ``magnitude``
         Initial phase in radians.
+    shaped : bool
+        Impose :func:`render_envelope` on the signal in every iteration and on the result (what every render does);
+        False gives plain fast Griffin-Lim.
 
     Returns
     -------
@@ -361,13 +401,14 @@ def griffin_lim(magnitude: torch.Tensor, spec: SpectrogramSpec, *, n_iter: int =
         raise ConfigError("init", f"must be 'random', 'zero' or a phase tensor, got {init!r}")
     angles = torch.polar(torch.ones_like(mag), phase)
     rebuilt = torch.zeros_like(angles)
+    gain = torch.tensor(render_envelope(spec) if shaped else np.ones(spec.n_samples), dtype=mag.dtype)
     for _ in range(n_iter):
         previous = rebuilt
-        inverse = torch.istft(mag * angles, length=spec.n_samples, **kwargs)
+        inverse = torch.istft(mag * angles, length=spec.n_samples, **kwargs) * gain
         rebuilt = torch.stft(inverse, return_complex=True, pad_mode="constant", **kwargs)
         angles = rebuilt - (momentum / (1 + momentum)) * previous
         angles = angles / (angles.abs() + 1e-16)
-    audio = torch.istft(mag * angles, length=spec.n_samples, **kwargs)
+    audio = torch.istft(mag * angles, length=spec.n_samples, **kwargs) * gain
     return audio.reshape(batch, channels, spec.n_samples)
 
 
