@@ -281,11 +281,15 @@ class Recorder:
         finally:
             client.close()
 
-    def note_frames(self) -> list[tuple[int, int]]:
-        """(frame, velocity) of every note-on recorded, once: under xruns this client was seen to get the same
+    def note_ons(self) -> list[tuple[int, int, int]]:
+        """(frame, note, velocity) of every note-on recorded, once: under xruns this client was seen to get the same
         cycle's MIDI twice (the same note at the same frame), which no sender here produces on purpose."""
-        notes = [(t, d[2]) for t, d in self.events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0]
+        notes = [(t, d[1], d[2]) for t, d in self.events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0]
         return list(dict.fromkeys(notes))
+
+    def note_frames(self) -> list[tuple[int, int]]:
+        """(frame, velocity) of every note-on recorded (:meth:`note_ons`)."""
+        return [(t, v) for t, _, v in self.note_ons()]
 
     def close(self) -> None:
         self.client.deactivate()
@@ -311,6 +315,9 @@ class Sender:
 
     def cc(self, control: int, value: int, channel: int = 0) -> None:
         self.out.send_message([0xB0 | channel, control, value])
+
+    def note_off(self, note: int, channel: int = 0) -> None:
+        self.out.send_message([0x80 | channel, note, 0])
 
     def close(self) -> None:
         self.out.close_port()
@@ -405,8 +412,9 @@ class Rig:
         self.player = PlayerProcess(preset, workdir, client=f"ks-{name}", extra=extra)
         # the JACK clients MIDI passes through on its way to the player (see JackServer.midi_misses)
         self.midi_clients = [sender.port.split(":")[0], self.player.midi_in.split(":")[0]]
+        self.recorder_client = f"rec-{name}"
         try:
-            self.recorder = Recorder(f"rec-{name}", seconds, channels=2)
+            self.recorder = Recorder(self.recorder_client, seconds, channels=2)
             self.recorder.connect_audio(self.player.outputs)
             self.recorder.connect(sender.port, self.player.midi_in)
             self.recorder.connect(sender.port, f"rec-{name}:midi_in")
@@ -456,17 +464,37 @@ def underflows_between(stats: dict, start: float, end: float) -> int:
     return sum(start <= t <= end for t in stats.get("underflow_times", []))
 
 
-def count_onsets(audio: np.ndarray, *, seen: np.ndarray | None = None, threshold: float = 1e-3,
-                 quiet: int = 1200) -> int:
-    """Separate sounds in ``audio``: runs above ``threshold`` split by at least ``quiet`` quiet frames.
+def sound_starts(audio: np.ndarray, *, seen: np.ndarray | None = None, threshold: float = 1e-3,
+                 quiet: int = 1200, length: int = 4096) -> list[tuple[int, float]]:
+    """Separate sounds in ``audio``: ``(first frame, peak)`` of each run above ``threshold`` split by at least
+    ``quiet`` quiet frames; the peak is the maximum of channel 0 over ``length`` frames from the start.
 
     ``seen`` (:attr:`Recorder.seen`): only recorded frames count, loud or quiet, so a run of cycles the recorder
     missed neither splits one sound in two nor passes for silence between two.
     """
     seen = np.ones(audio.shape[0], bool) if seen is None else seen
-    loud = np.flatnonzero(seen & (np.abs(audio[:, 0]) > threshold))
+    x = np.abs(audio[:, 0])
+    loud = np.flatnonzero(seen & (x > threshold))
     if loud.size == 0:
-        return 0
+        return []
     seen_before = np.cumsum(seen)  # recorded frames up to and including each index
     quiet_between = seen_before[loud[1:]] - seen_before[loud[:-1]] - 1
-    return 1 + int(np.sum(quiet_between > quiet))
+    starts = np.concatenate([loud[:1], loud[1:][quiet_between > quiet]])
+    return [(int(f), float(x[f:f + length].max())) for f in starts]
+
+
+def count_onsets(audio: np.ndarray, *, seen: np.ndarray | None = None, threshold: float = 1e-3,
+                 quiet: int = 1200) -> int:
+    """How many separate sounds :func:`sound_starts` finds in ``audio``."""
+    return len(sound_starts(audio, seen=seen, threshold=threshold, quiet=quiet))
+
+
+def groups(starts: list[tuple[int, float]], gap: int) -> list[list[float]]:
+    """The peaks of :func:`sound_starts`, grouped where two starts lie more than ``gap`` frames apart: a test that
+    plays N hits per state reads one group per state, whichever hits of it JACK dropped."""
+    out: list[list[float]] = []
+    for i, (frame, peak) in enumerate(starts):
+        if i == 0 or frame - starts[i - 1][0] > gap:
+            out.append([])
+        out[-1].append(peak)
+    return out

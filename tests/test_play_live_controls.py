@@ -25,7 +25,8 @@ from runtime.preset import load_preset
 from runtime.render import render_one_shot
 from runtime.status import key_command, newest_lines
 from tests.jack_fixtures import (PERIOD, RATE, JackServer, PlayerProcess, Rig, jack_server,  # noqa: F401
-                                 onsets_after, sender, thread_scheduling, write_test_preset)
+                                 groups, sender, sound_starts, thread_scheduling,
+                                 write_test_preset)
 
 WINDOW = 20 * PERIOD  # a hit starts within this many frames of its note (one period when the threads keep up)
 
@@ -106,6 +107,7 @@ def test_connect_routes_outputs_to_system_playback_and_default_leaves_them_uncon
 def test_learn_binds_the_next_moved_cc_it_moves_the_sound_and_the_saved_preset_keeps_it(jack_server, sender,
                                                                                          preset, tmp_path):
     rig = Rig(preset, tmp_path, sender, "learn", seconds=6.0, extra=["--learn", "sub"])
+    log_at = jack_server.log_size()
 
     def hits(n: int = 2) -> None:
         for _ in range(n):
@@ -125,12 +127,13 @@ def test_learn_binds_the_next_moved_cc_it_moves_the_sound_and_the_saved_preset_k
     finally:
         rc, stats = rig.close()
     assert rc == 0, rig.player.output()[-2000:]
-    assert "learned: CC 70 -> sub" in stats["messages"] and stats["notes"] == 6
-    notes = rig.recorder.note_frames()
-    assert len(notes) == 6
-    peaks = [peak for _, peak in onsets_after(rig.recorder.audio, [f for f, _ in notes], window=WINDOW)]
-    # two hits per state, the louder one counts: a cycle the player missed under load only ever takes level away
-    before, learned, old_cc = (max(peaks[i:i + 2]) for i in (0, 2, 4))
+    misses = jack_server.midi_misses(rig.midi_clients, log_at)
+    assert "learned: CC 70 -> sub" in stats["messages"] and abs(stats["notes"] - 6) <= misses
+    # the sounds as heard, one group per state (hits 0.2 s apart, states 0.5 s apart): a note JACK dropped leaves its
+    # group one hit short; the louder hit counts, as a cycle lost under load only ever takes level away
+    states = groups(sound_starts(rig.recorder.audio, seen=rig.recorder.seen), gap=int(0.35 * RATE))
+    assert len(states) == 3 and sum(map(len, states)) >= 6 - misses, states
+    before, learned, old_cc = (max(peaks) for peaks in states)
     np.testing.assert_allclose([learned / before, old_cc / before], [1.5, 1.5], rtol=0.03)
     saved = json.loads(saved_presets(tmp_path)[0].read_text())
     assert saved["knobs"] == [{"cc": 70, "axis": "sub", "min": -1.0, "max": 1.0, "default": 1.0,
@@ -167,17 +170,19 @@ def test_pad_plays_a_user_sample_through_the_encoder_as_offline_render_predicts(
 
     order = (36, 37) * 3
     rig = Rig(preset, tmp_path, sender, "pad", seconds=0.25 * len(order) + 1.5, extra=["--pad", f"37={wav}"])
+    log_at = jack_server.log_size()
     try:
         for note in order:
             rig.sender.note(note, velocity)
             time.sleep(0.25)
     finally:
         rc, stats = rig.close()
-    assert rc == 0 and stats["notes"] == len(order)
-    notes = rig.recorder.note_frames()
-    assert len(notes) == len(order)
+    misses = jack_server.midi_misses(rig.midi_clients, log_at)
+    assert rc == 0 and abs(stats["notes"] - len(order)) <= misses
+    notes = rig.recorder.note_ons()
+    assert len(notes) >= len(order) - misses - jack_server.blamed([rig.recorder_client], log_at)
     matches = {36: [], 37: []}
-    for (frame, _), note in zip(notes, order):
+    for frame, note, _ in notes:
         corr, gain = best_match(rig.recorder.audio, frame, expected[note], seen=rig.recorder.seen)
         other, _ = best_match(rig.recorder.audio, frame, expected[{36: 37, 37: 36}[note]], seen=rig.recorder.seen)
         if corr == -1.0:
