@@ -14,6 +14,11 @@ Feature definition
    full-scale sine reaches, plus ``headroom_db``), then scaled to [-1, 1]: -1 is ``ref_db - top_db`` or quieter,
    +1 is ``ref_db``.
 
+Back to audio (every render: the exported decoder, evaluation, training previews): de-normalise with the floor
+gated to zero (:func:`features_to_power`: the floor is silence, not a hiss), the clamped mel pseudo-inverse, square
+root, fast Griffin-Lim constrained to :func:`render_envelope` (starts from silence 1 ms before the attack, decays
+to silence over the buffer's last 100 ms).
+
 Shapes: audio is ``[B, N]`` (mono) or ``[B, C, N]``; features are always ``[B, C, M, T]`` with ``C = channels``,
 ``M = n_bins`` (mel bands or linear bins) and ``T = frames``.
 """
