@@ -30,6 +30,7 @@ from runtime.errors import ConfigError, KickspaceError
 from runtime.model import Axis, ModelMetadata
 from runtime.preset import Pad, default_preset
 from trainer.checkpoint import Checkpoint, load_model
+from trainer.data.audio import Preprocess
 from trainer.model import VAE
 from trainer.spec import SpectrogramSpec
 
@@ -116,6 +117,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     metadata = ModelMetadata(spec=spec.to_dict(), latent=model.code_size, labels=labels,
                              axes=_read_axes(axes_path, latent=model.code_size), griffin_lim_iterations=n_iter,
                              preview_iterations=preview_iterations, phase_init=phase_init,
+                             preparation=Preprocess.of_run(ckpt.config).preparation,
                              training=training_summary(ckpt, source=path))
     init = make_init(phase_init, spec)
     decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init).eval()

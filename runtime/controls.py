@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.dsp import resample
+from runtime.dsp import integrated_loudness, prepare_one_shot, resample
 from runtime.engine import Engine, PadSettings
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import ExportedModel, ModelMetadata
@@ -118,8 +118,9 @@ class ControlState:
 def encode_samples(preset: Preset, model: ExportedModel) -> dict[int, np.ndarray]:
     """Latent anchors ``{note: [latent]}`` of the pads that use a user's own sample, through the encoder graph.
 
-    The sample is read with soundfile, mixed to mono, resampled to the model rate and cropped or zero-padded to the
-    model's length; its anchor is the encoder's mean.
+    The sample is read with soundfile, mixed to mono, resampled to the model rate and prepared as the training
+    one-shots were (:func:`prepare_sample`); its anchor is the encoder's mean. A sample that cannot be read or
+    prepared fails with one line naming the pad.
     """
     import soundfile as sf
 
@@ -127,20 +128,43 @@ def encode_samples(preset: Preset, model: ExportedModel) -> dict[int, np.ndarray
     for i, pad in enumerate(preset.pads):
         if pad.sample is None:
             continue
+        where = f"pads[{i}].sample"
         if not model.has_encoder:
-            raise ConfigError(f"pads[{i}].sample", f"the model at {model.folder} was exported without an encoder, "
-                                                   f"so it cannot place your own sample; use an anchor or a label")
+            raise ConfigError(where, f"the model at {model.folder} was exported without an encoder, "
+                                     f"so it cannot place your own sample; use an anchor or a label")
         try:
             audio, rate = sf.read(str(pad.sample), dtype="float32", always_2d=True)
         except (RuntimeError, OSError) as err:
-            raise ConfigError(f"pads[{i}].sample", f"cannot read {pad.sample} ({err})") from None
-        mono = resample(audio.mean(axis=1), rate, model.metadata.sample_rate)
-        n = model.metadata.n_samples
-        mono = np.pad(mono[:n], (0, max(0, n - mono.shape[0])))
+            raise ConfigError(where, f"cannot read {pad.sample} ({err})") from None
+        try:
+            mono = prepare_sample(audio.T, rate, model.metadata)
+        except KickspaceError as err:
+            raise ConfigError(where, f"{pad.sample}: {err}") from None
         label = None if pad.label is None else model.metadata.labels.index(pad.label)
-        mu, _ = model.encode(mono[None].astype(np.float32), label=label)
+        mu, _ = model.encode(mono[None], label=label)
         anchors[pad.note] = mu[0].astype(np.float64)
     return anchors
+
+
+def prepare_sample(audio: np.ndarray, sample_rate: int, metadata: ModelMetadata) -> np.ndarray:
+    """A user's sample ``[C, N]`` at ``sample_rate`` -> the encoder's input ``[metadata.n_samples]`` float32.
+
+    Mixed to mono, resampled to the model rate, then onset-aligned, cropped or zero-padded with the fade-out and
+    loudness-normalised with the model's own settings (:attr:`ModelMetadata.preparation`), as
+    ``trainer.data.audio.prepare`` prepared the training one-shots. Raises :class:`KickspaceError` (one line) for
+    an empty, non-finite or silent sample.
+    """
+    audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    if audio.shape[-1] == 0:
+        raise KickspaceError("the file holds no samples")
+    if not np.all(np.isfinite(audio)):
+        raise KickspaceError("it holds NaN or infinite samples: the file is damaged")
+    mono = resample(audio.mean(axis=0), sample_rate, metadata.sample_rate).astype(np.float32)[None]
+    if not np.any(mono):
+        raise KickspaceError("every sample is zero")
+    prepared = prepare_one_shot(mono, metadata.sample_rate, metadata.n_samples, preparation=metadata.preparation,
+                                measure=integrated_loudness)
+    return prepared[0]
 
 
 class Controller:

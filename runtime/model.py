@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.dsp import Preparation
 from runtime.errors import ConfigError, KickspaceError, check_fields
 
 FORMAT_NAME = "kickspace-model"
@@ -33,6 +34,10 @@ METADATA_KEY = "kickspace"
 DECODER_FILE = "decoder.onnx"
 ENCODER_FILE = "encoder.onnx"
 PREVIEW_FILE = "decoder_preview.onnx"
+#: The one-shot preparation of models exported before the metadata carried ``preparation``: the settings every such
+#: model (the shipped presets included) was trained with (``trainer.data.audio.Preprocess`` defaults, LUFS mode).
+LEGACY_PREPARATION = Preparation(loudness="lufs", target_lufs=-20.0, peak_dbfs=-1.0, fade_ms=10.0, onset_db=-30.0,
+                                 preroll_ms=1.0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,10 @@ class ModelMetadata:
         Name of the precomputed initial phase.
     preview_iterations : int
         Griffin-Lim iterations of the optional preview decoder graph (0: the model has none).
+    preparation : Preparation
+        How a one-shot at the model's rate was prepared for training (onset, crop fade, loudness); the runtime
+        prepares a user's sample the same way before the encoder (:func:`runtime.dsp.prepare_one_shot`), at
+        :attr:`sample_rate` and :attr:`n_samples`. Metadata without it reads as :data:`LEGACY_PREPARATION`.
     training : dict
         Training summary (data, epochs, losses, ...).
     """
@@ -91,6 +100,7 @@ class ModelMetadata:
     griffin_lim_iterations: int = 0
     phase_init: str = ""
     preview_iterations: int = 0
+    preparation: Preparation = LEGACY_PREPARATION
     training: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -143,7 +153,19 @@ class ModelMetadata:
         return cls(spec=dict(data["spec"]), latent=latent, labels=tuple(data.get("labels", ())), axes=axes,
                    griffin_lim_iterations=int(data.get("griffin_lim_iterations", 0)),
                    phase_init=str(data.get("phase_init", "")),
-                   preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})))
+                   preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})),
+                   preparation=_preparation(data.get("preparation"), source=source))
+
+
+def _preparation(data: Any, *, source: str) -> Preparation:
+    """The metadata's ``preparation`` (typed, validated; a bad field fails naming the file and the field), or
+    :data:`LEGACY_PREPARATION` for a model exported before the field existed."""
+    if data is None:
+        return LEGACY_PREPARATION
+    try:
+        return Preparation.from_dict(data, where="metadata.preparation")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err.field}", err.problem) from None
 
 
 def _fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:

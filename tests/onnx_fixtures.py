@@ -85,9 +85,12 @@ def write_decoder(path, meta_json: str | None, *, weights: np.ndarray | None = N
     save_graph(helper.make_graph(nodes, "decoder", inputs, outputs, inits), path, meta_json)
 
 
-def write_encoder(path, meta_json: str, *, latent: int = LATENT, samples: int = SAMPLES, weight: float = 0.01) -> None:
-    """``mu = audio @ E`` with every entry of ``E`` = ``weight``; ``logvar = -mu``."""
-    w = numpy_helper.from_array(np.full((samples, latent), weight, dtype=np.float32), "E")
+def write_encoder(path, meta_json: str, *, latent: int = LATENT, samples: int = SAMPLES, weight: float = 0.01,
+                  matrix: np.ndarray | None = None) -> None:
+    """``mu = audio @ E`` with every entry of ``E`` = ``weight`` (or ``E = matrix`` ``[samples, latent]``);
+    ``logvar = -mu``."""
+    matrix = np.full((samples, latent), weight) if matrix is None else matrix
+    w = numpy_helper.from_array(np.asarray(matrix, dtype=np.float32), "E")
     nodes = [helper.make_node("MatMul", ["audio", "E"], ["mu"]), helper.make_node("Neg", ["mu"], ["logvar"])]
     inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["B", samples])]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", latent]) for n in ("mu", "logvar")]

@@ -7,10 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from runtime.dsp import integrated_loudness
 from runtime.errors import ConfigError
 from tests import badfiles
 from tests.signals import simple_kick
-from trainer.data.audio import Preprocess, SkipFile, hit_times, integrated_loudness, prepare, read_audio
+from trainer.data.audio import Preprocess, SkipFile, hit_times, prepare, read_audio
 from trainer.spec import SpectrogramSpec, waveform_to_features
 
 SR = 44100

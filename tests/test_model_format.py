@@ -36,6 +36,21 @@ def test_unknown_version_and_fields_are_refused_by_name():
         M.ModelMetadata.from_json(json.dumps({"format": "other"}))
 
 
+def test_one_shot_preparation_is_typed_and_older_models_fall_back_to_the_legacy_settings():
+    peak = M.Preparation(loudness="peak", peak_dbfs=-6.0, onset_db=-20.0)
+    again = M.ModelMetadata.from_json(fx.metadata(preparation=peak).to_json())
+    assert again.preparation == peak and isinstance(again.preparation, M.Preparation)
+    data = json.loads(fx.metadata().to_json())
+    del data["preparation"]  # exported before the field existed (the shipped presets)
+    assert M.ModelMetadata.from_json(json.dumps(data)).preparation == M.LEGACY_PREPARATION
+    for bad, message in (({**peak.to_dict(), "onset_db": 3.0},
+                          r"x/decoder.onnx: metadata.preparation.onset_db: must be in \(-120, 0\)"),
+                         ({"loudness": "lufs"}, "x/decoder.onnx: metadata.preparation.target_lufs: missing"),
+                         ({**peak.to_dict(), "gate": 1}, "x/decoder.onnx: metadata.preparation.gate: unknown field")):
+        with pytest.raises(ConfigError, match=message):
+            M.ModelMetadata.from_json(json.dumps({**data, "preparation": bad}), source="x/decoder.onnx")
+
+
 def test_loader_decodes_and_encodes(tmp_path):
     fx.write_decoder(tmp_path / M.DECODER_FILE, fx.metadata().to_json())
     fx.write_encoder(tmp_path / M.ENCODER_FILE, fx.metadata().to_json())

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from runtime import cli
-from runtime.controls import ControlState, encode_samples
+from runtime.controls import ControlState, encode_samples, prepare_sample
+from runtime.dsp import resample
 from runtime.model import ExportedModel
 from runtime.preset import Velocity, load_preset
 from runtime.render import render_midi, render_one_shot
@@ -151,13 +152,47 @@ def test_velocity_moves_an_axis_through_prerendered_layers(presets, tmp_path):
 
 def test_a_pad_can_play_a_users_sample_placed_by_the_encoder(tmp_path):
     folder = fx.linear_kick_model(tmp_path / "model", sample_rate=RATE, samples=1024, encoder=True)
-    sf.write(str(tmp_path / "mine.wav"), np.full(2048, 0.5, np.float32), 2 * RATE)  # resampled to 1024 at 8 kHz
+    sample = np.abs(fx.kick_shape(4096, 2 * RATE))  # one-signed, so the fixture encoder's sum is far from 0
+    sf.write(str(tmp_path / "mine.wav"), sample, 2 * RATE)
     preset = dataclasses.replace(load_preset(_preset_with_sample(tmp_path)), model=folder)
     model = ExportedModel(folder)
     anchors = encode_samples(preset, model)
-    np.testing.assert_allclose(anchors[36], 0.01 * 0.5 * 1024, rtol=1e-2)  # the fixture encoder: mu = 0.01 * sum
+    prepared = prepare_sample(sample[None], 2 * RATE, model.metadata)  # at 8 kHz, 1024 samples, -20 LUFS
+    assert prepared.shape == (1024,) and 0.5 < np.abs(prepared).max() <= 10 ** (-1 / 20)
+    np.testing.assert_allclose(anchors[36], 0.01 * prepared.sum(), rtol=1e-3)  # the fixture encoder: 0.01 * sum
     z = ControlState(preset, model.metadata, anchors).pad_z(36)
-    np.testing.assert_allclose(z, np.full((1, 3), 5.12), rtol=1e-2)
+    np.testing.assert_allclose(z[0], anchors[36], rtol=1e-5)
+
+
+def test_a_quiet_late_copy_of_a_sample_lands_where_the_original_lands(tmp_path):
+    """A user's kick 20 dB quieter and 150 ms late is prepared as the trainer prepares one-shots (onset-aligned,
+    loudness-normalised), so the encoder places it where it places the original; fed to the encoder as read
+    (resampled and cropped only, as before the shared preparation) the two land far apart."""
+    samples = 4096  # 0.51 s at 8 kHz: the late kick starts inside the model's window
+    folder = fx.linear_kick_model(tmp_path / "model", sample_rate=RATE, samples=samples, encoder=True)
+    meta = ExportedModel(folder).metadata
+    projection = np.random.default_rng(3).standard_normal((samples, 3)) / 64  # sensitive to level and timing
+    fx.write_encoder(folder / "encoder.onnx", meta.to_json(), samples=samples, matrix=projection)
+    rate = 2 * RATE
+    kick = fx.kick_shape(int(0.4 * rate), rate, decay_s=0.08)
+    late = np.concatenate([np.zeros(int(0.150 * rate), np.float32), 0.1 * kick])
+    for name, audio in {"original": kick, "quiet-late": late}.items():
+        sf.write(str(tmp_path / f"{name}.wav"), audio, rate)
+    doc = {"format": "kickspace-preset", "format_version": 1, "model": "model", "knobs": [],
+           "pads": [{"note": 36, "sample": "original.wav"}, {"note": 37, "sample": "quiet-late.wav"}]}
+    (tmp_path / "preset.json").write_text(json.dumps(doc))
+    model = ExportedModel(folder)
+    anchors = encode_samples(load_preset(tmp_path / "preset.json"), model)
+    distance = np.linalg.norm(anchors[37] - anchors[36]) / np.linalg.norm(anchors[36])
+    assert distance < 1e-2  # 16-bit WAV rounding of the quiet copy: about 5e-4
+
+    def as_read(audio):  # what encode_samples fed the encoder before: resampled, cropped or padded, nothing else
+        mono = np.zeros(samples, np.float32)
+        kept = resample(audio, rate, RATE)[:samples]
+        mono[:kept.size] = kept
+        return model.encode(mono[None])[0][0]
+    raw = np.linalg.norm(as_read(late) - as_read(kick)) / np.linalg.norm(as_read(kick))
+    assert raw > 0.5
 
 
 def _preset_with_sample(folder):

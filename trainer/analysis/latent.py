@@ -49,7 +49,7 @@ class Run:
     @property
     def preprocess(self) -> Preprocess:
         """The run's loudness setting (from its config) on default preprocessing."""
-        return Preprocess(loudness=self.checkpoint.config.get("data", {}).get("loudness", "lufs"))
+        return Preprocess.of_run(self.checkpoint.config)
 
     @property
     def layout(self) -> str:

@@ -10,8 +10,9 @@ The pipeline (:func:`prepare`), in order:
 4. onset alignment: the first sample within ``onset_db`` of the file's peak lands ``preroll_ms`` after the start
    (leading silence trimmed, or a few zeros added when the attack starts at sample 0);
 5. crop or zero-pad to ``spec.n_samples`` and a half-cosine fade-out over the last ``fade_ms``;
-6. loudness: BS.1770 integrated loudness (pyloudnorm) to ``target_lufs`` with the gain limited so the peak stays
-   at or below ``peak_dbfs``; or the peak to ``peak_dbfs``; or nothing (only attenuated when over full scale).
+6. loudness: BS.1770 integrated loudness (:func:`runtime.dsp.integrated_loudness`: pyloudnorm's measurement in
+   numpy) to ``target_lufs`` with the gain limited so the peak stays at or below ``peak_dbfs``; or the peak to
+   ``peak_dbfs``; or nothing (only attenuated when over full scale).
 
 Steps 4-6 are :func:`runtime.dsp.prepare_one_shot`, the preparation the runtime applies to a user's own sample
 with the same settings (:attr:`Preprocess.preparation`, stored in the exported model).
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.dsp import Preparation, check_preparation, fit_length, is_finite_number, prepare_one_shot
+from runtime.dsp import (Preparation, check_preparation, fit_length, integrated_loudness, is_finite_number,
+                         prepare_one_shot)
 from runtime.errors import ConfigError, KickspaceError
 from trainer.spec import SpectrogramSpec
 
@@ -82,24 +84,15 @@ class SkipFile(KickspaceError):
 
 # ============================================================================================== configuration
 @dataclass(frozen=True)
-class Preprocess:
-    """How one file becomes one training example (everything except the spectrogram spec).
+class Preprocess(Preparation):
+    """How one file becomes one training example (everything except the spectrogram spec): the one-shot
+    preparation shared with the runtime, plus the rules that skip a file.
 
     Parameters
     ----------
-    loudness : {"lufs", "peak", "none"}
-        BS.1770 integrated loudness to ``target_lufs``, peak to ``peak_dbfs``, or no gain (only attenuation of a
-        file that peaks above full scale).
-    target_lufs : float
-        Loudness target in LUFS; the gain is limited so the peak never exceeds ``peak_dbfs``.
-    peak_dbfs : float
-        Peak target (``loudness="peak"``) and peak ceiling (``loudness="lufs"``) in dBFS, <= 0.
-    fade_ms : float
-        Half-cosine fade-out at the end of the cropped example.
-    onset_db : float
-        Onset threshold relative to the file's peak (dB, negative): the first sample this loud is the onset.
-    preroll_ms : float
-        Time kept (or zero-padded) before the onset so the attack is never cut.
+    loudness, target_lufs, peak_dbfs, fade_ms, onset_db, preroll_ms
+        The one-shot preparation's settings, shared with the runtime and stored in exported models: see
+        :class:`runtime.dsp.Preparation` (:attr:`preparation` gives them alone).
     min_seconds, max_seconds : float
         Files shorter or longer are skipped (the length check for ``max_seconds`` reads only the header).
     silence_dbfs : float
@@ -114,12 +107,6 @@ class Preprocess:
         Attacks closer together than this count as one (claps and flams are one hit).
     """
 
-    loudness: str = "lufs"
-    target_lufs: float = -20.0
-    peak_dbfs: float = -1.0
-    fade_ms: float = 10.0
-    onset_db: float = -30.0
-    preroll_ms: float = 1.0
     min_seconds: float = 0.01
     max_seconds: float = 10.0
     silence_dbfs: float = -60.0
@@ -138,9 +125,15 @@ class Preprocess:
              f"must be longer than min_seconds ({self.min_seconds} s), got {self.max_seconds}")
         need(-140.0 < self.silence_dbfs < 0.0, "silence_dbfs", f"must be in (-140, 0) dBFS, got {self.silence_dbfs}")
         need(0.0 < self.clip_fraction <= 1.0, "clip_fraction", f"must be in (0, 1], got {self.clip_fraction}")
-        need(self.multi_hit_ratio is None or (is_finite_number(self.multi_hit_ratio) and 0.0 < self.multi_hit_ratio <= 1.0),
+        ratio = self.multi_hit_ratio
+        need(ratio is None or (is_finite_number(ratio) and 0.0 < ratio <= 1.0),
              "multi_hit_ratio", f"must be in (0, 1] or null (no check), got {self.multi_hit_ratio!r}")
         need(self.hit_gap_ms > 0.0, "hit_gap_ms", f"must be > 0 ms, got {self.hit_gap_ms}")
+
+    @classmethod
+    def of_run(cls, config: dict) -> "Preprocess":
+        """The preprocessing a run was trained with, from its saved config (``data.loudness``; the rest default)."""
+        return cls(loudness=config.get("data", {}).get("loudness", "lufs"))
 
     @property
     def preparation(self) -> Preparation:
@@ -424,23 +417,6 @@ def reject_multi_hit(audio: np.ndarray, sample_rate: int, *, preprocess: Preproc
         shown = ", ".join(f"{t:.2f}" for t in times[:6]) + (", ..." if len(times) > 6 else "")
         raise SkipFile("multi-hit", f"{len(times)} separate hits (at {shown} s): a loop or several hits in one "
                                     "file; cut it into one-shots")
-
-
-@lru_cache(maxsize=8)
-def _meter(rate: int, block_size: float):
-    import pyloudnorm
-
-    return pyloudnorm.Meter(rate, block_size=block_size)
-
-
-def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
-    """BS.1770 integrated loudness (LUFS) of ``[C, N]`` with C <= 2; -inf when everything is gated out.
-
-    The 400 ms gating block is shortened to the signal's length for examples shorter than 0.4 s.
-    """
-    block = min(0.4, audio.shape[1] / sample_rate)
-    data = audio[0] if audio.shape[0] == 1 else audio.T
-    return float(_meter(sample_rate, block).integrated_loudness(data.astype(np.float64)))
 
 
 def _db(value: float) -> float:
