@@ -26,8 +26,9 @@ sound stops first), the MIDI port, the control thread and the worker, in that or
 summary. The stats (``--stats-json``) keep the time of each of the first underflows (``underflow_times``,
 ``time.monotonic()`` seconds), so a benchmark can count those of its own measuring window. It also watches the
 audio stream: when it ends on its own (the JACK server stopped, the device went away) the player stops too, prints
-why on one stderr line and exits with status 1 instead of playing silence forever. Nothing at shutdown may block
-for long then: the lost stream is left alone (see :mod:`runtime.audio`) and the MIDI port gets
+why on one stderr line and exits with status 1 instead of playing silence forever; so it does when the MIDI
+thread ends on its own (:attr:`runtime.midi.MidiInput.failure`) instead of playing on deaf. Nothing at shutdown
+may block for long then: the lost stream is left alone (see :mod:`runtime.audio`) and the MIDI port gets
 :data:`MIDI_CLOSE_TIMEOUT_S` to close.
 """
 
@@ -246,7 +247,7 @@ class Player:
         self.peak_max = 0.0
         self.rss: list[tuple[float, float]] = []
         self.started = 0.0
-        self.failure: str | None = None  # why the run ended on its own (the audio stream stopped), else None
+        self.failure: str | None = None  # why the run ended on its own (the stream or MIDI thread stopped)
         self.gc_pauses = GcPauses()
         self.frozen_objects = 0
         self._stop = threading.Event()
@@ -300,8 +301,8 @@ class Player:
                     next_rss = now + 1.0
                 if config.duration is not None and now - self.started >= config.duration:
                     break
-                if self.audio.ended:
-                    self.failure = self.audio.end_message()
+                self.failure = self.audio.end_message() if self.audio.ended else self.midi.failure
+                if self.failure:  # the stream or the MIDI thread ended on its own
                     break
                 self._stop.wait(0.1)
             self.rss.append((time.monotonic() - self.started, rss_mb()))
@@ -464,6 +465,8 @@ class Player:
             "notes": self.counts["notes"], "cc": self.counts["cc"], "programs": self.counts["programs"],
             "errors": self.counts["errors"] + len(w.stats.errors), "dropped_notes": self.engine.dropped,
             "midi_received": self.midi.received if self.midi else 0,
+            "midi_dropped": self.midi.dropped if self.midi else 0,
+            "midi_dropped_kinds": dict(self.midi.decoder.dropped_kinds) if self.midi else {},
             "renders": w.stats.renders, "previews": w.stats.previews, "cancelled_renders": w.stats.cancelled,
             "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),
             "render_ms": _summary(renders), "ready_ms": _summary(ready), "ready_ms_all": [round(x, 3) for x in ready],
@@ -509,7 +512,7 @@ def _summary(values: list[float]) -> dict:
 
 def play(config: PlayConfig) -> int:
     """Entry point of ``runtime play``; returns the exit status: 0 after Ctrl-C, ``quit`` or ``--duration``, 1 when
-    the audio stream stopped on its own (the JACK server stopped, the device went away)."""
+    the audio stream stopped on its own (the JACK server stopped, the device went away) or the MIDI thread did."""
     dump_stacks_on()
     pin_mmap_threshold()
     player = Player(config)

@@ -39,9 +39,10 @@ def summary_line(stats: dict) -> str:
         ready_text += f", full quality {final['median']:.1f} ms after the knob rests"
     render_text = f"{stats['renders']} pad renders ({render['median']:.1f} ms median)" if render.get("n") else \
         f"{stats['renders']} pad renders"
+    dropped = f", {stats['midi_dropped']} malformed MIDI messages dropped" if stats.get("midi_dropped") else ""
     return (f"kickspace: {stats['wall_s']:.1f} s, {stats['notes']} notes, {stats['cc']} CC, {render_text}, "
             f"{ready_text}, {stats['underflows']} xruns in {stats['blocks']} blocks, peak {db(stats['peak'])}, "
-            f"RSS {stats['rss_end_mb']:.1f} MB")
+            f"RSS {stats['rss_end_mb']:.1f} MB{dropped}")
 
 
 def key_command(key: str, axes: list[str], learning: str | None) -> tuple[str, str | None] | None:
@@ -161,6 +162,8 @@ class StatusView:
                 "pending": w.pending, "xruns": a.underflows, "blocks": a.blocks, "voices": p.engine.active_voices,
                 "peak": self._peak, "notes": p.counts["notes"], "cc": p.counts["cc"],
                 "midi": p.midi.port_label if p.midi else "-", "audio_thread": a.thread_policy or "-",
+                "midi_dropped": p.midi.dropped if p.midi else 0,
+                "midi_last_dropped": p.midi.decoder.last_dropped if p.midi else "",
                 "messages": list(p.messages)[-3:]}
 
     # -------------------------------------------------------------------------------------------------- keys
@@ -219,8 +222,18 @@ def render(snap: dict):
              f"xruns {snap['xruns']}   blocks {snap['blocks']}   voices {snap['voices']}   peak {db(snap['peak'])}   "
              f"notes {snap['notes']}   CC {snap['cc']}",
              f"MIDI in {snap['midi']}   audio thread {snap.get('audio_thread', '-')}",
+             *problem_lines(snap),
              "keys: l learn   s save sound   q quit   (Ctrl-C quits too)", *snap["messages"]]
     return Group(Text(snap["title"], style="bold"), knobs, notes, Text("\n".join(lines)))
+
+
+def problem_lines(snap: dict) -> list[str]:
+    """The view's lines about hostile input in a :meth:`StatusView.snapshot`: malformed MIDI messages dropped
+    (how many, the last one); none when there were none."""
+    lines = []
+    if snap.get("midi_dropped"):
+        lines.append(f"MIDI: {snap['midi_dropped']} malformed messages dropped (last: {snap['midi_last_dropped']})")
+    return lines
 
 
 def newest_lines(fd: int):

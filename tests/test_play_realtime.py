@@ -228,7 +228,8 @@ def test_sigint_closes_ports_and_streams_and_save_writes_wav_and_preset(jack_ser
     probe = jack.Client("ks-exit-probe", no_start_server=True)
     try:
         names = {p.name for p in probe.get_ports("ks-exit")}
-        assert names == {"ks-exit:out_0", "ks-exit:out_1", "ks-exit-midi:in"}
+        # the audio outputs, the MIDI input and the sysex guard's output into it (runtime.midi.SysexGuard)
+        assert names == {"ks-exit:out_0", "ks-exit:out_1", "ks-exit-midi:in", "ks-exit-midi-guard:f7"}
         player.proc.send_signal(signal.SIGUSR1)  # "save current sound"
         deadline = time.monotonic() + 10
         while not list((tmp_path / "saves").glob("*.json")) and time.monotonic() < deadline:

@@ -1,0 +1,84 @@
+"""``runtime play`` under hostile MIDI, against a real JACK server (dummy driver, 48 kHz / 128 frames), real parts
+only: every kind of malformed message a python-rtmidi JACK client can send, then valid notes that must all sound.
+
+What python-rtmidi (1.5.8) and JACK let through, measured by sending each kind followed by a note: the sender
+refuses an empty message and any message over 3 bytes that does not start with ``F0`` (``ValueError``), so a
+song position with too many data bytes or a 4-byte note never leaves it; JACK passes everything else. The
+player's RtMidi input itself drops MTC quarter frames (``F1``, with or without data), clock (``F8``) and active
+sensing (``FE``) as timing it was told to ignore, and every sysex; a sysex without its ``F7`` end made it swallow
+every later event until one ending in ``F7`` came (what :class:`runtime.midi.SysexGuard` ends). Everything else
+reaches the player's decoder: the truncated, long, undefined, stray, out-of-range kinds below.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.jack_fixtures import (PERIOD, RATE, Rig, count_onsets, jack_server, onsets_after, sender,  # noqa: F401
+                                 write_test_preset)
+
+# (bytes, reaches the player's decoder): every malformed kind python-rtmidi can send, and realtime bytes
+HOSTILE = [
+    ([0xF2, 0x05], True), ([0xF1], False), ([0xF3], True),            # system common, data bytes missing
+    ([0xF1, 1, 2], False), ([0xF3, 1, 2], True), ([0xF6, 1], True),   # system common, data bytes extra
+    ([0xF4], True), ([0xF5], True), ([0xF9], True), ([0xFD], True),   # undefined status bytes
+    ([0x40, 0x40], True), ([0x24], True),                             # data bytes without a status byte
+    ([0x90, 0x24], True), ([0xC0], True), ([0xE0, 1], True),          # truncated channel messages
+    ([0x90, 0xC8, 0x01], True), ([0xB0, 20, 0x80], True),             # data bytes over 0x7F
+    ([0xF7], True), ([0xF0, 0x7E, 0x01], False), ([0xF0, 0x90, 0xF7], False),  # sysex end alone, no end, bad byte
+    ([0xF8], False), ([0xFA], True), ([0xFB], True), ([0xFC], True), ([0xFE], False), ([0xFF], True),  # realtime
+]
+VALID_REALTIME = (0xFA, 0xFB, 0xFC, 0xFF)  # start, continue, stop, reset: they reach the player, no error
+NOTES, SPACING_S = 100, 0.06  # a 21 ms kick every 60 ms: 39 ms of silence between two sounds
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    return write_test_preset(tmp_path_factory.mktemp("hostile"), samples=1024)
+
+
+def test_every_note_sounds_after_and_between_malformed_midi(jack_server, sender, preset, tmp_path):
+    """A burst of every malformed kind, then 100 notes, each 30 ms after one more malformed message (in turn): a
+    player that goes deaf after one of them (the MIDI thread dead of a song position with one data byte, a sysex
+    without its end holding RtMidi's input) loses every later note, or the one after it."""
+    rig = Rig(preset, tmp_path, sender, "hostile", seconds=NOTES * SPACING_S + 3.0)
+    log_at = jack_server.log_size()
+    try:
+        for data, _ in HOSTILE:
+            rig.sender.out.send_message(data)
+            time.sleep(0.002)
+        time.sleep(0.05)
+        for i in range(NOTES):
+            rig.sender.out.send_message(HOSTILE[i % len(HOSTILE)][0])
+            time.sleep(SPACING_S / 2)
+            rig.sender.note(36, 100)
+            time.sleep(SPACING_S / 2)
+        time.sleep(0.4)
+    finally:
+        rc, stats = rig.close()
+    output = rig.player.output()
+    assert rc == 0 and "Traceback" not in output and "Exception in thread" not in output, output[-2000:]
+    # exact unless a MIDI client missed cycles, each of which JACK may repeat or drop (tests/jack_fixtures.py)
+    misses = jack_server.midi_misses(rig.midi_clients, log_at)
+    missed = sum(not rig.recorder.seen[f:f + 20 * PERIOD].all() for f, _ in rig.recorder.note_frames())
+    sounds = count_onsets(rig.recorder.audio, seen=rig.recorder.seen)
+    context = f"{sounds} sounds, {stats['notes']} notes played of {NOTES} sent, {misses} missed MIDI cycles, " \
+              f"{missed} notes partly unrecorded; dropped {stats['midi_dropped']}: {stats['midi_dropped_kinds']}"
+    print(context)
+    assert abs(stats["notes"] - NOTES) <= misses, context
+    assert NOTES - misses - missed <= sounds <= stats["notes"], context
+    # note by note: each note the recorder heard starts a sound before the next one is due, unless a server xrun
+    # came near it (a cycle a MIDI client missed may drop its events)
+    notes = [f for f, _ in rig.recorder.note_frames()]
+    hits = onsets_after(rig.recorder.audio, notes, window=int(0.8 * SPACING_S * RATE))
+    silent = [f for f, (latency, _) in zip(notes, hits) if latency is None and not rig.recorder.disturbed(f)]
+    assert not silent, f"notes at frames {silent} made no sound; {context}"
+    sent = [data for data, _ in HOSTILE] + [HOSTILE[i % len(HOSTILE)][0] for i in range(NOTES)]
+    counted = sum(dict((bytes(d), r) for d, r in HOSTILE)[bytes(d)] and d[0] not in VALID_REALTIME for d in sent)
+    assert stats["midi_dropped"] >= counted - misses, context
+    kinds = stats["midi_dropped_kinds"]
+    assert kinds.get("song position (F2) with 1 data byte, needs 2") and kinds.get("undefined status byte F9")
+    assert kinds.get("sysex without its end (F7), ended by the guard"), context
+    assert "malformed MIDI messages dropped" in output.strip().splitlines()[-1]
