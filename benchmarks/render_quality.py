@@ -6,7 +6,8 @@ Renders, through the runtime's own render path (``runtime.worker.render_sounds``
 10 ms fade-out at the buffer end), every pad of the preset at its knob defaults, the first pad with each knob at
 its minimum (CC 0) and maximum (CC 127), and ``--latents`` random latents (standard normal in the model's code
 units; for a class-conditioned model, each class in turn), and measures them beside the real sounds of ``--class``
-in ``--real``'s ``MANIFEST.tsv`` (the files as they are, mono, at their own rate). The measures are written here,
+(default: kick, or each class of a class-conditioned model) in ``--real``'s ``MANIFEST.tsv`` (the files as they
+are, mono, resampled to 44.1 kHz). The measures are written here,
 in numpy/scipy, apart from the project's descriptors, so they are an outside check:
 
 * ``tail_db``: energy above 1 kHz (4th-order Butterworth high-pass, zero phase) in 0.35-0.6 s after the start,
@@ -137,7 +138,7 @@ class Group:
 
 
 def real_sounds(root: Path, drum_class: str) -> Group:
-    """The ``drum_class`` files of ``root/MANIFEST.tsv`` as they are (mono mix, own rate resampled to 44.1 kHz)."""
+    """The ``drum_class`` files of ``root/MANIFEST.tsv`` as they are (mono mix, resampled to 44.1 kHz)."""
     import soundfile
 
     sounds, names = [], []
@@ -227,14 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("preset", type=Path, help="preset folder or file (presets/kicks)")
     parser.add_argument("--real", type=Path, help="folder with MANIFEST.tsv (../shared/data/drums)")
-    parser.add_argument("--class", dest="drum_class", default="kick", help="manifest class of the real sounds")
+    parser.add_argument("--class", dest="drum_class", nargs="+",
+                        help="manifest classes of the real sounds (default: kick, or every class of a kit model)")
     parser.add_argument("--latents", type=int, default=200, help="random latents (per class of a conditional model)")
     parser.add_argument("--json", type=Path, help="write every per-sound figure here")
     parser.add_argument("--list", action="store_true", help="print every pad and knob render's figures too")
     args = parser.parse_args(argv)
     groups = preset_groups(args.preset, args.latents)
     if args.real:
-        groups.append(real_sounds(args.real, args.drum_class))
+        labels = ExportedModel(load_preset(args.preset).model).metadata.labels
+        for drum_class in args.drum_class or labels or ["kick"]:
+            groups.append(real_sounds(args.real, drum_class))
     table, figures = report(groups)
     print(table)
     if args.list:
