@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from runtime.files import write_text
 from runtime.model import ModelMetadata
 
 FORMAT_NAME = "kickspace-preset"
+MAX_PRESET_BYTES = 1 << 20  # a preset with 128 pads of 64-value anchors is about 60 KiB
 FORMAT_VERSION = 1
 PRESET_FILE = "preset.json"
 CURVES = ("linear", "quadratic", "sqrt", "smooth")
@@ -50,6 +52,9 @@ GM_NOTES = {"kick": 36, "bd": 36, "bass drum": 36, "rim": 37, "rimshot": 37, "sn
             "open_hat": 46, "ohh": 46, "tom": 45, "low tom": 45, "mid tom": 47, "high tom": 50, "crash": 49,
             "ride": 51, "cymbal": 49, "cowbell": 56, "shaker": 70, "perc": 60, "percussion": 60}
 HAT_NOTES = (42, 46)  # closed and open hat choke each other by default
+
+_SHORT = reprlib.Repr()  # values in messages: a few items, levels and characters
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 4, 4, 40, 40, 40
 
 
 @dataclass(frozen=True)
@@ -182,23 +187,65 @@ def _need_axis(name: str, axes: list[str], where: str) -> None:
 def load_preset(path: str | Path) -> Preset:
     """Read and validate a preset JSON file (or a folder holding ``preset.json``).
 
+    Every way a file can fail to be a preset fails with one line naming the file: missing or unreadable, over
+    :data:`MAX_PRESET_BYTES`, not UTF-8, not JSON (a key twice in one object included), nested too deeply for the
+    decoder, not an object, or a field of the wrong type or range (``PATH: pads[0].note: ...``).
+
     Raises
     ------
     ConfigError
-        An invalid, unknown or missing field, named by its path (``pads[0].note``).
+        An invalid, unknown or missing field, named by the file and its path in the document (``pads[0].note``).
     KickspaceError
-        The file is missing, not JSON, or of another format version.
+        The file is missing, unreadable, too large, not UTF-8 JSON, or of another format version.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / PRESET_FILE
-    if not path.is_file():
-        raise KickspaceError(f"{path}: preset file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        if path.is_dir():
+            path = path / PRESET_FILE
+        data = read_json(path, what="preset")
+        return preset_from_dict(data, base=path.parent.resolve())
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err.field}", err.problem) from None
+    except RecursionError:
+        raise KickspaceError(f"{path}: not a preset (its values are nested too deeply)") from None
+    except OSError as err:
+        raise KickspaceError(f"{path}: cannot read the preset ({err.strerror or err})") from None
+
+
+def read_json(path: Path, *, what: str, max_bytes: int = MAX_PRESET_BYTES) -> Any:
+    """The JSON document in the file ``path`` (a ``what`` file), read defensively: at most ``max_bytes`` read,
+    strict UTF-8 (a byte-order mark allowed), no key twice in one object. Raises :class:`KickspaceError` with one
+    line naming the file; ``OSError`` from opening it passes through."""
+    if not path.exists():
+        raise KickspaceError(f"{path}: {what} file not found")
+    if not path.is_file():
+        raise KickspaceError(f"{path}: not a {what} file (a folder, device or pipe)")
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise KickspaceError(f"{path}: larger than {max_bytes // 1024} KiB, too large to be a {what}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise KickspaceError(f"{path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); save it "
+                             f"as UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise KickspaceError(f"{path}: not a {what} (nested too deeply)") from None
+    except ValueError as err:  # JSONDecodeError, a key twice, an integer of thousands of digits
         raise KickspaceError(f"{path}: not valid JSON ({err})") from None
-    return preset_from_dict(data, base=path.parent.resolve())
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a JSON object naming a key twice is refused (the decoder would keep the last one, so
+    an edit of the first would silently do nothing)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {_shown(key)} appears twice in one object")
+        out[key] = value
+    return out
 
 
 def preset_from_dict(data: Any, *, base: str | Path) -> Preset:
@@ -206,9 +253,10 @@ def preset_from_dict(data: Any, *, base: str | Path) -> Preset:
     base = Path(base)
     d = _obj(data, "preset", Preset, required=("format", "format_version", "model", "knobs", "pads"))
     if d["format"] != FORMAT_NAME:
-        raise ConfigError("format", f"must be {FORMAT_NAME!r}, got {d['format']!r} (is this a Kickspace preset?)")
+        raise ConfigError("format", f"must be {FORMAT_NAME!r}, got {_shown(d['format'])} (is this a Kickspace "
+                                    f"preset?)")
     if d["format_version"] != FORMAT_VERSION:
-        raise ConfigError("format_version", f"version {d['format_version']!r} is not supported by this runtime "
+        raise ConfigError("format_version", f"version {_shown(d['format_version'])} is not supported by this runtime "
                                             f"(it reads version {FORMAT_VERSION}); update Kickspace or re-save the "
                                             f"preset")
     knobs = tuple(_knob(k, f"knobs[{i}]") for i, k in enumerate(_list(d["knobs"], "knobs")))
@@ -231,7 +279,7 @@ def _knob(data: Any, where: str) -> Knob:
                 min=_float(d.get("min", -1.0), f"{where}.min"), max=_float(d.get("max", 1.0), f"{where}.max"),
                 default=_float(d.get("default", 0.0), f"{where}.default"), curve=d.get("curve", "linear"))
     if knob.curve not in CURVES:
-        raise ConfigError(f"{where}.curve", f"must be one of {', '.join(CURVES)}, got {knob.curve!r}")
+        raise ConfigError(f"{where}.curve", f"must be one of {', '.join(CURVES)}, got {_shown(knob.curve)}")
     lo, hi = sorted((knob.min, knob.max))
     if not lo <= knob.default <= hi:
         raise ConfigError(f"{where}.default", f"must lie between min and max ({knob.min} .. {knob.max}), got "
@@ -314,26 +362,34 @@ def _list(value: Any, where: str) -> list[Any]:
 
 def _int(value: Any, where: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(where, f"must be an integer {lo}-{hi}, got {value!r}")
+        raise ConfigError(where, f"must be an integer {lo}-{hi}, got {_shown(value)}")
     return value
 
 
 def _float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(where, f"must be a finite number, got {value!r}")
+        raise ConfigError(where, f"must be a finite number, got {_shown(value)}")
     return float(value)
 
 
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise ConfigError(where, f"must be a string, got {value!r}")
+        raise ConfigError(where, f"must be a string, got {_shown(value)}")
     return value
 
 
 def _path(value: Any, where: str, base: Path) -> Path:
     if not isinstance(value, str) or not value:
-        raise ConfigError(where, f"must be a path (relative to the preset file), got {value!r}")
-    return (base / value).resolve()
+        raise ConfigError(where, f"must be a path (relative to the preset file), got {_shown(value)}")
+    try:
+        return (base / value).resolve()
+    except (ValueError, OSError) as err:  # a NUL byte, a path the system refuses
+        raise ConfigError(where, f"not a usable path ({err})") from None
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short (a few items, levels and characters), for a one-line message about any value."""
+    return _SHORT.repr(value)
 
 
 def _unique(values: list[int], where: str, name: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 
@@ -88,16 +89,22 @@ def _set(doc: dict, where: str, value) -> dict:
     ("output", [], r"output: must be an object, got list"),
     ("midi_channel", 0, r"midi_channel: must be an integer 1-16, got 0"),
     ("programs", {"200": "x.json"}, r"programs.200: the key must be a program number 0-127"),
-    ("model", ..., r"^model: missing"),
+    ("model", ..., r"preset.json: model: missing"),
     ("model", 3, r"model: must be a path \(relative to the preset file\)"),
     ("format_version", 2, r"format_version: version 2 is not supported by this runtime \(it reads version 1\)"),
     ("format", "other", r"format: must be 'kickspace-preset'"),
-    ("tempo", 120, r"^tempo: unknown field"),
+    ("tempo", 120, r"preset.json: tempo: unknown field"),
+    ("pads.0.anchor", [float("nan"), 0.0, 0.0], r"pads\[0\].anchor\[0\]: must be a finite number, got nan"),
+    ("output.gain", float("inf"), r"output.gain: must be a finite number, got inf"),
+    ("knobs.0.min", "-1", r"knobs\[0\].min: must be a finite number, got '-1'"),
+    ("name", ["a"] * 10_000, r"name: must be a string, got \['a', 'a', 'a', 'a', \.\.\.\]$"),
+    ("model", "a\u0000b", r"model: not a usable path \(embedded null byte\)"),
 ])
 def test_invalid_fields_are_named_by_their_path(tmp_path, where, value, message):
     path = _write(tmp_path, _set(_doc(), where, value))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as caught:
         load_preset(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
 
 
 def test_unreadable_files_fail_clearly(tmp_path):
@@ -106,6 +113,60 @@ def test_unreadable_files_fail_clearly(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(KickspaceError, match="not valid JSON"):
         load_preset(tmp_path / "bad.json")
+
+
+def _hostile_files() -> dict[str, tuple[bytes, str]]:
+    """File name -> (content, the one-line reason it fails with): every way a file can fail to be a preset before
+    its fields are read (tests.badfiles has the audio kinds)."""
+    doc = json.dumps(_doc())
+    return {
+        "nested deep.json": (b"[" * 100_000 + b"]" * 100_000, r"not a preset \(nested too deeply\)"),
+        "objects nested deep.json": (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, r"not a preset \(nested too deeply\)"),
+        "huge.json": (doc[:-1].encode() + b', "name": "' + b"x" * (1 << 20) + b'"}',
+                      r"larger than 1024 KiB, too large to be a preset"),
+        "latin-1.json": (doc.replace('"kicks"', '"caf\u00e9"').encode("latin-1"),
+                         r"not UTF-8 text \(byte 0xe9 at offset \d+\); save it as UTF-8"),
+        "utf-16.json": (doc.encode("utf-16"), r"not UTF-8 text \(byte 0xff at offset 0\)"),
+        "not an object.json": (b"[1, 2, 3]", r": preset: must be an object, got list"),
+        "a string.json": (b'"kickspace-preset"', r": preset: must be an object, got str"),
+        "duplicate key.json": (doc[:-1].encode() + b', "name": "again"}',
+                               r"not valid JSON \(the key 'name' appears twice in one object\)"),
+        "NaN literal.json": (doc.replace('"gain": 0.8', '"gain": NaN').encode(),
+                             r"pads\[0\].gain: must be a finite number, got nan"),
+        "Infinity literal.json": (doc.replace('"curve": 1.5', '"curve": -Infinity').encode(),
+                                  r"velocity.curve: must be a finite number, got -inf"),
+        "huge integer.json": (doc.replace('"layers": 3', '"layers": ' + "9" * 5000).encode(),
+                              r"not valid JSON \(Exceeds the limit \(4300 digits\)"),
+        "empty.json": (b"", r"not valid JSON \(Expecting value: line 1 column 1"),
+        "binary.json": (bytes(range(256)), r"not UTF-8 text \(byte 0x80 at offset 128\)"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_hostile_files()))
+def test_a_file_that_is_no_preset_fails_with_one_line_naming_it(tmp_path, name):
+    content, reason = _hostile_files()[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(KickspaceError, match=reason) as caught:
+        load_preset(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message and len(message) < 400, message
+
+
+def test_a_preset_that_is_no_file_fails_with_one_line(tmp_path):
+    os.mkfifo(tmp_path / "pipe.json")  # opening it would wait for a writer forever
+    with pytest.raises(KickspaceError, match=r"pipe.json: not a preset file \(a folder, device or pipe\)"):
+        load_preset(tmp_path / "pipe.json")
+    with pytest.raises(KickspaceError, match=r"cannot read the preset \(File name too long\)"):
+        load_preset(tmp_path / ("x" * 5000))
+    with pytest.raises(KickspaceError, match=r"empty/preset.json: preset file not found"):
+        load_preset((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+def test_a_preset_with_a_byte_order_mark_loads(tmp_path):
+    path = _write(tmp_path, _doc())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Windows Notepad saves UTF-8
+    assert load_preset(path).name == "kicks"
 
 
 def test_preset_is_checked_against_the_model(tmp_path):
@@ -139,3 +200,14 @@ def test_default_preset_maps_axes_to_cc_20_and_labels_to_gm_notes(tmp_path):
     assert [(p.note, p.anchor, p.label) for p in plain.pads] == [(36, None, None)]
     path = plain.save(tmp_path / "model" / "preset.json")
     assert json.loads(path.read_text())["model"] == "." and load_preset(path) == plain
+
+
+@pytest.mark.parametrize("command", [["render", "--axes", "sub=0", "--out", "x.wav"], ["play", "--quiet"]])
+def test_runtime_render_and_play_say_one_line_for_a_deep_preset(tmp_path, capsys, command):
+    from runtime import cli
+
+    path = tmp_path / "deep.json"
+    path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    assert cli.main([command[0], "--preset", str(path), *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err == f"runtime {command[0]}: error: {path}: not a preset (nested too deeply)\n"
