@@ -88,7 +88,7 @@ def test_axes_command_writes_exportable_verified_axes(tiny_run) -> None:  # noqa
     assert len(saved["anchor"]) == latent
     for axis in saved["axes"]:
         assert np.isclose(np.linalg.norm(axis["direction"]), 1.0) and axis["scale"] > 0
-        assert -1.0 <= axis["rho"] <= 1.0 and len(axis["rho_per_anchor"]) == 3
+        assert -1.0 <= axis["rho"] <= 1.0 and len(axis["rho_per_anchor"]) == 1 + 2 + 6  # mean, 2 encoded, 6 random
     # The kicks' click and brightness are easy to read off a spectrogram: some knob must follow its descriptor.
     assert max(a["rho"] for a in report["axes"]) >= 0.8
     exported, anchor = load_axes(out / "axes.json")
@@ -98,6 +98,17 @@ def test_axes_command_writes_exportable_verified_axes(tiny_run) -> None:  # noqa
     assert anchor.shape == (latent,)
     text = (out / "axes.md").read_text()
     assert f"Method kept: **{saved['method']}**" in text and f"| {names[0]} |" in text
+    # every sweep read by both implementations, with the full knob x descriptor matrix (cross-talk)
+    check = saved["validation"]
+    assert check["implementations"] == ["own", "librosa"] and check["anchors"] == ["mean"] + ["real"] * 2 + ["random"] * 6
+    for name in ("own", "librosa"):
+        figures = check["figures"][name]
+        assert sorted(figures["knobs"]) == sorted(names) and sorted(figures["matrix"]) == sorted(names)
+        assert all(len(f["rho"]) == 9 and 0.0 <= f["share"] <= 1.0 for f in figures["knobs"].values())
+        assert {"sub", "punch", "click", "brightness", "decay"} <= set(figures["matrix"][names[0]])
+    own = check["figures"]["own"]
+    assert all(own["knobs"][n]["median"] == pytest.approx(a["rho"]) for n, a in zip(names, saved["axes"]))
+    assert "## Knobs by two implementations" in text and "### Cross-talk by `librosa`" in text
     assert (out / "axes_sweeps.png").stat().st_size > 1000
 
 

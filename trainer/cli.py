@@ -283,6 +283,8 @@ def _add_axes(sub: argparse._SubParsersAction) -> None:
     _run_arguments(p, data="required")
     p.add_argument("--anchors", type=int, default=4, help="encoded examples swept from besides the mean (default 4)")
     p.add_argument("--values", type=int, default=9, help="knob values per sweep (default 9)")
+    p.add_argument("--random", type=int, default=6,
+                   help="random latents swept from besides the encoded examples and the pads (default 6)")
     p.add_argument("--methods", nargs="+", choices=("control", "gradient", "pinv", "backward"), default=None,
                    help="methods to compare (default: all that apply to the model)")
     p.set_defaults(handler=_run_axes)
@@ -293,7 +295,7 @@ def _run_axes(args: argparse.Namespace) -> int:
 
     run, corpus, out = _load_run_and_data(args)
     report = axes(run, corpus, out=out, n_anchors=args.anchors, n_values=args.values, seed=args.seed,
-                  n_iter=args.gl_iters, methods=args.methods)
+                  n_iter=args.gl_iters, methods=args.methods, n_random=args.random)
     for axis in report["axes"]:
         print(f"{axis['name']:<11} rho {axis['rho']:+.2f}  span {axis['span']:+.2f}  "
               f"max cross-talk {axis['max_cross_talk']:.2f}")

@@ -31,24 +31,28 @@ Derivation (all in the space of posterior means ``z``, ``[N, L]``):
    (5th-95th percentile), next to the same share for the own descriptor (``span``). The method with the best mean
    rho minus mean worst cross-talk is kept and written to ``axes.json`` for export. An axis whose rho comes out
    negative is mirrored first (its direction negated), so no knob turns the wrong way.
+6. Validation (:mod:`trainer.analysis.knobs`): the chosen method's sweeps, from the mean, encoded sounds, the pads
+   (cluster centroids or one per class) and random latents, read by the project's descriptors and by an independent
+   implementation (:mod:`trainer.analysis.reference`): rho per sweep, its median and share >= 0.9, and the full
+   knob x descriptor rho matrix (cross-talk).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
 from runtime.errors import KickspaceError
 from runtime.model import Axis
-from trainer.analysis import plots
+from trainer.analysis import knobs, plots
 from trainer.analysis.latent import Run, conditions, decode, describe_audio, encode, to_audio
 from trainer.analysis.reports import read_json, table, write_json, write_text
 from trainer.data.ingest import Corpus
-from trainer.descriptors import DESCRIPTORS, control_units
+from trainer.descriptors import DESCRIPTORS, control_units, describe_batch
 from trainer.model import ModelConfig
 
 CONTROLS: tuple[str, ...] = ("sub", "punch", "decay", "click", "brightness")
@@ -166,16 +170,23 @@ def scale_axes(u: np.ndarray, z: np.ndarray, half_range: np.ndarray) -> tuple[np
 
 # ================================================================================================ verification
 def sweep_descriptors(run: Run, *, directions: np.ndarray, scales: np.ndarray, anchors: np.ndarray,
-                      anchor_labels: np.ndarray | None, values: np.ndarray, n_iter: int = 32) -> np.ndarray:
-    """Descriptors ``[K, A, S, D]`` of the sounds decoded along each axis ``k`` from each anchor at knob ``values``."""
+                      anchor_labels: np.ndarray | None, values: np.ndarray, n_iter: int = 32,
+                      implementations: Mapping[str, knobs.Describer] | None = None) -> dict[str, np.ndarray]:
+    """Descriptors of the sounds decoded along each axis ``k`` from each anchor at knob ``values``.
+
+    Returns ``{name: [K, A, S, D_name]}`` for each of ``implementations`` (default: ``{"own": describe_batch}``,
+    raw :data:`DESCRIPTORS`).
+    """
     k_axes, n_anchors, n_values = len(directions), len(anchors), len(values)
     steps = values[None, None, :, None] * (scales[:, None] * directions)[:, None, None, :]
     z = (anchors[None, :, None, :] + steps).reshape(-1, anchors.shape[1])
     labels = None
     if anchor_labels is not None:
         labels = np.broadcast_to(anchor_labels[None, :, None], (k_axes, n_anchors, n_values)).reshape(-1)
-    audio = to_audio(decode(run.model, z, labels=labels), run.spec, n_iter=n_iter)
-    return describe_audio(audio, run.spec).reshape(k_axes, n_anchors, n_values, -1)
+    audio = np.asarray(to_audio(decode(run.model, z, labels=labels), run.spec, n_iter=n_iter)).mean(axis=1)
+    implementations = implementations or {knobs.OWN: describe_batch}
+    return {name: describe(audio, run.spec.sample_rate).reshape(k_axes, n_anchors, n_values, -1)
+            for name, describe in implementations.items()}
 
 
 def _rho(x: np.ndarray, y: np.ndarray) -> float:
@@ -251,11 +262,15 @@ def prepare(run: Run, corpus: Corpus, *, n_iter: int = 32) -> AxesData:
 
 
 def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS, methods: Sequence[str] | None = None,
-                n_anchors: int = 4, n_values: int = 9, ridge: float = 1e-3, seed: int = 0,
-                n_iter: int = 32) -> dict[str, Any]:
+                n_anchors: int = 4, n_values: int = 9, ridge: float = 1e-3, seed: int = 0, n_iter: int = 32,
+                pads: tuple[np.ndarray, np.ndarray | None] | None = None, n_random: int = 0,
+                implementations: Mapping[str, knobs.Describer] | None = None) -> dict[str, Any]:
     """Derive, scale and verify axes with each method (default: :func:`available_methods`).
 
-    Returns the report written by :func:`write_axes`.
+    Sweeps start from the latent mean, ``n_anchors`` encoded examples, ``pads`` (codes ``[P, L]`` and labels, see
+    :func:`trainer.analysis.knobs.pad_anchors`) and ``n_random`` random latents; each is read by every one of
+    ``implementations`` (default :func:`trainer.analysis.knobs.default_implementations`). Returns the report
+    written by :func:`write_axes`.
     """
     methods = available_methods(run.model.config, controls) if methods is None else tuple(methods)
     if CONTROL in methods and CONTROL not in available_methods(run.model.config, controls):
@@ -271,13 +286,10 @@ def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS,
     ctrl = [DESCRIPTORS.index(c) for c in controls]
     held = [DESCRIPTORS.index(h) for h in HELD]
     anchor = data.z.mean(axis=0)
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(data.z), size=min(n_anchors, len(data.z)), replace=False)
-    anchors = np.vstack([anchor, data.z[picks]])
-    anchor_labels = None
-    if data.labels is not None:
-        majority = np.bincount(data.labels[data.labels >= 0]).argmax() if np.any(data.labels >= 0) else -1
-        anchor_labels = np.concatenate([[majority], data.labels[picks]])
+    no_pads = (np.zeros((0, data.z.shape[1])), None)
+    starts = knobs.choose_anchors(data.z, data.labels, n_real=n_anchors, pads=pads or no_pads, n_random=n_random,
+                                  seed=seed)
+    implementations = dict(implementations or knobs.default_implementations())
     values = np.linspace(-1.0, 1.0, n_values)
     candidates = {}
     for method in methods:
@@ -286,25 +298,29 @@ def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS,
         else:
             u = derive(data.z, y, method=method, controls=ctrl, held=held, ridge=ridge)
             directions, scales, capped = scale_axes(u, data.z, standard.half_range[ctrl])
-        swept = sweep_descriptors(run, directions=directions, scales=scales, anchors=anchors,
-                                  anchor_labels=anchor_labels, values=values, n_iter=n_iter)
+        read = sweep_descriptors(run, directions=directions, scales=scales, anchors=starts.z,
+                                 anchor_labels=starts.labels, values=values, n_iter=n_iter,
+                                 implementations={**implementations, knobs.OWN: describe_batch})
+        swept = read[knobs.OWN]
         results = measure(values, swept, standard, controls=controls)
         for k, (r, d, s, c) in enumerate(zip(results, directions, scales, capped)):
             r.update(direction=d, scale=float(s), capped=bool(c))
             if r["rho"] < 0:  # the knob turns the wrong way: mirror it (the sweep is symmetric, so exactly)
                 flip_axis(r)
-                swept[k] = swept[k, :, ::-1]
-        candidates[method] = {"score": score(results), "axes": results, "swept": swept}
+                knobs.flip(read, k)  # own (``swept``) included
+        candidates[method] = {"score": score(results), "axes": results, "swept": swept,
+                              "validation": knobs.validate(values, read, controls=controls, kinds=starts.kinds)}
     chosen = max(candidates, key=lambda m: candidates[m]["score"])
     r2 = held_out_r2(data.z, y, ridge=ridge, seed=seed)
     return {"run": str(run.path), "method": chosen, "anchor": anchor, "latent": int(data.z.shape[1]),
-            "examples": int(len(data.z)), "values": values, "n_anchors": int(len(anchors)),
+            "examples": int(len(data.z)), "values": values, "n_anchors": int(len(starts.z)),
             "r2": {d: float(r2[j]) if standard.p95[j] - standard.p05[j] >= 1e-3 else None
                    for j, d in enumerate(DESCRIPTORS)},
             "data_range": {d: [float(standard.p05[j]), float(standard.p95[j])] for j, d in enumerate(DESCRIPTORS)},
             "axes": candidates[chosen]["axes"],
             "skipped": {c: "does not vary over the model's reconstructions" for c in flat},
             "methods": {m: {"score": c["score"], "axes": c["axes"]} for m, c in candidates.items()},
+            "validation": candidates[chosen]["validation"],
             "_swept": {m: c["swept"] for m, c in candidates.items()}}
 
 
@@ -367,17 +383,25 @@ def axes_markdown(report: dict[str, Any]) -> str:
         "## Methods compared", table(["method", "score", *(f"rho {n}" for n in names),
                                       *(f"max xt {n}" for n in names)], methods),
         "## Held-out R^2 of the linear descriptor model (z -> descriptor)", r2,
+        *([knobs.markdown(report["validation"])] if report.get("validation") else []),
         "Plot: `axes_sweeps.png`. Axes for export: `axes.json` (`export`: name, direction, scale, effect; anchor "
         "= `anchor`)."]) + "\n"
 
 
 def axes(run: Run, corpus: Corpus, *, out: Path, n_anchors: int = 4, n_values: int = 9, seed: int = 0,
-         n_iter: int = 32, methods: Sequence[str] | None = None) -> dict[str, Any]:
-    """``trainer axes``: derive, verify and write the named axes of ``run`` from ``corpus`` (its training data)."""
+         n_iter: int = 32, methods: Sequence[str] | None = None, n_random: int = 6) -> dict[str, Any]:
+    """``trainer axes``: derive, verify and write the named axes of ``run`` from ``corpus`` (its training data).
+
+    Sweeps also start from the pads export will make (:func:`trainer.analysis.knobs.pad_anchors`: cluster
+    centroids once ``trainer cluster`` has run, or one per class) and ``n_random`` random latents.
+    """
     if len(corpus) < 10:
         raise KickspaceError(f"need at least 10 sounds to derive axes, got {len(corpus)}")
     data = prepare(run, corpus, n_iter=n_iter)
+    config = run.model.config
+    pads = knobs.pad_anchors(run.folder, code_size=config.code_size,
+                             classes=run.classes if config.n_classes else ())
     report = derive_axes(run, data, n_anchors=n_anchors, n_values=n_values, seed=seed, n_iter=n_iter,
-                         methods=methods)
+                         methods=methods, pads=pads, n_random=n_random)
     write_axes(report, out=out)
     return {k: v for k, v in report.items() if k != "_swept"}

@@ -1,0 +1,186 @@
+"""Knob validation for ``trainer axes``: where sweeps start, and what they do by two implementations (issue 20).
+
+A knob is checked by sweeping it from many starting points (anchors) and reading every sweep with the project's
+descriptors (:mod:`trainer.descriptors`, what the model is conditioned on) and with an independent implementation
+of the same definitions (:mod:`trainer.analysis.reference`, librosa; more can be passed in, e.g. the AudioCommons
+timbral models in ``benchmarks/knob_reference.py``). Anchors, of four kinds:
+
+``mean``    the latent mean (the axes' own anchor);
+``real``    encoded training sounds (real kicks, and synth ones where the corpus has them);
+``pad``     the pads the exported preset will have: cluster centroids (``RUN/analysis/centroids.json``, written by
+            ``trainer cluster``), or for a class-conditioned model one pad per class at the origin, as export makes;
+``random``  draws from a Gaussian fitted to the encoded codes (random latents, controls included).
+
+Figures, per knob and implementation: Spearman rho of knob value vs the knob's own descriptor for every sweep,
+their median and the share of sweeps at or above :data:`TARGET_RHO`, medians per anchor kind; and the full knob x
+descriptor rho matrix (median over sweeps), whose off-diagonal entries are the cross-talk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from runtime.errors import KickspaceError
+from trainer.analysis import reference
+from trainer.analysis.reference import Describer
+from trainer.analysis.reports import table
+from trainer.descriptors import DESCRIPTORS, describe_batch
+
+TARGET_RHO = 0.9
+#: Share of sweeps that must reach :data:`TARGET_RHO`, and the worst cross-talk |rho| allowed (issue 20).
+TARGET_SHARE = 0.9
+TARGET_CROSS_TALK = 0.5
+OWN = "own"
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """Where sweeps start: codes ``z [A, L]``, class labels ``[A]`` (or None) and one kind per anchor."""
+
+    z: np.ndarray
+    labels: np.ndarray | None
+    kinds: tuple[str, ...]
+
+
+def pad_anchors(run_folder: Path, *, code_size: int, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The codes ``[P, L]`` (and labels ``[P]``) of the pads export will make; ``[0, L]`` when there are none yet."""
+    if classes:
+        return np.zeros((len(classes), code_size)), np.arange(len(classes))
+    path = run_folder / "analysis" / "centroids.json"
+    if not path.is_file():
+        return np.zeros((0, code_size)), None
+    records = json.loads(path.read_text(encoding="utf-8")).get("centroids", [])
+    for i, record in enumerate(records):
+        z = np.asarray(record.get("z", ()), dtype=np.float64)
+        if z.shape != (code_size,) or not np.isfinite(z).all():
+            raise KickspaceError(f"{path}: centroids[{i}].z: must be {code_size} finite numbers")
+    return np.array([r["z"] for r in records], dtype=np.float64).reshape(-1, code_size), None
+
+
+def choose_anchors(z: np.ndarray, labels: np.ndarray | None, *, n_real: int, pads: tuple[np.ndarray, np.ndarray | None],
+                   n_random: int, seed: int) -> Anchors:
+    """The latent mean, ``n_real`` encoded sounds, the pads and ``n_random`` Gaussian draws.
+
+    Parameters
+    ----------
+    z : np.ndarray [N, L]
+        Encoded codes (posterior means) of the corpus.
+    labels : np.ndarray [N] or None
+        Their class ids (class-conditioned models); the mean and the random draws take the majority class.
+    """
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(z), size=min(n_real, len(z)), replace=False)
+    cov = np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
+    draws = rng.multivariate_normal(z.mean(axis=0), cov, size=n_random, method="eigh") if n_random else z[:0]
+    pad_z, pad_labels = pads
+    rows = np.vstack([z.mean(axis=0), z[picks], pad_z, draws])
+    kinds = ("mean",) + ("real",) * len(picks) + ("pad",) * len(pad_z) + ("random",) * len(draws)
+    if labels is None:
+        return Anchors(rows, None, kinds)
+    majority = np.bincount(labels[labels >= 0]).argmax() if np.any(labels >= 0) else -1
+    pad_labels = np.full(len(pad_z), majority) if pad_labels is None else pad_labels
+    ids = np.concatenate([[majority], labels[picks], pad_labels, np.full(len(draws), majority)]).astype(np.int64)
+    return Anchors(rows, ids, kinds)
+
+
+def default_implementations() -> dict[str, Describer]:
+    """The implementations ``trainer axes`` reads sweeps with: the project's (raw units) and librosa's."""
+    return {OWN: describe_batch, "librosa": reference.describe_batch}
+
+
+def columns(implementation: str) -> tuple[str, ...]:
+    """Descriptor names of an implementation's columns (``own``: all of :data:`DESCRIPTORS`)."""
+    return DESCRIPTORS if implementation == OWN else reference.KNOBS
+
+
+def _rho(x: np.ndarray, y: np.ndarray) -> float:
+    if not np.isfinite(y).all() or np.ptp(y) <= 1e-12:
+        return 0.0
+    return float(stats.spearmanr(x, y)[0])
+
+
+def knob_figures(values: np.ndarray, swept: np.ndarray, names: Sequence[str], *, controls: Sequence[str],
+                 kinds: Sequence[str]) -> dict[str, Any]:
+    """Per knob: own-descriptor rho per sweep, median, share >= target, medians per anchor kind, rho matrix row.
+
+    Parameters
+    ----------
+    values : np.ndarray [S]
+        Knob values of each sweep.
+    swept : np.ndarray [K, A, S, D]
+        One implementation's descriptors (columns ``names``) of the sweep of knob ``k`` from anchor ``a``.
+    controls : sequence of str
+        The knob names, ``K`` of them; a knob whose descriptor the implementation lacks gets no own figures.
+    kinds : sequence of str
+        Anchor kind per anchor (``A``).
+    """
+    out: dict[str, Any] = {"knobs": {}, "matrix": {}}
+    kinds = np.asarray(kinds)
+    for k, knob in enumerate(controls):
+        rho = np.array([[_rho(values, swept[k, a, :, j]) for j in range(len(names))] for a in range(swept.shape[1])])
+        out["matrix"][knob] = {d: float(np.median(rho[:, j])) for j, d in enumerate(names) if d != "length"}
+        if knob not in names:
+            continue
+        own = rho[:, list(names).index(knob)]
+        out["knobs"][knob] = {
+            "rho": [float(v) for v in own], "median": float(np.median(own)), "min": float(own.min()),
+            "share": float(np.mean(own >= TARGET_RHO)),
+            "by_kind": {kind: float(np.median(own[kinds == kind])) for kind in dict.fromkeys(kinds)}}
+    return out
+
+
+def validate(values: np.ndarray, swept: Mapping[str, np.ndarray], *, controls: Sequence[str],
+             kinds: Sequence[str]) -> dict[str, Any]:
+    """:func:`knob_figures` for every implementation (``swept``: name -> ``[K, A, S, D_name]``) and the verdict."""
+    figures = {name: knob_figures(values, s, columns(name), controls=controls, kinds=kinds)
+               for name, s in swept.items()}
+    worst = {}
+    for name, fig in figures.items():
+        off = [abs(v) for knob, row in fig["matrix"].items() for d, v in row.items() if d != knob and d in controls]
+        worst[name] = float(max(off)) if off else 0.0
+    meets = {name: all(f["share"] >= TARGET_SHARE for f in fig["knobs"].values()) and worst[name] <= TARGET_CROSS_TALK
+             for name, fig in figures.items()}
+    return {"implementations": list(swept), "anchors": list(kinds), "values": [float(v) for v in values],
+            "target": {"rho": TARGET_RHO, "share": TARGET_SHARE, "cross_talk": TARGET_CROSS_TALK},
+            "figures": figures, "worst_cross_talk": worst, "meets_target": meets}
+
+
+def flip(swept: Mapping[str, np.ndarray], k: int) -> None:
+    """Read knob ``k``'s sweeps backwards in every implementation (in place), as a mirrored axis does."""
+    for s in swept.values():
+        s[k] = s[k, :, ::-1]
+
+
+def markdown(validation: dict[str, Any]) -> str:
+    """The validation section of ``axes.md``: rho per knob by each implementation and the rho matrices."""
+    counts = {kind: validation["anchors"].count(kind) for kind in dict.fromkeys(validation["anchors"])}
+    kinds = list(counts)
+    target = validation["target"]
+    rows = [[knob, name, f["median"], f"{round(f['share'] * len(f['rho']))}/{len(f['rho'])}", f["min"],
+             *(f["by_kind"].get(kind) for kind in kinds)]
+            for name, fig in validation["figures"].items() for knob, f in fig["knobs"].items()]
+    parts = [
+        "## Knobs by two implementations",
+        f"Spearman rho of knob value vs the knob's own descriptor, one per sweep ({len(validation['values'])} values "
+        f"in [-1, 1]) from {len(validation['anchors'])} anchors ("
+        + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + "). `own`: trainer/descriptors.py (what the "
+        "model is conditioned on); `librosa`: trainer/analysis/reference.py, the same definitions written afresh on "
+        f"librosa's features. Target: rho >= {target['rho']} on >= {target['share']:.0%} of sweeps, worst "
+        f"cross-talk |rho| <= {target['cross_talk']}.",
+        table(["knob", "implementation", "median rho", f"sweeps >= {target['rho']}", "min",
+               *(f"median {kind}" for kind in kinds)], rows),
+        "Meets the target: " + ", ".join(f"{name} **{'yes' if ok else 'no'}** (worst cross-talk "
+                                         f"{validation['worst_cross_talk'][name]:.2f})"
+                                         for name, ok in validation["meets_target"].items()) + "."]
+    for name, fig in validation["figures"].items():
+        cols = [d for d in columns(name) if d != "length"]
+        parts += [f"### Cross-talk by `{name}`: knob x descriptor rho (median over sweeps; the diagonal is the "
+                  "knob's own)", table(["knob", *cols], [[knob, *(row[d] for d in cols)]
+                                                         for knob, row in fig["matrix"].items()])]
+    return "\n\n".join(parts)
