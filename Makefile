@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kickspace-installed
 
-.PHONY: venv play test demo clean preset-kicks preset-kit
+.PHONY: venv play test bench demo clean preset-kicks preset-kit
 
 venv: $(STAMP)
 
@@ -22,6 +22,13 @@ play: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The realtime goals (note -> onset one period, knob -> ready, xruns, cycles blamed on the player, RSS growth) as
+# figures beside a C reference client (jack_midisine) in the same JACK dummy server: benchmarks/README.md keeps
+# the last results. Needs jackd2 (apt-get install jackd2). BENCH_ARGS="--preset presets/kicks --notes 4" etc.
+BENCH_ARGS ?= --seconds 30 --notes 8 --cc 50
+bench: venv
+	$(BIN)/python benchmarks/runtime_latency.py $(BENCH_ARGS) --out out/runtime_latency.json
 
 # For machines without audio: the shipped grooves rendered offline through both presets, as WAVs and spectrogram
 # PNGs. presets/grooves/demo.mid: 4 bars of kicks at 124 BPM with the sub and decay knobs automated;

@@ -304,6 +304,7 @@ def main() -> int:
     print(text)
     print(_goal_table(result["goals"]))
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     return 0
 
