@@ -291,6 +291,8 @@ class Player:
             self.started = time.monotonic()
             print(f"kickspace: playing {self.controller.preset.name or self.preset_path} | audio: {self.describe()} | "
                   f"MIDI in: {self.midi.port_label} | Ctrl-C stops", file=sys.stderr, flush=True)
+            for line in self.worker.stats.warnings:  # the first renders' (later ones: status view, summary)
+                print(f"kickspace: warning: {line}", file=sys.stderr, flush=True)
             if view is not None:
                 view.start()
             next_rss = 0.0
@@ -467,6 +469,7 @@ class Player:
             "midi_received": self.midi.received if self.midi else 0,
             "midi_dropped": self.midi.dropped if self.midi else 0,
             "midi_dropped_kinds": dict(self.midi.decoder.dropped_kinds) if self.midi else {},
+            "nonfinite_renders": w.stats.nonfinite, "warnings": list(w.stats.warnings),
             "renders": w.stats.renders, "previews": w.stats.previews, "cancelled_renders": w.stats.cancelled,
             "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),
             "render_ms": _summary(renders), "ready_ms": _summary(ready), "ready_ms_all": [round(x, 3) for x in ready],

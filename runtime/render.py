@@ -61,8 +61,23 @@ def _instrument(preset: Preset | str | Path, sample_rate: int | None, blocksize:
                     output_gain=preset.output.gain)
     worker = RenderWorker(engine)
     controller = Controller(preset, engine, worker)
-    worker.render_now()
+    render_pending(worker)
     return controller, engine, worker
+
+
+def render_pending(worker: RenderWorker) -> int:
+    """Render every pending pad now (:meth:`RenderWorker.render_now`); returns the number rendered.
+
+    Raises
+    ------
+    KickspaceError
+        A decoder output NaN or infinite samples: one line naming the model and the pad (an offline render of a
+        broken model would be silence where the hits should be).
+    """
+    rendered = worker.render_now()
+    if worker.stats.warnings:
+        raise KickspaceError(worker.stats.warnings[0])
+    return rendered
 
 
 def render_midi(preset: Preset | str | Path, midi_path: str | Path, *, sample_rate: int | None = None,
@@ -100,7 +115,7 @@ def render_midi(preset: Preset | str | Path, midi_path: str | Path, *, sample_ra
         while i < len(events) and events[i][0] < stop:
             sample, message = events[i]
             if controller.handle(message, max(0, sample - clock)):
-                worker.render_now()
+                render_pending(worker)
             i += 1
         engine.process(block[:stop - clock])
         chunks.append(block[:stop - clock].copy())
@@ -124,7 +139,7 @@ def render_one_shot(preset: Preset | str | Path, axes: dict[str, float] | None =
         raise ConfigError("--note", f"the preset has no pad on note {note} (it has: {notes})")
     if axes:
         controller.set_axes(axes)
-        worker.render_now()
+        render_pending(worker)
     engine.note_on(note, velocity)
     block = np.zeros((blocksize, engine.channels), dtype=np.float32)
     chunks = []

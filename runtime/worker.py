@@ -52,14 +52,18 @@ class PadRequest:
 
 @dataclass
 class RenderStats:
-    """Counters a test or a status view can read: pads rendered (full quality), previews, decoder calls made and
-    full-quality renders cancelled by a newer request."""
+    """Counters a test or a status view can read: pads rendered (full quality), previews, decoder calls made,
+    full-quality renders cancelled by a newer request, and pad renders whose decoder output held NaN or infinite
+    samples (``nonfinite``; made safe before the engine got them), with one line per model, pad and decoder that did
+    (``warnings``, said once)."""
 
     renders: int = 0
     previews: int = 0
     decode_calls: int = 0
     cancelled: int = 0
+    nonfinite: int = 0
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class RenderWorker:
@@ -201,9 +205,11 @@ class RenderWorker:
             token = None if urgent else self._arm(groups[i:], fresh=preview)
             if token is False:
                 return  # newer requests are waiting: they go first, these were re-queued
+            faults: list[int] = []
             try:
                 sounds = render_sounds(reqs, self.engine.sample_rate, fade_out_ms=self.fade_out_ms,
-                                       dc_cutoff_hz=self.dc_cutoff_hz, preview=quick, cancel=token)
+                                       dc_cutoff_hz=self.dc_cutoff_hz, preview=quick, cancel=token,
+                                       nonfinite=faults)
             except RenderCancelled:
                 self.stats.cancelled += 1
                 if generation == self._generation:
@@ -214,7 +220,10 @@ class RenderWorker:
             self.stats.decode_calls += 1
             if generation != self._generation:
                 return  # a preset switch happened meanwhile: these sounds belong to the old preset
-            for req, sound in zip(reqs, sounds):
+            for req, sound, bad in zip(reqs, sounds, faults):
+                if bad:  # a broken render is not played at all, not even its finite part
+                    sound = np.zeros_like(sound)
+                    self._nonfinite(req, bad, preview=quick)
                 self.engine.set_pad_buffer(req.note, sound[:, :, None])
             if quick:
                 self.stats.previews += len(reqs)
@@ -222,6 +231,16 @@ class RenderWorker:
             else:
                 self.stats.renders += len(reqs)
             self._swapped([req.note for req in reqs], preview=quick)
+
+    def _nonfinite(self, req: PadRequest, bad: int, *, preview: bool) -> None:
+        """Count a render whose decoder output held ``bad`` NaN or infinite samples; say it once per model, pad and
+        decoder (:attr:`RenderStats.warnings`)."""
+        self.stats.nonfinite += 1
+        decoder = "preview decoder" if preview else "decoder"
+        line = f"{req.model.folder}: the {decoder} output NaN or infinite samples for pad {req.note}"
+        if not any(w.startswith(line) for w in self.stats.warnings):
+            self.stats.warnings.append(f"{line} ({bad} samples; the pad plays silence): the model is broken; retrain or "
+                                       f"re-export it")
 
     def _arm(self, groups: list[list[PadRequest]], *, fresh: bool) -> "CancelToken | None | bool":
         """A cancel token for the decoder call about to start (live play only); ``False`` (after re-queueing
@@ -273,11 +292,13 @@ def render_groups(batch: dict[int, PadRequest], *, focus: int | None = None,
 
 
 def render_sounds(requests: list[PadRequest], sample_rate: int, *, fade_out_ms: float = 10.0,
-                  dc_cutoff_hz: float = 5.0, preview: bool = False,
-                  cancel: CancelToken | None = None) -> list[np.ndarray]:
+                  dc_cutoff_hz: float = 5.0, preview: bool = False, cancel: CancelToken | None = None,
+                  nonfinite: list[int] | None = None) -> list[np.ndarray]:
     """Decode the requests of one model in one batched call; one ``[layers, frames]`` float32 sound per request,
     finite, DC-blocked, faded out and resampled to ``sample_rate``. ``preview`` and ``cancel``: see
-    :meth:`~runtime.model.ExportedModel.decode` (raises :class:`~runtime.model.RenderCancelled`)."""
+    :meth:`~runtime.model.ExportedModel.decode` (raises :class:`~runtime.model.RenderCancelled`). ``nonfinite``,
+    when given, receives per request how many samples of the decoder's output were NaN or infinite (before
+    :func:`~runtime.dsp.sanitize` made them safe)."""
     model = requests[0].model
     z = np.concatenate([np.atleast_2d(r.z) for r in requests]).astype(np.float32)
     rows = [np.atleast_2d(r.z).shape[0] for r in requests]
@@ -285,6 +306,9 @@ def render_sounds(requests: list[PadRequest], sample_rate: int, *, fade_out_ms: 
     if model.metadata.conditional:
         labels = np.concatenate([np.full(n, r.label, dtype=np.int64) for r, n in zip(requests, rows)])
     audio, _ = model.decode(z, label=labels, preview=preview, cancel=cancel)
+    if nonfinite is not None:
+        bad = np.count_nonzero(~np.isfinite(audio.reshape(audio.shape[0], -1)), axis=1)
+        nonfinite.extend(int(part.sum()) for part in np.split(bad, np.cumsum(rows)[:-1]))
     rate = model.metadata.sample_rate
     audio = sanitize(audio, rate, fade_out_ms=fade_out_ms, dc_cutoff_hz=dc_cutoff_hz)
     audio = resample(audio, rate, sample_rate).astype(np.float32)

@@ -136,3 +136,15 @@ def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, l
     if encoder:
         write_encoder(folder / M.ENCODER_FILE, meta.to_json(), samples=samples)
     return folder
+
+
+def nan_kick_model(folder, **kwargs) -> Path:
+    """:func:`linear_kick_model` (same arguments) whose decoders output NaN at every latent point, as a broken
+    export does: every weight is NaN."""
+    folder = linear_kick_model(folder, **kwargs)
+    for name in (M.DECODER_FILE, M.PREVIEW_FILE):
+        if (folder / name).exists():
+            meta = M.read_metadata(folder / name)
+            write_decoder(folder / name, meta.to_json(), weights=np.full((LATENT, meta.n_samples), np.nan),
+                          conditional=meta.conditional, offsets=tuple(0.0 for _ in meta.labels) or (0.0,))
+    return folder

@@ -14,6 +14,7 @@ import soundfile as sf
 from runtime import cli
 from runtime.controls import ControlState, encode_samples, prepare_sample
 from runtime.dsp import resample
+from runtime.errors import KickspaceError
 from runtime.model import ExportedModel
 from runtime.preset import Velocity, load_preset
 from runtime.render import render_midi, render_one_shot
@@ -200,3 +201,21 @@ def _preset_with_sample(folder):
            "pads": [{"note": 36, "sample": "mine.wav"}]}
     (folder / "preset.json").write_text(json.dumps(doc))
     return folder / "preset.json"
+
+
+def test_a_model_that_outputs_nan_fails_the_render_with_one_line_naming_model_and_pad(tmp_path, capsys):
+    """Before, such a model rendered silence and exited 0 without a word."""
+    model = fx.nan_kick_model(tmp_path / "broken", sample_rate=RATE, samples=1024)
+    doc = {"format": "kickspace-preset", "format_version": 1, "model": "broken", "knobs": [],
+           "pads": [{"note": 36, "anchor": [1.0, 0.0, 0.0]}]}
+    (tmp_path / "preset.json").write_text(json.dumps(doc))
+    line = (f"{model}: the decoder output NaN or infinite samples for pad 36 (1024 samples; the pad plays "
+            f"silence): the model is broken; retrain or re-export it")
+    with pytest.raises(KickspaceError) as caught:
+        render_one_shot(tmp_path / "preset.json")
+    assert str(caught.value) == line
+    midi = midi_file(tmp_path / "one.mid", [hit(0.0, channel=0)])
+    for what in (["--midi", str(midi)], ["--axes", "sub=0.5"]):
+        out = tmp_path / "out.wav"
+        assert cli.main(["render", "--preset", str(tmp_path / "preset.json"), *what, "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"runtime render: error: {line}\n" and not out.exists()

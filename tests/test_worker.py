@@ -297,3 +297,27 @@ def test_live_timings_keep_the_newest_values_in_a_fixed_ring():
     timings.clear()
     timings.append(7.0)
     assert timings.sorted() == [7.0] and timings.last == 7.0
+
+
+def test_a_decoder_that_outputs_nan_is_counted_said_once_and_plays_silence(tmp_path):
+    broken = ExportedModel(fx.nan_kick_model(tmp_path / "broken", sample_rate=RATE, samples=1024, preview=True))
+    engine = Engine(RATE, 128, channels=1)
+    worker = RenderWorker(engine, preview=True)
+    for amplitude in (1.0, 0.5, 0.25):
+        worker.request(_requests(broken, amplitude, notes=(36, 38)))
+        worker.render_now()
+    assert worker.stats.nonfinite == 6 and worker.stats.renders == 6
+    assert worker.stats.warnings == [
+        f"{broken.folder}: the decoder output NaN or infinite samples for pad {note} (1024 samples; the pad plays "
+        f"silence): the model is broken; retrain or re-export it" for note in (36, 38)]
+    for note in (36, 38):
+        assert np.all(engine.pad_buffer(note) == 0.0)
+    live = RenderWorker(engine, preview=True)  # live play: its preview decoder is said apart
+    live.request(_requests(broken, 1.0))
+    live.start()
+    try:
+        assert live.wait_idle(10.0)
+    finally:
+        live.stop()
+    assert live.stats.nonfinite == 2 and len(live.stats.warnings) == 2
+    assert "the preview decoder output NaN" in live.stats.warnings[0]
