@@ -128,3 +128,15 @@ def test_a_mirrored_knob_is_read_backwards_by_every_implementation():
     assert check["figures"]["own"]["knobs"]["sub"]["rho"] == pytest.approx([1.0, 1.0, 1.0])
     assert check["figures"]["librosa"]["knobs"]["sub"]["rho"] == pytest.approx([-1.0, -1.0, 1.0])
     assert check["figures"]["librosa"]["knobs"]["punch"]["median"] == pytest.approx(1.0)  # knob 1 untouched
+
+
+def test_an_implementation_without_a_descriptor_reports_none_for_it():
+    values = np.linspace(-1, 1, 5)
+    swept = _sweeps(values)["librosa"]
+    swept[..., reference.KNOBS.index("punch")] = np.nan  # e.g. the timbral models have no click or decay model
+    swept[1, 0, 2, reference.KNOBS.index("sub")] = np.nan  # one hit it failed on: that sweep counts in none
+    fig = knobs.validate(values, {"timbral": swept}, controls=("sub", "punch"),
+                         kinds=("mean", "real", "random"))["figures"]["timbral"]
+    assert "punch" not in fig["knobs"] and "punch" not in fig["matrix"]["sub"]
+    assert fig["knobs"]["sub"]["rho"] == pytest.approx([1.0, 1.0, -1.0])
+    assert fig["matrix"]["punch"]["sub"] == pytest.approx(1.0)  # the median of the two sweeps that have it

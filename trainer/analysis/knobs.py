@@ -100,7 +100,10 @@ def columns(implementation: str) -> tuple[str, ...]:
 
 
 def _rho(x: np.ndarray, y: np.ndarray) -> float:
-    if not np.isfinite(y).all() or np.ptp(y) <= 1e-12:
+    """Spearman rho; 0 for a constant ``y``, NaN where a value is missing (NaN: not measured)."""
+    if not np.isfinite(y).all():
+        return float("nan")
+    if np.ptp(y) <= 1e-12:
         return 0.0
     return float(stats.spearmanr(x, y)[0])
 
@@ -116,7 +119,8 @@ def knob_figures(values: np.ndarray, swept: np.ndarray, names: Sequence[str], *,
     swept : np.ndarray [K, A, S, D]
         One implementation's descriptors (columns ``names``) of the sweep of knob ``k`` from anchor ``a``.
     controls : sequence of str
-        The knob names, ``K`` of them; a knob whose descriptor the implementation lacks gets no own figures.
+        The knob names, ``K`` of them; a knob whose descriptor the implementation lacks (not a column, or all NaN)
+        gets no own figures, and a sweep with a NaN value counts in none.
     kinds : sequence of str
         Anchor kind per anchor (``A``).
     """
@@ -124,14 +128,16 @@ def knob_figures(values: np.ndarray, swept: np.ndarray, names: Sequence[str], *,
     kinds = np.asarray(kinds)
     for k, knob in enumerate(controls):
         rho = np.array([[_rho(values, swept[k, a, :, j]) for j in range(len(names))] for a in range(swept.shape[1])])
-        out["matrix"][knob] = {d: float(np.median(rho[:, j])) for j, d in enumerate(names) if d != "length"}
-        if knob not in names:
+        measured = [j for j, d in enumerate(names) if d != "length" and np.isfinite(rho[:, j]).any()]
+        out["matrix"][knob] = {names[j]: float(np.nanmedian(rho[:, j])) for j in measured}
+        if knob not in names or list(names).index(knob) not in measured:
             continue
         own = rho[:, list(names).index(knob)]
+        kinds_ok, own = kinds[np.isfinite(own)], own[np.isfinite(own)]
         out["knobs"][knob] = {
             "rho": [float(v) for v in own], "median": float(np.median(own)), "min": float(own.min()),
             "share": float(np.mean(own >= TARGET_RHO)),
-            "by_kind": {kind: float(np.median(own[kinds == kind])) for kind in dict.fromkeys(kinds)}}
+            "by_kind": {kind: float(np.median(own[kinds_ok == kind])) for kind in dict.fromkeys(kinds_ok)}}
     return out
 
 
@@ -179,8 +185,8 @@ def markdown(validation: dict[str, Any]) -> str:
                                          f"{validation['worst_cross_talk'][name]:.2f})"
                                          for name, ok in validation["meets_target"].items()) + "."]
     for name, fig in validation["figures"].items():
-        cols = [d for d in columns(name) if d != "length"]
+        cols = [d for d in columns(name) if any(d in row for row in fig["matrix"].values())]
         parts += [f"### Cross-talk by `{name}`: knob x descriptor rho (median over sweeps; the diagonal is the "
-                  "knob's own)", table(["knob", *cols], [[knob, *(row[d] for d in cols)]
+                  "knob's own)", table(["knob", *cols], [[knob, *(row.get(d, "n/a") for d in cols)]
                                                          for knob, row in fig["matrix"].items()])]
     return "\n\n".join(parts)
