@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.preset import Pad, load_preset  # noqa: E402
-from runtime.render import _instrument  # noqa: E402
+from runtime.render import _instrument, play_hit, render_pending  # noqa: E402
 from trainer.analysis import knobs, reference  # noqa: E402
 from trainer.descriptors import DESCRIPTORS, describe_batch  # noqa: E402
 
@@ -141,17 +141,6 @@ def sweep_pads(preset, *, extra_samples: list[Path], n_random: int, seed: int = 
     return dataclasses.replace(preset, pads=tuple(pads)), kinds
 
 
-def hit(engine, note: int, velocity: int, blocksize: int) -> np.ndarray:
-    """One hit of ``note`` as the engine plays it, mono ``[N]``."""
-    engine.note_on(note, velocity)
-    block = np.zeros((blocksize, engine.channels), dtype=np.float32)
-    chunks = []
-    while engine.pending_events or engine.active_voices:
-        engine.process(block)
-        chunks.append(block.copy())
-    return np.concatenate(chunks).mean(axis=1)
-
-
 def record(preset, kinds: list[str], *, axes: list[str], values: np.ndarray, velocities: list[int],
            blocksize: int = 256) -> tuple[np.ndarray, list[str]]:
     """Hits ``[K, A, S, N]`` (A = pads x velocities for pads, one velocity for the rest) and each sweep's kind."""
@@ -164,8 +153,8 @@ def record(preset, kinds: list[str], *, axes: list[str], values: np.ndarray, vel
         rows = []
         for value in values:
             controller.set_axes({axis: float(value)})
-            worker.render_now()
-            rows.append([hit(engine, note, velocity, blocksize) for note, velocity, _ in starts])
+            render_pending(worker)
+            rows.append([play_hit(engine, note, velocity).mean(axis=1) for note, velocity, _ in starts])
         controller.set_axes({axis: 0.0})
         n = max(len(h) for row in rows for h in row)
         out.append(np.array([[np.pad(h, (0, n - len(h))) for h in row] for row in rows]).transpose(1, 0, 2))

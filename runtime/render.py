@@ -140,8 +140,16 @@ def render_one_shot(preset: Preset | str | Path, axes: dict[str, float] | None =
     if axes:
         controller.set_axes(axes)
         render_pending(worker)
+    return play_hit(engine, note, velocity)
+
+
+def play_hit(engine: Engine, note: int, velocity: int) -> np.ndarray:
+    """Play one note on an idle engine until every voice has ended: ``[frames, channels]`` float32, the pad's length.
+
+    What the output hears: the velocity gain, the limiter and the output stage included.
+    """
     engine.note_on(note, velocity)
-    block = np.zeros((blocksize, engine.channels), dtype=np.float32)
+    block = np.zeros((engine.blocksize, engine.channels), dtype=np.float32)
     chunks = []
     while engine.pending_events or engine.active_voices:
         engine.process(block)
