@@ -469,6 +469,7 @@ class Player:
             "midi_received": self.midi.received if self.midi else 0,
             "midi_dropped": self.midi.dropped if self.midi else 0,
             "midi_dropped_kinds": dict(self.midi.decoder.dropped_kinds) if self.midi else {},
+            "midi_guard_unreturned": self.midi.unreturned if self.midi else 0,
             "nonfinite_renders": w.stats.nonfinite, "warnings": list(w.stats.warnings),
             "renders": w.stats.renders, "previews": w.stats.previews, "cancelled_renders": w.stats.cancelled,
             "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),
