@@ -239,8 +239,8 @@ class RenderWorker:
         decoder = "preview decoder" if preview else "decoder"
         line = f"{req.model.folder}: the {decoder} output NaN or infinite samples for pad {req.note}"
         if not any(w.startswith(line) for w in self.stats.warnings):
-            self.stats.warnings.append(f"{line} ({bad} samples; the pad plays silence): the model is broken; retrain or "
-                                       f"re-export it")
+            self.stats.warnings.append(f"{line} ({bad} samples; the pad plays silence): the model is broken; "
+                                       f"retrain or re-export it")
 
     def _arm(self, groups: list[list[PadRequest]], *, fresh: bool) -> "CancelToken | None | bool":
         """A cancel token for the decoder call about to start (live play only); ``False`` (after re-queueing
