@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The main job: play the shipped kick preset live. A virtual MIDI input (kickspace-midi:in) takes your pad
-# controller; audio goes to the default output (JACK when a server runs). With no audio device it says what to do
-# (runtime list, start JACK, or render offline: see README).
+# controller; audio goes to the default output (JACK when a server runs). Without PortAudio or an audio device it
+# says why in one line, renders presets/grooves/demo.mid through the preset to out/demo-kicks.wav + .png instead and
+# prints the command that enables live play on this system (runtime play --fallback-render, runtime/fallback.py).
 play: venv
-	$(BIN)/runtime play --preset presets/kicks
+	$(BIN)/runtime play --preset presets/kicks --fallback-render out/demo-kicks.wav
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -29,12 +29,13 @@ from __future__ import annotations
 import atexit
 import ctypes
 import ctypes.util
+import os
 import sys
 import time
 
 import numpy as np
 
-from runtime.errors import KickspaceError
+from runtime.errors import AudioUnavailable, KickspaceError
 from runtime.process import REALTIME_PRIORITY, realtime_thread
 
 SWITCH_INTERVAL_S = 0.0002
@@ -43,15 +44,20 @@ UNDERFLOW_LOG = 256  # the times of the first this-many underflows are kept (whe
 NO_DEVICE_HELP = ("Run `runtime list` to see the devices PortAudio finds, start a JACK server (e.g. `jackd -d alsa` "
                   "for a sound card, or `jackd --no-realtime -d dummy -r 48000 -p 128` to run without one), or "
                   "render offline with `runtime render`.")
+# KICKSPACE_AUDIO=none: PortAudio finds no output device; =no-portaudio: as if libportaudio were not installed
+# (tests of the no-device path, and a way to try `runtime play --fallback-render` on a machine with sound)
+AUDIO_ENV = "KICKSPACE_AUDIO"
 _client_name_buffer = None  # PortAudio keeps the pointer PaJack_SetClientName gets: keep the bytes alive
 
 
 def _sd():
     try:
+        if os.environ.get(AUDIO_ENV) == "no-portaudio":
+            raise OSError(f"{AUDIO_ENV}=no-portaudio")
         import sounddevice as sd
     except OSError as err:  # libportaudio missing
-        raise KickspaceError(f"PortAudio is not available ({err}); install libportaudio2, or render offline with "
-                             f"`runtime render`") from None
+        raise AudioUnavailable("portaudio", f"PortAudio is not available ({err})",
+                               "Install libportaudio2, or render offline with `runtime render`.") from None
     return sd
 
 
@@ -76,6 +82,8 @@ def output_devices() -> list[dict]:
     """Every device with output channels, as sounddevice describes it (with ``index`` and ``hostapi_name``)."""
     sd = _sd()
     apis = sd.query_hostapis()
+    if os.environ.get(AUDIO_ENV) == "none":
+        return []
     return [dict(d, hostapi_name=apis[d["hostapi"]]["name"]) for d in sd.query_devices()
             if d["max_output_channels"] > 0]
 
@@ -85,7 +93,7 @@ def find_output_device(spec: str | int | None) -> dict:
     sd = _sd()
     devices = output_devices()
     if not devices:
-        raise KickspaceError(f"no audio output device found. {NO_DEVICE_HELP}")
+        raise AudioUnavailable("device", "no audio output device found", NO_DEVICE_HELP)
     listing = "\n".join(f"  {d['index']}: {d['name']} ({d['hostapi_name']}, {d['max_output_channels']} out)"
                         for d in devices)
     if spec is None or spec == "":

@@ -7,10 +7,8 @@ import sys
 import textwrap
 from typing import Sequence
 
-import numpy as np
-
-from runtime.errors import run_command
-from runtime.files import write_wav
+from runtime.bounce import DEFAULT_RATE, FORMATS
+from runtime.errors import ConfigError, run_command
 from runtime.process import REALTIME_PRIORITY
 
 
@@ -107,6 +105,13 @@ def _add_play(sub) -> None:
                    help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--stats-json", default=None, metavar="FILE",
                    help="write the run's counters and timings (xruns, render and knob->ready times, RSS) as JSON")
+    p.add_argument("--fallback-render", default=None, metavar="WAV",
+                   help="where PortAudio is missing or finds no output device: say why in one line, render the "
+                        "demo groove through the preset to this WAV (or .flac) at 48 kHz plus its spectrogram "
+                        "(same name, .png), print the command that enables live play here, and exit 0 "
+                        "(make play passes out/demo-kicks.wav); default: exit 2 with the error")
+    p.add_argument("--fallback-midi", default=None, metavar="FILE",
+                   help="the MIDI file --fallback-render renders (default: the shipped presets/grooves/demo.mid)")
     p.set_defaults(handler=_play)
 
 
@@ -119,22 +124,28 @@ def _play(args: argparse.Namespace) -> int:
                         connect=args.connect, client_name=args.client_name, learn=args.learn, pads=pads,
                         save_dir=args.save_dir, quiet=args.quiet, duration=args.duration,
                         stats_json=args.stats_json, max_voices=args.max_voices,
-                        rt_priority=args.rt_priority)
+                        rt_priority=args.rt_priority, fallback_render=args.fallback_render,
+                        fallback_midi=args.fallback_midi)
     return play(config)
 
 
 def _add_render(sub) -> None:
     p = sub.add_parser(
-        "render", help="render a MIDI file or a one-shot to a 24-bit WAV (no audio device needed)",
+        "render", help="render a MIDI file or a one-shot to a 24-bit WAV or FLAC (no audio device needed)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
-            "Render offline through the same engine as live play, to a 24-bit WAV. With --midi, every note-on fires "
+            "Render offline through the same engine as live play, to a DAW-ready file: 24-bit WAV (or FLAC) at 48 "
+            "kHz unless --rate says otherwise. With --midi, every note-on fires "
             "its pad at its exact sample (the file's tempo map honoured), CC messages move the preset's knobs and "
             "program changes switch presets at their own time; note-offs are ignored (one-shots). With --axes, one "
-            "hit of a pad at the given latent axis values. The same input always gives identical audio.", 79),
+            "hit of a pad at the given latent axis values. The same input always gives identical audio. Without a "
+            "file name in --out the file names itself after the preset and the knob state (one-shot) or the MIDI "
+            "file (groove), e.g. kicks_sub+0.80_decay-0.30_pad36.wav.", 79),
         epilog="examples:\n"
                "  runtime render --preset presets/kicks --midi song.mid --out song.wav\n"
                "  runtime render --preset presets/kicks --axes sub=0.8,decay=0.3 --out kick.wav\n"
+               "  runtime render --preset presets/kicks --axes sub=0.8,decay=-0.3 --out bounces/ --format flac\n"
+               "      # -> bounces/kicks_sub+0.80_decay-0.30_pad36.flac\n"
                "axis values are knob values in axis units (-1..1 spans the range measured on the training data).")
     p.add_argument("--preset", required=True, metavar="PATH",
                    help="preset JSON file, or a folder holding preset.json")
@@ -142,9 +153,14 @@ def _add_render(sub) -> None:
     what.add_argument("--midi", metavar="FILE", help="standard MIDI file to play (notes, CC, program changes)")
     what.add_argument("--axes", metavar="NAME=VALUE,...",
                       help="render one hit at these axis values, e.g. sub=0.8,decay=0.3 (others at their default)")
-    p.add_argument("--out", required=True, metavar="WAV", help="output WAV file (24-bit PCM)")
-    p.add_argument("--rate", type=int, default=None, metavar="HZ",
-                   help="output sample rate (default: the model's own rate; others are resampled)")
+    p.add_argument("--out", default=None, metavar="FILE|DIR",
+                   help="output file (.wav or .flac, 24-bit PCM), or a folder (a path without suffix) where the "
+                        "file names itself after preset and knobs (default: the current folder)")
+    p.add_argument("--format", choices=tuple(FORMATS), default=None,
+                   help="file format (default: from the --out suffix, else wav)")
+    p.add_argument("--rate", type=int, default=DEFAULT_RATE, metavar="HZ",
+                   help=f"output sample rate (default {DEFAULT_RATE}; 44100 and any other rate are resampled "
+                        f"from the model's; 0: the model's own rate)")
     p.add_argument("--note", type=int, default=None,
                    help="with --axes: the pad's MIDI note (default: the preset's first pad)")
     p.add_argument("--velocity", type=int, default=127, help="with --axes: hit velocity 1-127 (default 127)")
@@ -154,17 +170,23 @@ def _add_render(sub) -> None:
 
 def _render(args: argparse.Namespace) -> int:
     from runtime import render
+    from runtime.bounce import groove_name, one_shot_name, output_file, write_render
+    from runtime.preset import load_preset
 
-    rate = render.output_rate(args.preset, args.rate)
+    if args.rate < 0:
+        raise ConfigError("--rate", f"must be a rate in Hz, or 0 for the model's own, got {args.rate}")
+    preset = load_preset(args.preset)
+    rate = render.output_rate(preset, args.rate)
     if args.midi is not None:
-        audio = render.render_midi(args.preset, args.midi, sample_rate=rate, blocksize=args.blocksize)
+        out, fmt = output_file(args.out, args.format, groove_name(preset, args.preset, args.midi))
+        audio = render.render_midi(preset, args.midi, sample_rate=rate, blocksize=args.blocksize)
     else:
-        audio = render.render_one_shot(args.preset, render.parse_axes(args.axes), note=args.note,
-                                       velocity=args.velocity, sample_rate=rate, blocksize=args.blocksize)
-    path = write_wav(args.out, audio, rate)
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    print(f"wrote {path} ({audio.shape[0] / rate:.2f} s, {rate} Hz, {audio.shape[1]} ch, 24-bit, peak "
-          f"{20 * np.log10(max(peak, 1e-9)):.1f} dBFS)")
+        axes = render.parse_axes(args.axes)
+        note = preset.pads[0].note if args.note is None else args.note
+        out, fmt = output_file(args.out, args.format, one_shot_name(preset, args.preset, axes, note, args.velocity))
+        audio = render.render_one_shot(preset, axes, note=note, velocity=args.velocity, sample_rate=rate,
+                                       blocksize=args.blocksize)
+    print(write_render(out, audio, rate, fmt))
     return 0
 
 

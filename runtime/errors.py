@@ -22,6 +22,16 @@ class ConfigError(KickspaceError, ValueError):
         super().__init__(f"{field}: {problem}")
 
 
+class AudioUnavailable(KickspaceError):
+    """Live play cannot start here: PortAudio is missing (``missing == "portaudio"``) or it finds no output device
+    (``missing == "device"``). ``reason`` is the short one-line cause, ``str(err)`` adds what to do."""
+
+    def __init__(self, missing: str, reason: str, advice: str) -> None:
+        self.missing = missing
+        self.reason = reason
+        super().__init__(f"{reason}. {advice}" if advice else reason)
+
+
 def check_fields(data: object, cls: type, *, where: str, prefix: str | None = None) -> dict:
     """Return ``data`` if it is a dict whose keys are all fields of dataclass ``cls``; else raise ConfigError.
 

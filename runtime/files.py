@@ -45,7 +45,14 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, *, subtype: str = "PCM_24") -> Path:
-    """Write ``audio`` ``[N]`` (mono) or ``[C, N]`` as a WAV file atomically, clipped to [-1, 1], NaN as 0.
+    """Write ``audio`` ``[N]`` (mono) or ``[C, N]`` as a WAV file atomically (:func:`write_audio`)."""
+    return write_audio(path, audio, sample_rate, subtype=subtype)
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, *, format: str = "WAV",
+                subtype: str = "PCM_24") -> Path:
+    """Write ``audio`` ``[N]`` (mono) or ``[C, N]`` atomically in soundfile ``format`` (``WAV``, ``FLAC``),
+    clipped to [-1, 1], NaN as 0.
 
     ``[N, C]`` with ``C <= 8 < N`` is accepted too (soundfile's frames-first layout).
     """
@@ -55,5 +62,5 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, *, subtype:
     if data.ndim == 2 and data.shape[0] <= data.shape[1]:
         data = data.T  # [C, N] -> [N, C]
     with atomic_path(path) as tmp:
-        soundfile.write(str(tmp), np.clip(data, -1.0, 1.0), int(sample_rate), subtype=subtype, format="WAV")
+        soundfile.write(str(tmp), np.clip(data, -1.0, 1.0), int(sample_rate), subtype=subtype, format=format)
     return Path(path)

@@ -53,7 +53,7 @@ import numpy as np
 from runtime.audio import AudioOutput, find_output_device, set_jack_client_name
 from runtime.controls import Controller
 from runtime.engine import Engine
-from runtime.errors import ConfigError, KickspaceError
+from runtime.errors import AudioUnavailable, ConfigError, KickspaceError
 from runtime.files import write_text, write_wav
 from runtime.midi import MidiInput
 from runtime.preset import Knob, Pad, Preset, load_preset
@@ -86,6 +86,8 @@ class PlayConfig:
     stats_json: str | None = None
     max_voices: int = 16
     rt_priority: int = REALTIME_PRIORITY
+    fallback_render: str | None = None  # no PortAudio or no device: render the demo groove here instead
+    fallback_midi: str | None = None  # the groove to render then (default runtime.fallback.DEMO_GROOVE)
 
 
 def parse_pad(text: str) -> tuple[int, str]:
@@ -516,9 +518,18 @@ def _summary(values: list[float]) -> dict:
 
 def play(config: PlayConfig) -> int:
     """Entry point of ``runtime play``; returns the exit status: 0 after Ctrl-C, ``quit`` or ``--duration``, 1 when
-    the audio stream stopped on its own (the JACK server stopped, the device went away) or the MIDI thread did."""
+    the audio stream stopped on its own (the JACK server stopped, the device went away) or the MIDI thread did.
+    Without PortAudio or an output device it raises :class:`AudioUnavailable`, or with ``fallback_render`` renders
+    the demo groove there instead and returns 0 (:mod:`runtime.fallback`)."""
     dump_stacks_on()
     pin_mmap_threshold()
-    player = Player(config)
+    try:
+        player = Player(config)
+    except AudioUnavailable as err:
+        if config.fallback_render is None:
+            raise
+        from runtime.fallback import render_instead
+
+        return render_instead(config.preset, err, config.fallback_render, midi=config.fallback_midi)
     stats = player.run()
     return 1 if player.failure or math.isnan(stats["wall_s"]) else 0

@@ -129,7 +129,7 @@ def test_render_command_writes_24_bit_wavs(presets, tmp_path, capsys):
     out = tmp_path / "kick.wav"
     assert cli.main(["render", "--preset", str(presets.parent), "--axes", "sub=0.8", "--out", str(out)]) == 0
     info = sf.info(str(out))
-    assert info.subtype == "PCM_24" and info.samplerate == RATE and info.frames == 1024
+    assert info.subtype == "PCM_24" and info.samplerate == 48000 and info.frames == 1024 * 48000 // RATE
     assert "wrote" in capsys.readouterr().out
     song = midi_file(tmp_path / "song.mid", [hit(0), hit(1)])
     wav = tmp_path / "song.wav"
