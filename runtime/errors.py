@@ -32,6 +32,21 @@ class AudioUnavailable(KickspaceError):
         super().__init__(f"{reason}. {advice}" if advice else reason)
 
 
+class DiskFullError(KickspaceError, OSError):
+    """A write that failed because the disk (or the user's quota) is full; the message names the file.
+
+    Also an :class:`OSError` with ``errno`` ENOSPC or EDQUOT, so code that already tolerates a failed write (the
+    feature cache turns itself off) still does.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def check_fields(data: object, cls: type, *, where: str, prefix: str | None = None) -> dict:
     """Return ``data`` if it is a dict whose keys are all fields of dataclass ``cls``; else raise ConfigError.
 

@@ -2,12 +2,19 @@
 
 :func:`build_corpus` writes, into one flat folder, every bad kind the ingestion must survive (each mapped to the
 reason code it must be skipped with), odd-but-fine files that must be kept (96 kHz, 6 channels, 8-bit, float64,
-unicode and spaces in the name, FLAC/AIFF/OGG/MP3) and non-audio files that must be ignored.
+unicode, spaces, a newline and a Latin-1 byte in the name, FLAC/AIFF/OGG/MP3, a link to a kick) and non-audio
+files that must be ignored. Path oddities are bad kinds too: links that dangle or loop, a folder link back to the
+root, a folder tree nested past the system's path limit (deeper than Python's recursion limit), a FIFO.
+:func:`build_nsynth` writes an NSynth folder whose ``examples.json`` holds hostile entries. Keys of ``bad`` and
+``good`` are paths relative to the root (:func:`relative`). Remove a corpus with :func:`remove` (its deep tree
+defeats ``shutil.rmtree``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,15 +77,120 @@ def write(path: Path, audio: np.ndarray, sample_rate: int = 44100, **kwargs) -> 
     return path
 
 
+PATH_MAX = 4096  # Linux: a path of this many bytes or more cannot be opened
+
+
 def build_corpus(root: Path, *, unreadable: bool = True) -> BadCorpus:
-    """Write the corpus into ``root`` (created). ``unreadable`` adds a chmod-000 file (it is only unreadable to a
-    process without CAP_DAC_OVERRIDE: a normal user, or root with that capability dropped)."""
+    """Write the corpus into ``root`` (created). ``unreadable`` adds a chmod-000 file and folder (only unreadable
+    to a process without CAP_DAC_OVERRIDE: a normal user, or root with that capability dropped)."""
     root.mkdir(parents=True, exist_ok=True)
     corpus = BadCorpus(root=root)
     _write_bad(corpus, unreadable=unreadable)
+    _write_bad_paths(corpus, unreadable=unreadable)
     _write_good(corpus)
+    _write_odd_names(corpus)
     _write_ignored(corpus)
     return corpus
+
+
+def relative(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` (the key of ``BadCorpus.bad`` and ``.good``), ``..`` resolved lexically."""
+    return os.path.relpath(os.fspath(path), os.fspath(root))
+
+
+def remove(root: Path) -> None:
+    """Delete a corpus folder, its deep tree included (``rm -rf`` walks any depth; ``shutil.rmtree`` recurses)."""
+    subprocess.run(["chmod", "-R", "u+rwX", "--", os.fspath(root)], check=False)  # chmod-000 folders
+    subprocess.run(["rm", "-rf", "--", os.fspath(root)], check=True)
+
+
+def _write_bad_paths(corpus: BadCorpus, *, unreadable: bool) -> None:
+    """Path oddities: link loops, a folder link back to the root, a tree deeper than the path limit."""
+    root, bad = corpus.root, corpus.bad
+    os.symlink("loop b.wav", root / "loop a.wav")
+    os.symlink("loop a.wav", root / "loop b.wav")
+    os.symlink("self link.wav", root / "self link.wav")
+    bad.update({"loop a.wav": "link-loop", "loop b.wav": "link-loop", "self link.wav": "link-loop"})
+    os.symlink(".", root / "back to the root")  # a folder link loop
+    bad["back to the root"] = "link-loop"
+    bad[_deep_tree(root / "deep")] = "unreachable"
+    if unreadable:
+        (root / "locked folder").mkdir()
+        (root / "locked folder").chmod(0)
+        bad["locked folder"] = "unreadable"
+
+
+def _deep_tree(top: Path, name: str = "dd") -> str:
+    """Nest ``name`` folders under ``top`` until the path passes PATH_MAX; returns the first unopenable folder
+    (relative to ``top``'s parent). Created through folder descriptors (the full path cannot be opened)."""
+    top.mkdir()
+    length, depth = len(os.fsencode(top)), 0
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while length < PATH_MAX + 2 * len(name):
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, length, depth = inner, length + 1 + len(name), depth + 1
+    finally:
+        os.close(fd)
+    first = next(i for i in range(1, depth + 1) if len(os.fsencode(top)) + i * (1 + len(name)) >= PATH_MAX)
+    return os.path.join(top.name, *[name] * first)
+
+
+def _write_odd_names(corpus: BadCorpus) -> None:
+    """Good kicks under odd names: a Latin-1 byte (not UTF-8), a newline, an upper-case extension, a link."""
+    root, good = corpus.root, corpus.good
+    latin1 = os.fsdecode(b"grosse caisse \xe9t\xe9.wav")  # "grosse caisse été.wav" as Latin-1 bytes
+    write(root / "latin1.tmp.wav", kick(seed=8), subtype="PCM_16").rename(root / latin1)
+    write(root / "kick\nwith a newline.wav", kick(seed=9), subtype="PCM_16")
+    write(root / "KICK LOUD.WAV", kick(seed=10), subtype="PCM_16", format="WAV")
+    os.symlink("kick 44k.wav", root / "link to a kick.wav")
+    good.extend([latin1, "kick\nwith a newline.wav", "KICK LOUD.WAV", "link to a kick.wav"])
+    stereo = kick(seed=11)
+    write(root / "antiphase stereo.wav", np.stack([stereo, -stereo], axis=1), subtype="PCM_16")
+    corpus.bad["antiphase stereo.wav"] = "silent"  # its mono mix cancels: not "several hits"
+
+
+def build_nsynth(root: Path) -> BadCorpus:
+    """An NSynth folder: two good notes, and entries that are malformed or point outside the dataset.
+
+    ``bad`` maps each hostile entry's candidate path (relative to ``root``) to its reason; a real WAV sits at
+    every outside target, so an entry that is not refused would be trained on.
+    """
+    (root / "audio").mkdir(parents=True)
+    corpus = BadCorpus(root=root)
+    outside = root.parent / f"{root.name} outside"
+    outside.mkdir()
+    for name in ("escape.wav", "absolute.wav", "linked.wav"):
+        write(outside / name, kick(16000, seed=12), 16000, subtype="PCM_16")
+    good = {"bass_synthetic_033-035-100": 35, "guitar_acoustic_010-060-075": 60}
+    meta: dict[str, object] = {note: _nsynth_fields(pitch) for note, pitch in good.items()}
+    hostile = {  # note -> (fields, reason)
+        f"../../{outside.name}/escape": (_nsynth_fields(40), "outside-root"),
+        str(outside / "absolute"): (_nsynth_fields(41), "outside-root"),
+        "linked": (_nsynth_fields(42), "outside-root"),
+        "a list entry": ([60, "bass"], "bad-entry"),
+        "pitch in words": ({**_nsynth_fields(0), "pitch": "sixty"}, "bad-entry"),
+        "pitch out of range": ({**_nsynth_fields(0), "pitch": 300}, "bad-entry"),
+        "pitch true": ({**_nsynth_fields(0), "pitch": True}, "bad-entry"),
+        "family a number": ({**_nsynth_fields(60), "instrument_family_str": 5}, "bad-entry"),
+        "listed but absent": (_nsynth_fields(60), "missing"),
+    }
+    for note in [*good, *(n for n in hostile if n.startswith(("pitch", "family", "a list")))]:
+        write(root / "audio" / f"{note}.wav", kick(16000, seed=13), 16000, subtype="PCM_16")
+    os.symlink(outside / "linked.wav", root / "audio" / "linked.wav")
+    for note, (fields, reason) in hostile.items():
+        meta[note] = fields
+        corpus.bad[relative(root / "audio" / f"{note}.wav", root)] = reason
+    corpus.good = [relative(root / "audio" / f"{note}.wav", root) for note in good]
+    (root / "examples.json").write_text(json.dumps(meta), encoding="utf-8")
+    return corpus
+
+
+def _nsynth_fields(pitch: int) -> dict[str, object]:
+    return {"pitch": pitch, "sample_rate": 16000, "instrument_family_str": "bass",
+            "instrument_source_str": "synthetic", "velocity": 100}
 
 
 def _write_bad(corpus: BadCorpus, *, unreadable: bool) -> None:

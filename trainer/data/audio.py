@@ -24,32 +24,40 @@ detail; callers (``trainer.data.ingest``) record it and go on with the next file
 from __future__ import annotations
 
 import dataclasses
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
-import re
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from runtime.dsp import (Preparation, check_preparation, fit_length, integrated_loudness, is_finite_number,
                          prepare_one_shot)
 from runtime.errors import ConfigError, KickspaceError
+from runtime.files import printable
 from trainer.spec import SpectrogramSpec
 
 #: Extensions ingestion treats as audio (anything else in a data folder is ignored, not reported as bad).
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".mp3"})
 
 #: Bump when the preprocessing algorithm changes in a way that changes its output (invalidates feature caches).
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: a stereo file whose channels cancel in the mono mix is "silent", not "multi-hit"
 
 #: Every reason code :class:`SkipFile` may carry, with what it means.
 REASONS: dict[str, str] = {
     "missing": "listed (NSynth examples.json) or given but not on disk",
     "broken-link": "a symbolic link whose target does not exist",
+    "link-loop": "a symbolic link that leads back to itself, or into a folder already read",
+    "unreachable": "a path the system cannot open (longer than its path limit, or another error)",
+    "outside-root": "an NSynth examples.json entry (or a link in audio/) that resolves outside the dataset folder",
+    "bad-entry": "a malformed NSynth examples.json entry (the field is named)",
     "not-a-file": "a folder or special file with an audio extension",
     "empty": "0 bytes",
     "unreadable": "no permission to read, or the read failed",
@@ -161,35 +169,78 @@ def _field_checker(prefix: str):
 def check_path(path: Path | str) -> None:
     """Raise :class:`SkipFile` unless ``path`` is a non-empty regular file this process can read.
 
-    Cheap (stat and a 1-byte read); never decodes. Order: broken link, missing, not a file, empty, unreadable.
+    Cheap (stat and a 1-byte read); never decodes. Order: link loop, broken link, missing, too long to open, not
+    a file, empty, unreadable.
     """
-    path = os.fspath(path)
-    if os.path.islink(path) and not os.path.exists(path):
-        raise SkipFile("broken-link", f"symbolic link to {os.readlink(path)!r}, which does not exist")
-    if not os.path.exists(path):
-        raise SkipFile("missing", "no such file")
-    if os.path.isdir(path):
-        raise SkipFile("not-a-file", "a folder named like an audio file")
-    if not os.path.isfile(path):
-        raise SkipFile("not-a-file", "a special file (pipe, socket or device), not an audio file")
-    if os.path.getsize(path) == 0:
-        raise SkipFile("empty", "the file is 0 bytes long")
     try:
-        with open(path, "rb") as handle:
-            handle.read(1)
+        info = os.stat(path)
     except OSError as err:
-        raise SkipFile("unreadable", f"cannot read it ({err.strerror or err}); check its permissions") from None
+        raise unopenable(path, err) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SkipFile("not-a-file", "a folder named like an audio file")
+    if not stat.S_ISREG(info.st_mode):
+        raise SkipFile("not-a-file", "a special file (pipe, socket or device), not an audio file")
+    if info.st_size == 0:
+        raise SkipFile("empty", "the file is 0 bytes long")
+    with open_audio(path) as handle:
+        try:
+            handle.read(1)
+        except OSError as err:
+            raise unopenable(path, err) from None
 
 
-def _undecodable(path: str, err: Exception) -> SkipFile:
-    """Tell a damaged audio file (known magic bytes) from a file that is not audio at all."""
+def unopenable(path: Path | str, err: OSError) -> SkipFile:
+    """The :class:`SkipFile` for a path that ``stat``/``open``/``scandir`` refused with ``err``."""
+    code = err.errno
+    if code == errno.ELOOP:
+        return SkipFile("link-loop", "a symbolic link loop: following it leads back to itself")
+    if code == errno.ENOENT and os.path.islink(path):
+        return SkipFile("broken-link", f"symbolic link to {printable(os.readlink(path))!r}, which does not exist")
+    if code == errno.ENOENT:
+        return SkipFile("missing", "no such file")
+    if code == errno.ENAMETOOLONG:
+        return SkipFile("unreachable", f"the path is {len(os.fsencode(path))} bytes long, more than the system "
+                                       "can open; move the files to a shallower folder")
+    if code in (errno.EACCES, errno.EPERM):
+        return SkipFile("unreadable", f"cannot read it ({err.strerror}); check its permissions")
+    return SkipFile("unreadable", f"cannot read it ({err.strerror or err})")
+
+
+@contextlib.contextmanager
+def open_audio(path: Path | str) -> Iterator[BinaryIO]:
+    """Open ``path`` as a binary file object for reading; THE way audio files are opened.
+
+    Any file name works (a Latin-1 byte in the name is never mistaken for damage in the audio: libraries get the
+    file object, never the name). A pipe or device is refused without blocking on it. Raises :class:`SkipFile`.
+    """
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(12)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise unopenable(path, err) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SkipFile("not-a-file", "a folder or special file (pipe, socket or device), not an audio file")
+        os.set_blocking(fd, True)
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        yield handle
+
+
+def _undecodable(handle: BinaryIO, err: Exception) -> SkipFile:
+    """Tell a damaged audio file (known magic bytes) from a file that is not audio at all."""
+    if isinstance(err, OSError):  # the read itself failed (I/O error), not the decoding
+        return SkipFile("unreadable", f"reading it failed ({err.strerror or err})")
+    try:
+        handle.seek(0)
+        head = handle.read(12)
     except OSError:
         head = b""
     message = str(err).splitlines()[0] if str(err) else type(err).__name__
-    message = re.sub(r"^Error opening .*?: (?=\S)", "", message)  # libsndfile repeats the path; the log has it
+    if message.startswith("Error opening <"):  # libsndfile names the file object; the log names the path
+        message = message.rsplit(">: ", 1)[-1]
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return SkipFile("corrupt", f"a damaged or truncated {name} file (libsndfile: {message})")
@@ -202,11 +253,11 @@ def audio_duration(path: Path | str) -> float:
     """Duration in seconds read from the file's header only (no decoding). Raises :class:`SkipFile`."""
     import soundfile
 
-    path = os.fspath(path)
-    try:
-        info = soundfile.info(path)
-    except Exception as err:  # libsndfile raises LibsndfileError/RuntimeError/TypeError for odd input
-        raise _undecodable(path, err) from None
+    with open_audio(path) as handle:
+        try:
+            info = soundfile.info(handle)
+        except Exception as err:  # libsndfile raises LibsndfileError/RuntimeError/TypeError for odd input
+            raise _undecodable(handle, err) from None
     if info.samplerate <= 0:
         raise SkipFile("corrupt", f"the header gives an invalid sample rate ({info.samplerate})")
     return info.frames / info.samplerate
@@ -224,11 +275,11 @@ def read_audio(path: Path | str) -> tuple[np.ndarray, int]:
     import soundfile
 
     check_path(path)
-    path = os.fspath(path)
-    try:
-        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as err:
-        raise _undecodable(path, err) from None
+    with open_audio(path) as handle:
+        try:
+            data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+        except Exception as err:
+            raise _undecodable(handle, err) from None
     if rate <= 0:
         raise SkipFile("corrupt", f"the header gives an invalid sample rate ({rate})")
     return np.ascontiguousarray(data.T), int(rate)
@@ -280,8 +331,8 @@ def prepare(audio: np.ndarray, sample_rate: int, *, spec: SpectrogramSpec, prepr
     Raises
     ------
     SkipFile
-        With reason ``non-finite``, ``too-short``, ``too-long``, ``silent``, ``dc-only``, ``clipped`` or
-        ``multi-hit``.
+        With reason ``non-finite``, ``too-short``, ``too-long``, ``silent`` (also: channels that cancel in the
+        mono mix), ``dc-only``, ``clipped`` or ``multi-hit``.
     """
     audio = np.asarray(audio)
     if audio.ndim == 1:
@@ -290,7 +341,10 @@ def prepare(audio: np.ndarray, sample_rate: int, *, spec: SpectrogramSpec, prepr
         raise ConfigError("audio", f"expected [channels, samples], got shape {audio.shape}")
     audio = audio.astype(np.float32, copy=False)
     reject_unusable(audio, sample_rate, preprocess=preprocess)
-    audio = mix_channels(resample(audio, sample_rate, spec.sample_rate), channels=spec.channels)
+    audio = resample(audio, sample_rate, spec.sample_rate)
+    mixed = mix_channels(audio, channels=spec.channels)
+    reject_cancelled_mix(audio, mixed, preprocess=preprocess)
+    audio = mixed
     if preprocess.multi_hit_ratio is not None:
         reject_multi_hit(audio, spec.sample_rate, preprocess=preprocess)
     try:
@@ -333,6 +387,21 @@ def reject_unusable(audio: np.ndarray, sample_rate: int, *, preprocess: Preproce
                                   "preprocess.clip_fraction)")
 
 
+def reject_cancelled_mix(audio: np.ndarray, mixed: np.ndarray, *, preprocess: Preprocess) -> None:
+    """Raise :class:`SkipFile` ("silent") when downmixing ``audio`` ``[C, N]`` to ``mixed`` ``[c, N]`` cancelled it.
+
+    A stereo file with one channel phase-inverted sounds fine on speakers but its mono mix is (nearly) silent:
+    cancelled means a mix peak below ``silence_dbfs`` or more than 40 dB under the channels' own peak.
+    """
+    if mixed.shape[0] >= audio.shape[0]:
+        return  # nothing was mixed together
+    before, after = _db(float(np.max(np.abs(audio)))), _db(float(np.max(np.abs(mixed))))
+    if after < preprocess.silence_dbfs or after < before - 40.0:
+        shown = "-inf" if after == -math.inf else f"{after:.0f}"
+        raise SkipFile("silent", f"its {audio.shape[0]} channels cancel in the mono mix (peak {before:.0f} dBFS -> "
+                                 f"{shown} dBFS): a channel is phase-inverted; flip its polarity or keep one channel")
+
+
 def clipped_fraction(audio: np.ndarray) -> float:
     """Fraction of the loud samples (within 20 dB of the peak) that sit within 0.05 dB of the peak. ``[C, N]``."""
     level = np.abs(audio)
@@ -371,7 +440,7 @@ def hit_times(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) ->
     """Times in seconds of the separate attacks in ``[C, N]`` (one for a one-shot).
 
     Spectral rise: per mel band, the level (dB, floored 50 dB below the loudest band) minus its minimum over the
-    previous 20 ms, averaged over bands. The analysed copy is faded out over its last 10 ms, so a file that ends
+    previous 20 ms, averaged over bands, of the channels' summed power. The analysed copy is faded out over its last 10 ms, so a file that ends
     abruptly (a truncated tail) does not splatter into a fake attack. Peaks at least ``multi_hit_ratio`` of the largest, ``hit_gap_ms`` apart, in frames within 30 dB of the
     loudest frame, are attacks. A decaying tail only falls, so a single hit with a long tail gives one attack.
     """
@@ -380,9 +449,10 @@ def hit_times(audio: np.ndarray, sample_rate: int, *, preprocess: Preprocess) ->
     ratio = preprocess.multi_hit_ratio if preprocess.multi_hit_ratio is not None else 1.0
     hop = max(1, int(round(sample_rate * 0.005)))
     n_fft = 1 << int(math.ceil(math.log2(4 * hop)))
-    mono = audio.mean(axis=0)
-    mono = fit_length(mono[None], max(mono.size, n_fft), fade=min(mono.size, int(sample_rate * 0.01)))[0]
-    spectrum = np.abs(librosa.stft(mono, n_fft=n_fft, hop_length=hop, center=True, pad_mode="constant")) ** 2
+    size = audio.shape[-1]
+    audio = fit_length(audio, max(size, n_fft), fade=min(size, int(sample_rate * 0.01)))
+    spectrum = (np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop, center=True, pad_mode="constant")) ** 2
+                ).sum(axis=0)  # power of every channel: channels that would cancel in a mix do not hide attacks
     power = _hit_bands(sample_rate, n_fft) @ spectrum
     db = 10 * np.log10(np.maximum(power, 1e-20))
     db = np.maximum(db, db.max() - _FLUX_FLOOR_DB)

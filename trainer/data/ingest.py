@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -31,13 +32,14 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from runtime.errors import ConfigError, KickspaceError
-from runtime.files import atomic_path, write_wav
+from runtime.files import atomic_path, printable, write_wav
 from trainer.data.audio import (AUDIO_EXTENSIONS, Preprocess, SkipFile, check_path, load_one_shot,
-                                reject_too_long)
+                                reject_too_long, unopenable)
 from trainer.data.cache import FeatureCache, content_key
 from trainer.spec import SpectrogramSpec
 
 LAYOUTS = ("auto", "flat", "bank", "nsynth")
+NSYNTH_TEXT_FIELDS = ("instrument_family_str", "instrument_source_str")
 UNLABELLED = "(unlabelled)"
 
 
@@ -133,13 +135,18 @@ class IngestSummary:
 
     def describe(self) -> str:
         """One line: roots and layouts, time, cache hits."""
-        roots = ", ".join(f"{root} ({layout})" for root, layout in self.layouts)
+        roots = ", ".join(f"{printable(root)} ({layout})" for root, layout in self.layouts)
         return (f"{roots}: {self.elapsed_s:.1f} s, feature cache {self.cache_hits} hits / "
                 f"{self.cache_misses} misses")
 
     def write_skipped_csv(self, path: Path | str) -> Path:
-        """Write ``path,reason,detail`` for every skipped file (atomic). Returns the path."""
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        """Write ``path,reason,detail`` for every skipped file (atomic). Returns the path.
+
+        UTF-8; a file name's bytes that are not UTF-8 are written back as those bytes (surrogateescape), so the
+        column names the real file.
+        """
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8",
+                                            errors="surrogateescape") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "reason", "detail"])
             writer.writerows(self.skipped)
@@ -196,23 +203,59 @@ def is_audio_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, bool]]:
-    """Every visible entry under ``root`` as (path, has audio name); folders named like audio are not entered."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        for name in sorted(dirnames):
-            if is_audio_name(name):
-                yield here / name, True  # a folder named x.wav: a candidate that will be skipped, not a class
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_audio_name(d))
-        for name in sorted(filenames):
-            yield here / name, is_audio_name(name)
+def _walk(root: Path) -> Iterator[tuple[Path, bool, SkipFile | None]]:
+    """Every visible entry under ``root`` as (path, has audio name, None), depth first in name order.
+
+    Iterative, so any depth is walked. Folders named like audio (``x.wav/``) are yielded as candidates (they will
+    be skipped), not entered. Folder links are followed, each real folder read once: a link back into a folder
+    already read is yielded as (path, False, SkipFile "link-loop"); a folder that cannot be listed (no
+    permission, a path longer than the system's limit) as (path, False, its SkipFile).
+    """
+    seen: dict[tuple[int, int], Path] = {}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as err:
+            yield folder, False, unopenable(folder, err)
+            continue
+        first = seen.setdefault((info.st_dev, info.st_ino), folder)
+        if first != folder:
+            yield folder, False, _revisit(folder, first)
+            continue
+        folders = [entry for entry in entries if _is_folder(entry)]
+        for entry in folders:
+            if is_audio_name(entry.name):
+                yield Path(entry.path), True, None  # a folder named x.wav: a candidate that will be skipped
+        for entry in entries:
+            if not _is_folder(entry):
+                yield Path(entry.path), is_audio_name(entry.name), None
+        stack.extend(Path(entry.path) for entry in reversed(folders)
+                     if not entry.name.startswith(".") and not is_audio_name(entry.name))
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links; a broken or looping link is a file (check_path names it)
+    except OSError:
+        return False
+
+
+def _revisit(folder: Path, first: Path) -> SkipFile:
+    if first == folder or Path(os.path.commonpath([first, folder])) == first:
+        return SkipFile("link-loop", f"a folder link back to {printable(first)}, which holds it: a loop; "
+                                     "not followed")
+    return SkipFile("link-loop", f"a second route to {printable(first)}, already read; not read twice")
 
 
 def detect_layout(root: Path) -> str:
     """``nsynth`` (examples.json), ``flat`` (audio only directly in the root) or ``bank``."""
     if (root / "examples.json").is_file():
         return "nsynth"
-    for path, audio in _walk(root):
+    for path, audio, _ in _walk(root):
         if audio and path.parent != root:
             return "bank"
     return "flat"
@@ -228,8 +271,9 @@ def scan_root(root: Path, *, layout: str = "auto") -> tuple[str, list[Item], int
     items : list of Item
     ignored : int
         Non-audio and hidden files.
-    missing : list of (Item, SkipFile)
-        NSynth entries whose file is absent.
+    refused : list of (Item, SkipFile)
+        Folders the walk could not read or would loop into, and (NSynth) entries that are malformed, point
+        outside the dataset or whose file is absent.
     """
     if layout not in LAYOUTS:
         raise ConfigError("layout", f"must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -241,14 +285,16 @@ def scan_root(root: Path, *, layout: str = "auto") -> tuple[str, list[Item], int
         layout = detect_layout(root)
     if layout == "nsynth":
         return (layout, *_scan_nsynth(root))
-    items, ignored = [], 0
-    for path, audio in _walk(root):
-        if not audio:
+    items, ignored, refused = [], 0, []
+    for path, audio, skip in _walk(root):
+        if skip is not None:
+            refused.append((Item(path=path), skip))
+        elif not audio:
             ignored += 1
-            continue
-        label = path.parent.name if layout == "bank" and path.parent != root else None
-        items.append(Item(path=path, label=label))
-    return layout, items, ignored, []
+        else:
+            label = path.parent.name if layout == "bank" and path.parent != root else None
+            items.append(Item(path=path, label=label))
+    return layout, items, ignored, refused
 
 
 def _scan_nsynth(root: Path) -> tuple[list[Item], int, list[tuple[Item, SkipFile]]]:
@@ -260,21 +306,64 @@ def _scan_nsynth(root: Path) -> tuple[list[Item], int, list[tuple[Item, SkipFile
                              "fix or remove examples.json (without it the folder is read as a bank)") from None
     if not isinstance(meta, dict):
         raise KickspaceError(f"{meta_path}: expected an object of note name -> fields, got {type(meta).__name__}")
-    audio_dir = root / "audio"
-    items, missing, listed = [], [], set()
+    items, refused, listed = [], [], set()
     for note in sorted(meta):
-        fields = meta[note] if isinstance(meta[note], dict) else {}
-        path = audio_dir / f"{note}.wav"
+        path = root / "audio" / f"{note}.wav"
         listed.add(path.name)
-        item = Item(path=path, label=_text(fields.get("instrument_family_str")), pitch=_int(fields.get("pitch")),
-                    extra={key: _text(fields.get(key)) or "" for key in ("instrument_family_str",
-                                                                        "instrument_source_str")})
-        if os.path.lexists(path):
+        try:
+            item = nsynth_item(root, note, meta[note])
+        except SkipFile as skip:
+            refused.append((Item(path=path), skip))
+            continue
+        if os.path.lexists(item.path):
             items.append(item)
         else:
-            missing.append((item, SkipFile("missing", "listed in examples.json but not in audio/")))
-    ignored = sum(1 for path, _ in _walk(root) if path.name not in listed and path != meta_path)
-    return items, ignored, missing
+            refused.append((item, SkipFile("missing", "listed in examples.json but not in audio/")))
+    ignored = 0
+    for path, _, skip in _walk(root):
+        if skip is not None:
+            refused.append((Item(path=path), skip))
+        elif path.name not in listed and path != meta_path:
+            ignored += 1
+    return items, ignored, refused
+
+
+def nsynth_item(root: Path, note: str, fields: object) -> Item:
+    """The :class:`Item` of one ``examples.json`` entry ``note -> fields``; the file is ``root/audio/NOTE.wav``.
+
+    Raises :class:`SkipFile`: "bad-entry" naming the malformed field (the entry is not an object; ``pitch`` not
+    a MIDI note 0-127; ``instrument_family_str``/``instrument_source_str`` not a non-empty string; absent fields
+    are allowed: unknown pitch, unlabelled), or "outside-root" when the file resolves outside ``root`` (``..``
+    or absolute names, links in audio/ that lead elsewhere).
+    """
+    where = f"examples.json entry {printable(note)!r}"
+    if not isinstance(fields, dict):
+        raise SkipFile("bad-entry", f"{where}: must be an object of fields, got {type(fields).__name__}")
+    pitch = fields.get("pitch", -1)
+    if "pitch" in fields and not (_is_whole(pitch) and 0 <= pitch <= 127):
+        raise SkipFile("bad-entry", f"{where}: pitch must be a MIDI note number 0-127, got {_shown(pitch)}")
+    for key in NSYNTH_TEXT_FIELDS:
+        if key in fields and _text(fields[key]) is None:
+            raise SkipFile("bad-entry", f"{where}: {key} must be a non-empty string, got {_shown(fields[key])}")
+    if "\0" in note:
+        raise SkipFile("bad-entry", f"{where}: the note name holds a NUL character")
+    path = root / "audio" / f"{note}.wav"
+    real, home = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, home]) != home:
+        raise SkipFile("outside-root", f"{where} resolves to {printable(real)}, outside the dataset folder "
+                                       f"{printable(home)}; refused (entries name files in audio/)")
+    return Item(path=path, label=_text(fields.get("instrument_family_str")), pitch=int(pitch),
+                extra={key: _text(fields.get(key)) or "" for key in NSYNTH_TEXT_FIELDS})
+
+
+def _is_whole(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and float(value).is_integer())
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return printable(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _reason_list(counts: dict[str, int]) -> str:
@@ -284,10 +373,6 @@ def _reason_list(counts: dict[str, int]) -> str:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _int(value: object) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
 
 
 # =================================================================================================== ingest
@@ -369,11 +454,11 @@ def ingest(roots: Sequence[Path], *, spec: SpectrogramSpec, preprocess: Preproce
     summary = IngestSummary()
     items: list[Item] = []
     for root in roots:
-        used, found, ignored, missing = scan_root(Path(root), layout=layout)
+        used, found, ignored, refused = scan_root(Path(root), layout=layout)
         summary.layouts.append((str(root), used))
         summary.ignored += ignored
         items.extend(found)
-        for item, skip in missing:
+        for item, skip in refused:
             _log_skip(None, item, skip)
             summary.add_skip(str(item.path), item.label, skip)
     cache = FeatureCache(cache_dir, spec=spec, preprocess=preprocess) if use_cache else None
@@ -428,7 +513,7 @@ def _fill_features(pending: list[tuple[list, str | None]], *, spec: SpectrogramS
 
 
 def _log_skip(console, item: Item, skip: SkipFile) -> None:
-    line = f"skip: {item.path}: {skip.detail}"
+    line = f"skip: {printable(item.path)}: {skip.detail}"
     if console is None:
         print(line, file=sys.stderr)
     else:
