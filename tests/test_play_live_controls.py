@@ -156,7 +156,7 @@ def write_user_sample(path: Path) -> Path:
 def test_pad_plays_a_user_sample_through_the_encoder_as_offline_render_predicts(jack_server, sender, preset,
                                                                                   tmp_path):
     wav = write_user_sample(tmp_path / "my kick.wav")
-    velocity = 64
+    velocity = 48  # the prepared (loudness-normalised) sample plays at 0.807 at velocity 64: into the limiter
     sample, _ = sf.read(str(wav), dtype="float32")
     model = ExportedModel(preset.parent / "model")
     mu, _ = model.encode(np.pad(sample, (0, model.metadata.n_samples - sample.size))[None])
@@ -166,7 +166,9 @@ def test_pad_plays_a_user_sample_through_the_encoder_as_offline_render_predicts(
                 for note in (36, 37)}
     shape_corr = float(expected[36] @ expected[37] / np.linalg.norm(expected[36]) / np.linalg.norm(expected[37]))
     assert shape_corr < 0.9  # the two pads sound measurably different (37 has the click and the tone too)
-    assert np.abs(expected[37]).max() < 0.9  # below the engine's limiter, so the live level is comparable
+    # below the engine's limiter threshold (0.8), whose gain riding follows block boundaries: the live level is
+    # comparable to the offline render only where the limiter stays out
+    assert np.abs(expected[37]).max() < 0.75
 
     order = (36, 37) * 3
     rig = Rig(preset, tmp_path, sender, "pad", seconds=0.25 * len(order) + 1.5, extra=["--pad", f"37={wav}"])
