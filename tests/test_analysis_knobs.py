@@ -10,6 +10,7 @@ import pytest
 
 from runtime.errors import KickspaceError
 from trainer.analysis import knobs, reference
+from trainer.analysis.axes import CONTROLS
 from trainer.data import synth
 
 SR = 22050
@@ -140,3 +141,52 @@ def test_an_implementation_without_a_descriptor_reports_none_for_it():
     assert "punch" not in fig["knobs"] and "punch" not in fig["matrix"]["sub"]
     assert fig["knobs"]["sub"]["rho"] == pytest.approx([1.0, 1.0, -1.0])
     assert fig["matrix"]["punch"]["sub"] == pytest.approx(1.0)  # the median of the two sweeps that have it
+
+
+# ------------------------------------------------------------------------------------- a tiny model's knobs
+@pytest.fixture(scope="module")
+def five_knob_run(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny decoder conditioned on all five knob descriptors, trained on synth kicks whose five matching synth
+    parameters vary (tuning, sweep time, drive and noise fixed; decays short enough for the 0.5 s clip)."""
+    import torch
+
+    from trainer.analysis.latent import load_run
+    from trainer.descriptors import describe_batch
+    from trainer.fit import TrainConfig, TrainingArrays, fit
+    from trainer.model import ModelConfig
+    from trainer.objective import ObjectiveConfig
+    from trainer.spec import SpectrogramSpec, waveform_to_features
+
+    torch.set_num_threads(1)
+    spec = SpectrogramSpec(sample_rate=16000, n_fft=1024, hop_length=128, win_length=1024, n_mels=64, frames=64)
+    rng = np.random.default_rng(0)
+    params = [dataclasses.replace(p, decay_s=float(np.exp(rng.uniform(np.log(0.03), np.log(0.1)))), end_hz=90.0,
+                                  sweep_s=0.015, drive=0.3, noise_level=0.05) for p in synth.sample_params(64, seed=3)]
+    audio = np.stack([synth.render_kick(p, sample_rate=16000, seconds=spec.n_samples / 16000) for p in params])
+    arrays = TrainingArrays(waveform_to_features(audio[:, None], spec).numpy(), descriptors=describe_batch(audio, 16000))
+    out = tmp_path_factory.mktemp("five_knobs") / "run"
+    fit(arrays, out=out, spec=spec, objective=ObjectiveConfig(beta=1e-4, beta_warmup_steps=50, free_bits=0.1,
+                                                            control_weight=0.01, consistency_weight=0.02),
+        model=ModelConfig(input_shape=spec.shape, widths=(8, 16), latent=2, controls=CONTROLS),
+        train=TrainConfig(epochs=40, batch_size=8, lr=3e-3, patience=0, progress=False, media_every=0, n_media=0,
+                          threads=1))
+    return load_run(out), arrays.features
+
+
+@pytest.mark.slow
+def test_every_knob_of_a_tiny_conditioned_model_turns_its_cited_descriptor_up(five_knob_run):
+    from trainer.analysis.axes import AxesData, derive_axes
+    from trainer.analysis.latent import decode, describe_audio, encode, to_audio
+
+    run, features = five_knob_run
+    mu, _ = encode(run.model, features)
+    data = AxesData(z=mu, descriptors=describe_audio(to_audio(decode(run.model, mu), run.spec, n_iter=16), run.spec),
+                    labels=None)
+    report = derive_axes(run, data, methods=("control",), n_anchors=3, n_values=5, n_iter=16, n_random=2)
+    assert [a["name"] for a in report["axes"]] == list(CONTROLS) and not report["skipped"]
+    assert not any(a.get("flipped") for a in report["axes"])  # up is up without mirroring any knob
+    figures = report["validation"]["figures"]
+    for knob in CONTROLS:  # from the mean, 3 encoded kicks and 2 random latents: never the wrong way
+        assert min(figures["own"]["knobs"][knob]["rho"]) > 0.0, (knob, figures["own"]["knobs"][knob])
+        assert figures["own"]["knobs"][knob]["median"] >= 0.8, (knob, figures["own"]["knobs"][knob])
+        assert figures["librosa"]["knobs"][knob]["median"] >= 0.5, (knob, figures["librosa"]["knobs"][knob])
