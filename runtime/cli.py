@@ -67,6 +67,7 @@ def _add_play(sub) -> None:
                "  runtime play --preset presets/kicks --midi-port nanoKONTROL --device 2\n"
                "  jackd --no-realtime -d dummy -r 48000 -p 128 &  runtime play --preset presets/kicks --connect\n"
                "  runtime play --preset presets/kicks --pad 37=my_kick.wav --learn punch\n"
+               "  runtime play --preset presets/kicks --fallback-render out/demo-kicks.wav   # as make play\n"
                "`runtime list` shows the audio devices and MIDI ports; without any device use `runtime render`.")
     p.add_argument("--preset", required=True, metavar="PATH", help="preset JSON file, or a folder holding preset.json")
     p.add_argument("--midi-port", metavar="NAME", default=None,
