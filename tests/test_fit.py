@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -298,6 +299,89 @@ def test_sigkill_then_resume_continues_with_optimizer_state(tmp_path: Path) -> N
     assert resumed.epoch == epoch + 2 and len(resumed.history) == epoch + 2
     assert resumed.history[:epoch] == killed.history
     assert int(next(iter(resumed.optimizer_state["state"].values()))["step"]) == (epoch + 2) * steps_per_epoch
+
+
+# ---------------------------------------------------------------------------------------------- hostile input
+@pytest.mark.parametrize("failure", ["ENOSPC", "torch-writer"])
+def test_a_full_disk_is_one_line_naming_the_file_and_the_last_checkpoint_survives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, failure: str) -> None:
+    data, config = write_npz_run(tmp_path, epochs=1, n=16)
+    out = tmp_path / "run"
+    assert cli.main(["fit", str(data), "--config", str(config), "--out", str(out)]) == 0
+    before = (out / "last.pt").read_bytes()
+
+    def full_disk(obj: object, path: str | Path, *args: object, **kwargs: object) -> None:
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    capsys.readouterr()
+    assert cli.main(["fit", str(data), "--out", str(out), "--resume", "--set", "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("trainer fit:")]
+    assert line.startswith(f"trainer fit: error: cannot write {out / 'last.pt'}: the disk is full (")
+    assert line.endswith("free some space and run again (the previous last.pt is untouched)")
+    assert (out / "last.pt").read_bytes() == before and load_checkpoint(out / "last.pt").epoch == 1
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_resume_removes_the_temporaries_a_killed_checkpoint_write_left(tmp_path: Path, capsys) -> None:
+    data, config = write_npz_run(tmp_path, epochs=1, n=16)
+    out = tmp_path / "run"
+    assert cli.main(["fit", str(data), "--config", str(config), "--out", str(out)]) == 0
+    stale = [".last.k3j_9a2b.tmp.pt", ".best.0qz81x_c.tmp.pt", ".summary.ab12cd34.tmp.json"]
+    others = [".last.notours.tmp.pt", ".mine.k3j_9a2b.tmp.pt", "last.k3j_9a2b.tmp.pt", "notes.tmp.pt"]
+    for name in stale + others:
+        (out / name).write_bytes(b"half written" * 1000)
+    assert cli.main(["fit", str(data), "--out", str(out), "--resume", "--set", "train.epochs=2"]) == 0
+    assert sorted(p.name for p in out.iterdir() if "tmp" in p.name) == sorted(others)  # only the run's own
+    assert "removed 3 half-written temporary files left by a killed run" in capsys.readouterr().err
+
+
+def test_a_malicious_checkpoint_is_refused_in_one_line_that_never_suggests_unsafe_loading(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"format_version": 1, "model_state": Payload()}, tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x02garbage" * 50)
+    for name in ("evil.pt", "junk.pt"):
+        with pytest.raises(KickspaceError) as caught:
+            load_checkpoint(tmp_path / name)
+        message = str(caught.value)
+        assert "\n" not in message and "False" not in message and "weights_only" not in message
+        assert message.startswith(f"{tmp_path / name}: ")
+    with pytest.raises(KickspaceError, match=r"refused: .*unsupported GLOBAL posix\.system"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_fit_over_the_bad_corpus_finishes_and_names_every_skip(tmp_path: Path, capfd) -> None:
+    from tests import badfiles
+    from runtime.files import printable
+
+    corpus = badfiles.build_corpus(tmp_path / "one shots", unreadable=False)
+    try:
+        config = tmp_path / "tiny.toml"
+        config.write_text(dumps_toml({
+            "data": {"spec": spec_table()}, "model": {"preset": "kick", "widths": [8, 16], "latent": 4},
+            "objective": OBJECTIVE.to_dict(), "train": {**QUIET.to_dict(), "epochs": 1, "batch_size": 4}}))
+        out = tmp_path / "run"
+        assert cli.main(["fit", str(corpus.root), "--config", str(config), "--out", str(out), "--no-cache",
+                         "--no-progress"]) == 0
+        err = capfd.readouterr().err
+        assert load_checkpoint(out / "last.pt").epoch == 1
+        lines = [line for line in err.splitlines() if line.startswith("skip: ")]
+        for name in corpus.bad:  # each skip named, on its own line
+            assert sum(line.startswith(f"skip: {printable(corpus.root / name)}: ") for line in lines) == 1, name
+        assert len(lines) == len(corpus.bad)
+    finally:
+        badfiles.remove(corpus.root)
 
 
 def test_consistency_term_trains_the_decoder_through_a_frozen_critic() -> None:

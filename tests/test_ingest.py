@@ -13,6 +13,7 @@ import pytest
 import soundfile
 from rich.console import Console
 
+from tests import badfiles
 from tests.badfiles import kick, write
 from tests.signals import simple_kick
 from trainer.data.audio import Preprocess
@@ -110,6 +111,36 @@ def test_nsynth_examples_give_pitch_family_and_source(tmp_path):
     assert corpus.summary.ignored == 1  # unlisted.wav
 
 
+def test_hostile_nsynth_entries_are_refused_with_the_field_or_the_escape_named(tmp_path, capsys):
+    nsynth = badfiles.build_nsynth(tmp_path / "nsynth")
+    corpus = _ingest(nsynth.root, spec=get_spec("nsynth"))
+    skipped = {badfiles.relative(path, nsynth.root): reason for path, reason, _ in corpus.summary.skipped}
+    assert skipped == nsynth.bad  # ../, absolute and linked-out entries: none trained on
+    assert sorted(badfiles.relative(p, nsynth.root) for p in corpus.paths) == nsynth.good
+    assert corpus.pitch.tolist() == [35, 60]
+    details = {Path(path).stem: detail for path, _, detail in corpus.summary.skipped}
+    assert details["pitch in words"].endswith('pitch must be a MIDI note number 0-127, got "sixty"')
+    assert details["a list entry"].endswith("must be an object of fields, got list")
+    assert details["family a number"].endswith("instrument_family_str must be a non-empty string, got 5")
+    assert "outside the dataset folder" in details["linked"]
+    err = capsys.readouterr().err
+    assert [line.startswith("skip: ") for line in err.splitlines()] == [True] * len(nsynth.bad)  # one line each
+
+
+def test_folder_links_are_followed_once_and_a_loop_is_skipped(tmp_path):
+    bank = _bank(tmp_path / "bank")
+    os.symlink(bank / "kick", bank / "kick again")  # a second route to the same files
+    os.symlink("..", bank / "snare" / "up")  # a loop
+    (tmp_path / "elsewhere" / "tom").mkdir(parents=True)
+    write(tmp_path / "elsewhere" / "tom" / "tom.wav", kick(seed=6, seconds=0.3), subtype="PCM_16")
+    os.symlink(tmp_path / "elsewhere" / "tom", bank / "tom")  # a linked sample pack: read
+    corpus = _ingest(bank)
+    assert corpus.classes == ["hat", "kick", "snare", "tom"] and corpus.labels.count("kick") == 2
+    reasons = {badfiles.relative(path, bank): (reason, detail) for path, reason, detail in corpus.summary.skipped}
+    assert reasons["kick again"][0] == "link-loop" and "second route" in reasons["kick again"][1]
+    assert reasons["snare/up"][0] == "link-loop" and "a loop" in reasons["snare/up"][1]
+
+
 def test_several_roots_mix_layouts(tmp_path):
     corpus = _ingest(_flat(tmp_path / "kicks", n=2), _bank(tmp_path / "bank"))
     assert [layout for _, layout in corpus.summary.layouts] == ["flat", "bank"]
@@ -189,6 +220,19 @@ def test_summary_table_log_lines_and_csv(tmp_path, capsys):
     path = corpus.summary.write_skipped_csv(tmp_path / "out" / "skipped.csv")
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
     assert [(r["path"], r["reason"]) for r in rows] == [(silent, "silent")] and rows[0]["detail"]
+
+
+def test_a_name_that_is_not_utf8_is_kept_logged_and_written_to_the_csv(tmp_path, capsys):
+    root = _flat(tmp_path / "kicks", n=1)
+    latin1 = os.fsdecode(b"caf\xe9.wav")
+    write(root / "silent.wav", np.zeros(4410, np.float32), subtype="PCM_16").rename(root / latin1)  # skipped
+    os.rename(root / "kick 0.wav", os.path.join(os.fsencode(root), b"kick \xe9t\xe9.wav"))
+    corpus = _ingest(root)
+    assert [Path(p).name for p in corpus.paths] == [os.fsdecode(b"kick \xe9t\xe9.wav")]  # kept, not "corrupt"
+    assert corpus.summary.by_reason() == {"silent": 1}
+    assert f"skip: {root}/caf\\xe9.wav: every sample is zero" in capsys.readouterr().err
+    rows = corpus.summary.write_skipped_csv(tmp_path / "skipped.csv").read_bytes()
+    assert b"caf\xe9.wav,silent" in rows  # the file's real name
 
 
 def test_preview_writes_prepared_and_round_trip_audio(tmp_path):

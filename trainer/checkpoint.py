@@ -15,6 +15,7 @@ metrics per epoch), ``rng`` (dict of RNG state tensors), ``progress`` (loop book
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,12 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise KickspaceError(f"{path}: no such checkpoint")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights-only refusal: objects or code beyond tensors and numbers
+        raise KickspaceError(f"{path}: refused: not a file of plain tensors and numbers ({_refusal_reason(err)}); "
+                             "Kickspace loads checkpoints weights-only and never runs code from a file") from None
     except Exception as err:  # torch raises several types for corrupt / foreign files
-        raise KickspaceError(f"{path}: not a readable Kickspace checkpoint ({type(err).__name__}: {err})") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise KickspaceError(f"{path}: not a readable Kickspace checkpoint ({type(err).__name__}: {first})") from None
     if not isinstance(data, dict):
         raise KickspaceError(f"{path}: not a Kickspace checkpoint (top level is {type(data).__name__}, not a dict)")
     missing = [key for key in REQUIRED if key not in data]
@@ -111,6 +116,20 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         progress=dict(data.get("progress", {})),
         config=dict(data.get("config", {})),
     )
+
+
+def _refusal_reason(err: pickle.UnpicklingError) -> str:
+    """The one line of torch's weights-only refusal that says what was found, without its advice to load unsafely.
+
+    torch's message is several paragraphs (a suggestion to re-run with weights-only loading off, a link); only
+    the line naming the offending global or opcode is kept.
+    """
+    for line in str(err).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and "weights_only" not in line and not line.startswith(("Weights only load failed", "Check the",
+                                                                          "Please file")):
+            return line.rstrip(".")
+    return "not a plain tensor file"
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[VAE, SpectrogramSpec, Checkpoint]:

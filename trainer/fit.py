@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError, KickspaceError
-from runtime.files import write_text, write_wav
+from runtime.files import remove_stale_temporaries, write_text, write_wav
 from trainer import distributed as dist_
 from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.distributed import DistContext
@@ -40,6 +41,7 @@ from trainer.spec import SpectrogramSpec
 
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E[z|x]) above this counts as an active unit
+RUN_FILES = ("last.pt", "best.pt", "config.toml", "summary.json")  # written atomically into the run folder
 
 
 class TrainingDiverged(KickspaceError):
@@ -568,6 +570,7 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
     log = _Observer(out, spec, train, ctx, purge_step=state.step if resume else None)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
         if run_config:
             from trainer.config import dumps_toml
 
@@ -606,6 +609,14 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
         _write_samples(out / "samples", out / "best.pt", tensors, train)
         log.print_summary(summary)
     return summary
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the half-written temporaries of this run's own files that a killed run left in ``out``."""
+    removed = [p for name in RUN_FILES for p in remove_stale_temporaries(out / name)]
+    if removed:
+        print(f"{out}: removed {len(removed)} half-written temporary file{'s' if len(removed) > 1 else ''} "
+              f"left by a killed run ({', '.join(p.name for p in removed)})", file=sys.stderr)
 
 
 def _record(epoch: int, train_m: dict[str, float], val: dict[str, Any], baseline: float, seconds: float,
