@@ -157,6 +157,29 @@ def test_cli_prints_what_it_wrote(tmp_path, capsys):
     assert sorted(f.name for f in (tmp_path / "p").iterdir()) == ["decoder.onnx", "encoder.onnx", "preset.json"]
 
 
+def test_a_full_disk_during_export_is_one_line_and_keeps_the_previous_export(tmp_path, capsys, monkeypatch):
+    import errno
+    import re
+
+    import onnx
+
+    run, out = _run(tmp_path), tmp_path / "p"
+    assert export_cli.main(["onnx", str(run), "--out", str(out), "--iterations", "2"]) == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def full_disk(model, path, *args, **kwargs):
+        open(path, "wb").write(b"half a graph")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full_disk)
+    capsys.readouterr()
+    assert export_cli.main(["onnx", str(run), "--out", str(out), "--iterations", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.match(rf"export onnx: error: cannot write {re.escape(str(out))}/\w+\.onnx: the disk is full \(", err)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # the previous export, whole; no temporary
+
+
 def test_preview_decoder_is_the_same_model_with_fewer_iterations(tmp_path, capsys):
     run = _run(tmp_path)
     out = tmp_path / "p"
