@@ -373,15 +373,15 @@ def _add_spectrogram(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_spectrogram(args: argparse.Namespace) -> int:
-    import soundfile
-
+    from runtime.files import printable
     from trainer.analysis.plots import audio_spectrogram_png
+    from trainer.data.audio import SkipFile, read_audio
 
     try:
-        audio, rate = soundfile.read(str(args.audio), dtype="float32", always_2d=True)
-    except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError) for bad files
-        raise KickspaceError(f"{args.audio}: cannot read it as audio ({err})") from None
-    path = audio_spectrogram_png(args.out, audio.T, rate, title=args.title or args.audio.name)
+        audio, rate = read_audio(args.audio)  # [C, N]; opened as a file object, so any file name works
+    except SkipFile as skip:
+        raise KickspaceError(f"{printable(args.audio)}: cannot read it as audio ({skip.detail})") from None
+    path = audio_spectrogram_png(args.out, audio, rate, title=args.title or printable(args.audio.name))
     print(f"wrote {path}")
     return 0
 
