@@ -23,8 +23,8 @@ detail; callers (``trainer.data.ingest``) record it and go on with the next file
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
