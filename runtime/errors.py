@@ -69,14 +69,23 @@ def check_fields(data: object, cls: type, *, where: str, prefix: str | None = No
 def run_command(args, *, program: str) -> int:
     """Run a parsed subcommand's ``handler``; a :class:`KickspaceError` prints as one line and exits 2.
 
-    The shared edge of the ``trainer``, ``runtime`` and ``python -m export`` command lines.
+    The shared edge of the ``trainer``, ``runtime`` and ``python -m export`` command lines. A full disk met
+    outside the atomic writes (a library's own writer, e.g. TensorBoard's event file) is one line too.
     """
+    import errno
     import sys
 
     try:
         return args.handler(args)
     except KickspaceError as err:
         print(f"{program} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"{program} {args.command}: error: the disk is full{where} ({err.strerror}); free some space and "
+              "run again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{program} {args.command}: interrupted", file=sys.stderr)

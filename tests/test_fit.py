@@ -329,6 +329,24 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_last_checkpoint_survive
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
 
 
+def test_a_full_disk_under_tensorboard_is_one_line_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    data, config = write_npz_run(tmp_path, epochs=1, n=16)
+    events = tmp_path / "run" / "tensorboard" / "events.out.tfevents"
+
+    def full_disk(self: SummaryWriter) -> None:  # TensorBoard's writer thread re-raises its failed write so
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(events))
+
+    monkeypatch.setattr(SummaryWriter, "flush", full_disk)
+    assert cli.main(["fit", str(data), "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        f"trainer fit: error: the disk is full writing {events} (No space left on device); free some space "
+        "and run again")
+
+
 def test_resume_removes_the_temporaries_a_killed_checkpoint_write_left(tmp_path: Path, capsys) -> None:
     data, config = write_npz_run(tmp_path, epochs=1, n=16)
     out = tmp_path / "run"
