@@ -67,6 +67,7 @@ def _add_play(sub) -> None:
                "  runtime play --preset presets/kicks --midi-port nanoKONTROL --device 2\n"
                "  jackd --no-realtime -d dummy -r 48000 -p 128 &  runtime play --preset presets/kicks --connect\n"
                "  runtime play --preset presets/kicks --pad 37=my_kick.wav --learn punch\n"
+               "  runtime play --preset presets/kicks --osc-port 9000   # TouchOSC: /kickspace/knob/sub 0..1\n"
                "  runtime play --preset presets/kicks --fallback-render out/demo-kicks.wav   # as make play\n"
                "`runtime list` shows the audio devices and MIDI ports; without any device use `runtime render`.")
     p.add_argument("--preset", required=True, metavar="PATH", help="preset JSON file, or a folder holding preset.json")
@@ -113,6 +114,13 @@ def _add_play(sub) -> None:
                         "(make play passes out/demo-kicks.wav); default: exit 2 with the error")
     p.add_argument("--fallback-midi", default=None, metavar="FILE",
                    help="the MIDI file --fallback-render renders (default: the shipped presets/grooves/demo.mid)")
+    p.add_argument("--osc-port", type=int, default=None, metavar="PORT",
+                   help="also take OSC over UDP on this port (TouchOSC, Open Stage Control): /kickspace/knob/AXIS "
+                        "0..1, /kickspace/pad/NOTE velocity, /kickspace/learn/AXIS, /kickspace/save, or your "
+                        "controller's own addresses bound by learn (README, OSC); default: no OSC")
+    p.add_argument("--osc-host", default="0.0.0.0", metavar="ADDRESS",
+                   help="the interface --osc-port listens on (default 0.0.0.0: every one, so a tablet on the "
+                        "network reaches it; 127.0.0.1: this machine only)")
     p.set_defaults(handler=_play)
 
 
@@ -126,7 +134,7 @@ def _play(args: argparse.Namespace) -> int:
                         save_dir=args.save_dir, quiet=args.quiet, duration=args.duration,
                         stats_json=args.stats_json, max_voices=args.max_voices,
                         rt_priority=args.rt_priority, fallback_render=args.fallback_render,
-                        fallback_midi=args.fallback_midi)
+                        fallback_midi=args.fallback_midi, osc_port=args.osc_port, osc_host=args.osc_host)
     return play(config)
 
 

@@ -32,9 +32,37 @@ CURVE_FUNCTIONS: dict[str, Callable[[float], float]] = {
 
 
 def knob_value(knob: Knob, cc_value: int) -> float:
-    """The knob value of a CC value 0-127: ``min + curve(cc / 127) * (max - min)``."""
-    x = min(max(int(cc_value), 0), 127) / 127.0
+    """The knob value of a CC value 0-127: ``min + curve(cc / 127) * (max - min)`` (:func:`knob_position`)."""
+    return knob_position(knob, min(max(int(cc_value), 0), 127) / 127.0)
+
+
+def knob_position(knob: Knob, position: float) -> float:
+    """The knob value at ``position`` 0..1 of the control's travel (a CC value / 127, an OSC fader's float):
+    ``min + curve(position) * (max - min)``; a position outside 0..1 is clamped."""
+    x = min(max(float(position), 0.0), 1.0)
     return knob.min + CURVE_FUNCTIONS[knob.curve](x) * (knob.max - knob.min)
+
+
+def bind_control(preset: Preset, axis: str, *, cc: int | None = None, osc: str | None = None) -> Preset:
+    """MIDI or OSC learn: the preset with ``axis`` moved by MIDI CC ``cc`` or the OSC address ``osc`` from now on.
+
+    The axis's knob keeps its range, curve, default and its other control (an axis without a knob gets one with the
+    default range); another knob that had this control loses it, and is left out when that was its only control.
+    """
+    old = next((k for k in preset.knobs if k.axis == axis), None)
+    changes = {"cc": cc} if cc is not None else {"osc": osc}
+    knobs = []
+    for knob in preset.knobs:
+        if knob.axis == axis:
+            continue
+        taken = {key: None for key, value in changes.items() if getattr(knob, key) == value}
+        if taken:
+            knob = dataclasses.replace(knob, **taken)
+            if knob.cc is None and knob.osc is None:
+                continue
+        knobs.append(knob)
+    knob = dataclasses.replace(old, **changes) if old else Knob(cc=cc, axis=axis, osc=osc)
+    return dataclasses.replace(preset, knobs=tuple(knobs) + (knob,))
 
 
 def velocity_layer_offsets(layers: int, amount: float) -> np.ndarray:
@@ -77,14 +105,30 @@ class ControlState:
                 self.values[knob.axis] = new
         return changed
 
+    def set_position(self, axis: str, position: float) -> bool:
+        """Move ``axis`` to ``position`` 0..1 of its knob's travel, through the knob's curve and range as a CC
+        would (:func:`knob_position`; an axis the preset has no knob for travels -1..1 linearly); True when it
+        moved. Raises :class:`ConfigError` for a name that is not one of the model's axes."""
+        knob = next((k for k in self.preset.knobs if k.axis == axis), None)
+        if knob is None:
+            self._check_axis(axis)
+            knob = Knob(cc=None, axis=axis)
+        new = knob_position(knob, position)
+        changed = self.values.get(axis) != new
+        self.values[axis] = new
+        return changed
+
     def set_axis(self, name: str, value: float) -> None:
         """Set an axis value directly (one-shot render, tests); the name must be one of the model's axes."""
-        known = [a.name for a in self.metadata.axes]
-        if name not in known:
-            raise ConfigError("axes", f"the model has no axis named {name!r} (it has: {', '.join(known) or 'none'})")
+        self._check_axis(name)
         if not math.isfinite(value):
             raise ConfigError(f"axes.{name}", f"must be a finite number, got {value}")
         self.values[name] = float(value)
+
+    def _check_axis(self, name: str) -> None:
+        known = [a.name for a in self.metadata.axes]
+        if name not in known:
+            raise ConfigError("axes", f"the model has no axis named {name!r} (it has: {', '.join(known) or 'none'})")
 
     @property
     def layers(self) -> int:
@@ -227,6 +271,21 @@ class Controller:
         elif message.type == "program_change":
             return self.program_change(message.program)
         return False
+
+    def move_knob(self, axis: str, position: float) -> bool:
+        """Move ``axis`` to ``position`` 0..1 of its knob's travel (:meth:`ControlState.set_position`, an OSC
+        fader) and request the new sounds as a CC would; True when it changed the sounds."""
+        if self.state.set_position(axis, position):
+            self.worker.request(self.state.requests(self.model))
+            return True
+        return False
+
+    def rebind(self, axis: str, *, cc: int | None = None, osc: str | None = None) -> None:
+        """MIDI or OSC learn: ``axis`` moves with CC ``cc`` or OSC address ``osc`` from now on (:func:`bind_control`);
+        the saved preset keeps it."""
+        self.preset = self.state.preset = bind_control(self.preset, axis, cc=cc, osc=osc)
+        knob = next(k for k in self.preset.knobs if k.axis == axis)
+        self.state.values.setdefault(axis, knob.default)
 
     def set_axes(self, values: dict[str, float]) -> None:
         """Set axis values directly and request the new sounds."""

@@ -4,6 +4,8 @@ Threads (DESIGN.md, "Runtime threads"):
 
 - MIDI thread (:mod:`runtime.midi`): drains python-rtmidi's own queue every millisecond (no Python on JACK's
   process thread), decodes, timestamps, pushes ``(message, time)`` to :attr:`Player.events`.
+- OSC thread (:mod:`runtime.osc`, with ``--osc-port``): parses and checks each OSC datagram, pushes ``(event, time)``
+  to the same queue; the control thread applies it (:func:`runtime.osc.apply`).
 - Control (:meth:`Player._control_loop`, this module): the only thread that touches the
   :class:`~runtime.controls.Controller`. It applies CCs and program changes (the controller asks the render worker
   for the new sounds), hands note-ons to the engine with a sample offset from their timestamp, and runs the musician's
@@ -56,7 +58,8 @@ from runtime.engine import Engine
 from runtime.errors import AudioUnavailable, ConfigError, KickspaceError
 from runtime.files import write_text, write_wav
 from runtime.midi import MidiInput
-from runtime.preset import Knob, Pad, Preset, load_preset
+from runtime.osc import OscInput, apply as apply_osc, is_event as is_osc_event
+from runtime.preset import Pad, Preset, load_preset
 from runtime.process import (REALTIME_PRIORITY, WORKER_NICE, GcPauses, dump_stacks_on, freeze_gc,
                              lower_thread_priority, pin_mmap_threshold, rss_mb, thread_nice)
 from runtime.worker import RenderWorker
@@ -88,6 +91,8 @@ class PlayConfig:
     rt_priority: int = REALTIME_PRIORITY
     fallback_render: str | None = None  # no PortAudio or no device: render the demo groove here instead
     fallback_midi: str | None = None  # the groove to render then (default runtime.fallback.DEMO_GROOVE)
+    osc_port: int | None = None  # OSC over UDP on this port (runtime.osc); None: no OSC
+    osc_host: str = "0.0.0.0"
 
 
 def parse_pad(text: str) -> tuple[int, str]:
@@ -213,6 +218,8 @@ class Player:
         if not 0 <= config.rt_priority <= 99:
             raise ConfigError("--rt-priority", f"must be 0 (leave the audio thread alone) to 99, got "
                                                f"{config.rt_priority}")
+        # OSC's port is bound first: one in use fails before the model loads (runtime.osc)
+        self.osc = OscInput(config.osc_port, host=config.osc_host) if config.osc_port is not None else None
         preset = with_user_pads(load_preset(config.preset), config.pads)
         if config.channel is not None:
             preset = dataclasses.replace(preset, midi_channel=None)  # MidiInput filters --channel for every preset
@@ -284,6 +291,9 @@ class Player:
                                   prefer_jack=self.audio.is_jack)
             self._control = threading.Thread(target=self._control_loop, name="kickspace-control", daemon=True)
             self._control.start()
+            if self.osc is not None:
+                self.osc.start(self.events)
+                print(f"kickspace: OSC in: {self.osc.label}", file=sys.stderr, flush=True)
             if not config.quiet:
                 view = StatusView(self)
                 view.prepare()
@@ -305,7 +315,8 @@ class Player:
                     next_rss = now + 1.0
                 if config.duration is not None and now - self.started >= config.duration:
                     break
-                self.failure = self.audio.end_message() if self.audio.ended else self.midi.failure
+                self.failure = self.audio.end_message() if self.audio.ended else self.midi.failure or \
+                    (self.osc.failure if self.osc is not None else None)
                 if self.failure:  # the stream or the MIDI thread ended on its own
                     break
                 self._stop.wait(0.1)
@@ -331,6 +342,8 @@ class Player:
         self.audio.close()
         if self.midi is not None:
             self._close_midi()
+        if self.osc is not None:
+            self.osc.close()
         if self._control is not None:
             self.events.put_nowait(None)
             self._control.join(5.0)
@@ -368,6 +381,8 @@ class Player:
             try:
                 if isinstance(message, str):
                     self._action(message, when)
+                elif is_osc_event(message):
+                    apply_osc(self, message, when)
                 else:
                     self._handle(message, when)
             except KickspaceError as err:  # a bad program-change preset, an unwritable save folder, ...
@@ -412,15 +427,7 @@ class Player:
 
     def _bind(self, cc: int, axis: str) -> None:
         """MIDI learn: ``cc`` now moves ``axis`` (a CC already bound to another axis is taken from it)."""
-        controller = self.controller
-        preset = controller.preset
-        old = next((k for k in preset.knobs if k.axis == axis), None)
-        knob = dataclasses.replace(old, cc=cc) if old else Knob(cc=cc, axis=axis)
-        knobs = tuple(k for k in preset.knobs if k.axis != axis and k.cc != cc) + (knob,)
-        preset = dataclasses.replace(preset, knobs=knobs)
-        controller.preset = preset
-        controller.state.preset = preset
-        controller.state.values.setdefault(axis, knob.default)
+        self.controller.rebind(axis, cc=cc)
         self.learn_axis = None
         self.messages.append(f"learned: CC {cc} -> {axis}")
 
@@ -472,6 +479,7 @@ class Player:
             "midi_dropped": self.midi.dropped if self.midi else 0,
             "midi_dropped_kinds": dict(self.midi.decoder.dropped_kinds) if self.midi else {},
             "midi_guard_unreturned": self.midi.unreturned if self.midi else 0,
+            "osc_knobs": self.counts["osc_knobs"], **(self.osc.stats() if self.osc else {"osc_dropped": 0}),
             "nonfinite_renders": w.stats.nonfinite, "warnings": list(w.stats.warnings),
             "renders": w.stats.renders, "previews": w.stats.previews, "cancelled_renders": w.stats.cancelled,
             "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),

@@ -11,7 +11,8 @@ Example (``presets/kicks/preset.json``)::
       "format": "kickspace-preset", "format_version": 1, "name": "kicks",
       "model": ".",
       "midi_channel": null,
-      "knobs": [{"cc": 20, "axis": "sub", "min": -1.0, "max": 1.0, "default": 0.0, "curve": "linear"}],
+      "knobs": [{"cc": 20, "axis": "sub", "min": -1.0, "max": 1.0, "default": 0.0, "curve": "linear",
+                 "osc": "/1/fader1"}],
       "pads": [{"note": 36, "name": "kick", "label": null, "anchor": null, "sample": null, "gain": 1.0,
                 "choke": null}],
       "velocity": {"curve": 1.0, "axis": null, "amount": 0.0, "layers": 4},
@@ -19,8 +20,9 @@ Example (``presets/kicks/preset.json``)::
       "programs": {"1": "../kit/preset.json"}
     }
 
-Required: ``format``, ``format_version``, ``model``, ``knobs``, ``pads`` (and ``cc``/``axis`` of a knob, ``note`` of
-a pad); everything else has the default shown above.
+Required: ``format``, ``format_version``, ``model``, ``knobs``, ``pads`` (and ``axis`` of a knob, ``note`` of a pad);
+everything else has the default shown above, but a knob's ``cc`` and ``osc`` default to null (no MIDI CC, no OSC
+address of its own: ``/kickspace/knob/<axis>`` still moves it, :mod:`runtime.osc`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PRESET_FILE = "preset.json"
 CURVES = ("linear", "quadratic", "sqrt", "smooth")
 FIRST_KNOB_CC = 20
 MAX_DEFAULT_KNOBS = 12  # CC 20-31 are undefined in the MIDI spec: free for a synth's own knobs
+OSC_ROOT = "/kickspace"  # the player's own OSC addresses (runtime.osc); a knob's own address lies outside it
+MAX_OSC_ADDRESS = 256
 
 # General MIDI percussion notes for common drum class names (a CVAE kit's labels).
 GM_NOTES = {"kick": 36, "bd": 36, "bass drum": 36, "rim": 37, "rimshot": 37, "snare": 38, "sd": 38, "clap": 39,
@@ -59,18 +63,21 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxoth
 
 @dataclass(frozen=True)
 class Knob:
-    """A MIDI CC that moves the sound along one named latent axis.
+    """A control that moves the sound along one named latent axis: a MIDI CC, an OSC address, or both.
 
-    The CC value 0-127 maps to ``min + curve(cc / 127) * (max - min)``, the knob value used in
-    ``z = anchor + value * scale * direction``; ``default`` is the value before the first CC arrives.
+    A position ``x`` in 0..1 of the control's travel (CC value / 127, or an OSC float) maps to
+    ``min + curve(x) * (max - min)``, the knob value used in ``z = anchor + value * scale * direction``; ``default``
+    is the value before the first move. ``cc`` None: no MIDI CC; ``osc``: an OSC address of the knob's own (e.g. a
+    TouchOSC fader's ``/1/fader1``) besides ``/kickspace/knob/<axis>``, which moves it always.
     """
 
-    cc: int
+    cc: int | None
     axis: str
     min: float = -1.0
     max: float = 1.0
     default: float = 0.0
     curve: str = "linear"
+    osc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,8 @@ class Preset:
 
         return {"format": self.format, "format_version": self.format_version, "name": self.name,
                 "model": rel(self.model), "midi_channel": self.midi_channel,
-                "knobs": [dataclasses.asdict(k) for k in self.knobs],
+                "knobs": [{key: value for key, value in dataclasses.asdict(k).items()
+                           if key != "osc" or value is not None} for k in self.knobs],
                 "pads": [{**dataclasses.asdict(p), "anchor": None if p.anchor is None else list(p.anchor),
                           "sample": rel(p.sample)} for p in self.pads],
                 "velocity": dataclasses.asdict(self.velocity), "output": dataclasses.asdict(self.output),
@@ -261,6 +269,7 @@ def preset_from_dict(data: Any, *, base: str | Path) -> Preset:
                                             f"preset")
     knobs = tuple(_knob(k, f"knobs[{i}]") for i, k in enumerate(_list(d["knobs"], "knobs")))
     _unique([k.cc for k in knobs], "knobs", "cc")
+    _unique([k.osc for k in knobs], "knobs", "osc")
     pads = tuple(_pad(p, f"pads[{i}]", base) for i, p in enumerate(_list(d["pads"], "pads")))
     if not pads:
         raise ConfigError("pads", "needs at least one pad (a MIDI note that fires a sound)")
@@ -274,10 +283,12 @@ def preset_from_dict(data: Any, *, base: str | Path) -> Preset:
 
 
 def _knob(data: Any, where: str) -> Knob:
-    d = _obj(data, where, Knob, required=("cc", "axis"))
-    knob = Knob(cc=_int(d["cc"], f"{where}.cc", 0, 127), axis=_str(d["axis"], f"{where}.axis"),
+    d = _obj(data, where, Knob, required=("axis",))
+    cc, osc = d.get("cc"), d.get("osc")
+    knob = Knob(cc=None if cc is None else _int(cc, f"{where}.cc", 0, 127), axis=_str(d["axis"], f"{where}.axis"),
                 min=_float(d.get("min", -1.0), f"{where}.min"), max=_float(d.get("max", 1.0), f"{where}.max"),
-                default=_float(d.get("default", 0.0), f"{where}.default"), curve=d.get("curve", "linear"))
+                default=_float(d.get("default", 0.0), f"{where}.default"), curve=d.get("curve", "linear"),
+                osc=None if osc is None else _osc_address(osc, f"{where}.osc"))
     if knob.curve not in CURVES:
         raise ConfigError(f"{where}.curve", f"must be one of {', '.join(CURVES)}, got {_shown(knob.curve)}")
     lo, hi = sorted((knob.min, knob.max))
@@ -378,6 +389,20 @@ def _str(value: Any, where: str) -> str:
     return value
 
 
+def _osc_address(value: Any, where: str) -> str:
+    """An OSC address a controller sends (``/1/fader1``): ``/`` then printable ASCII without spaces or the pattern
+    characters ``#*,?[]{}``, at most :data:`MAX_OSC_ADDRESS` characters, outside :data:`OSC_ROOT` (reserved)."""
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > MAX_OSC_ADDRESS or \
+            any(not "!" <= c <= "~" or c in "#*,?[]{}" for c in value) or len(value) < 2:
+        raise ConfigError(where, f"must be an OSC address such as '/1/fader1' (a '/' then up to "
+                                 f"{MAX_OSC_ADDRESS - 1} printable characters, no spaces or #*,?[]{{}}), got "
+                                 f"{_shown(value)}")
+    if value == OSC_ROOT or value.startswith(OSC_ROOT + "/"):
+        raise ConfigError(where, f"{OSC_ROOT}/... addresses are the player's own (/kickspace/knob/<axis> moves "
+                                 f"this knob already); give the address your controller sends, got {_shown(value)}")
+    return value
+
+
 def _path(value: Any, where: str, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(where, f"must be a path (relative to the preset file), got {_shown(value)}")
@@ -392,10 +417,10 @@ def _shown(value: Any) -> str:
     return _SHORT.repr(value)
 
 
-def _unique(values: list[int], where: str, name: str) -> None:
+def _unique(values: list[Any], where: str, name: str) -> None:
     seen = set()
     for i, value in enumerate(values):
-        if value in seen:
+        if value in seen and value is not None:
             raise ConfigError(f"{where}[{i}].{name}", f"{value} is used twice; each {name} may appear once")
         seen.add(value)
 

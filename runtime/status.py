@@ -40,6 +40,8 @@ def summary_line(stats: dict) -> str:
     render_text = f"{stats['renders']} pad renders ({render['median']:.1f} ms median)" if render.get("n") else \
         f"{stats['renders']} pad renders"
     dropped = f", {stats['midi_dropped']} malformed MIDI messages dropped" if stats.get("midi_dropped") else ""
+    if stats.get("osc_dropped"):
+        dropped += f", {stats['osc_dropped']} OSC messages dropped"
     if stats.get("nonfinite_renders"):
         dropped += f", {stats['nonfinite_renders']} renders NaN or infinite (played as silence)"
     return (f"kickspace: {stats['wall_s']:.1f} s, {stats['notes']} notes, {stats['cc']} CC, {render_text}, "
@@ -166,6 +168,7 @@ class StatusView:
                 "midi": p.midi.port_label if p.midi else "-", "audio_thread": a.thread_policy or "-",
                 "midi_dropped": p.midi.dropped if p.midi else 0,
                 "midi_last_dropped": p.midi.decoder.last_dropped if p.midi else "",
+                "osc_dropped": p.osc.dropped if p.osc else 0, "osc_last_dropped": p.osc.last_dropped if p.osc else "",
                 "nonfinite": w.stats.nonfinite, "last_warning": w.stats.warnings[-1] if w.stats.warnings else "",
                 "messages": list(p.messages)[-3:]}
 
@@ -231,12 +234,14 @@ def render(snap: dict):
 
 
 def problem_lines(snap: dict) -> list[str]:
-    """The view's lines about hostile input in a :meth:`StatusView.snapshot`: malformed MIDI messages dropped
-    (how many, the last one), renders a broken model made NaN or infinite (how many, the last model and pad);
-    none when there were none."""
+    """The view's lines about hostile input in a :meth:`StatusView.snapshot`: malformed MIDI messages and OSC
+    messages dropped (how many, the last one), renders a broken model made NaN or infinite (how many, the last model
+    and pad); none when there were none."""
     lines = []
     if snap.get("midi_dropped"):
         lines.append(f"MIDI: {snap['midi_dropped']} malformed messages dropped (last: {snap['midi_last_dropped']})")
+    if snap.get("osc_dropped"):
+        lines.append(f"OSC: {snap['osc_dropped']} messages dropped (last: {snap['osc_last_dropped']})")
     if snap.get("nonfinite"):
         lines.append(f"model: {snap['nonfinite']} renders were NaN or infinite ({snap['last_warning']})")
     return lines

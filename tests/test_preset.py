@@ -74,7 +74,7 @@ def _set(doc: dict, where: str, value) -> dict:
     ("knobs.0.default", 3.0, r"knobs\[0\].default: must lie between min and max"),
     ("knobs.1.cc", 20, r"knobs\[1\].cc: 20 is used twice"),
     ("knobs.0.axis", ..., r"knobs\[0\].axis: missing"),
-    ("knobs.0.colour", "red", r"knobs\[0\].colour: unknown field \(known: axis, cc, curve, default, max, min\)"),
+    ("knobs.0.colour", "red", r"knobs\[0\].colour: unknown field \(known: axis, cc, curve, default, max, min, osc\)"),
     ("pads.0.note", ..., r"pads\[0\].note: missing"),
     ("pads.1.note", True, r"pads\[1\].note: must be an integer 0-127, got True"),
     ("pads.0.anchor.1", "x", r"pads\[0\].anchor\[1\]: must be a finite number, got 'x'"),
