@@ -301,8 +301,8 @@ def apply(player, event: object, when: float) -> None:
     elif isinstance(event, Button):
         if event.name == "learn" and event.argument is not None and event.argument not in axes:
             player.osc.drop("unknown axis", f"{ROOT}/learn/{event.argument}")
-        else:
-            player.command(event.name, event.argument)
+        else:  # at once, as the keys' commands are: a control moved right after it is learned
+            player._action(event.name, event.argument)
     elif isinstance(event, ControlMove):
         if player.learn_axis is not None:
             axis, player.learn_axis = player.learn_axis, None

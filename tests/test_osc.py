@@ -95,7 +95,9 @@ def test_messages_over_loopback_reach_the_event_queue_in_order_and_hostile_datag
         assert drain(events, 50) == [KnobMove("sub", float(np.float32(i / 49))) for i in range(50)]  # OSC f: 32 bits
         hostile = [b"", b"hello", b"/kick", b"/kickspace/pad/36\x00\x00\x00,i\x00", b"#bundle\x00" + b"\x00" * 3,
                    b"#bundle\x00" + b"\x00" * 8 + b"\x00\x00\x01\x00/x", b"\xff" * 64,
-                   b"/kickspace/pad/36\x00\x00\x00,Q\x00\x00"]
+                   b"/kickspace/pad/36\x00\x00\x00,Q\x00\x00",  # a type tag python-osc skips
+                   b"/kickspace/knob/sub\x00,f\x00\x00",  # its float missing: python-osc would read 0.0
+                   b"/kickspace/knob/sub\x00,f\x00\x00\x3f\x00"]  # its float cut short
         for data in hostile:
             raw.sendto(data, ("127.0.0.1", osc.port))
         client.send_message("/kickspace/knob/sub", "loud")
