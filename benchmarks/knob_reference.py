@@ -34,6 +34,7 @@ import dataclasses
 import json
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,9 @@ def timbral_describer(timbral: types.ModuleType):
                 y = resample_poly(y, TIMBRAL_RATE, sample_rate)
             for knob, model in TIMBRAL_OF.items():
                 try:
-                    out[i, reference.KNOBS.index(knob)] = float(functions[model](y, fs=TIMBRAL_RATE))
+                    with warnings.catch_warnings():  # pyloudnorm's "possible clipped samples" on every loud hit
+                        warnings.simplefilter("ignore", UserWarning)
+                        out[i, reference.KNOBS.index(knob)] = float(functions[model](y, fs=TIMBRAL_RATE))
                 except (ValueError, IndexError, ZeroDivisionError, FloatingPointError) as err:
                     print(f"timbral_{model} failed on one hit ({type(err).__name__}: {err}); skipped", file=sys.stderr)
         return out
