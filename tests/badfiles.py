@@ -4,7 +4,8 @@
 reason code it must be skipped with), odd-but-fine files that must be kept (96 kHz, 6 channels, 8-bit, float64,
 unicode, spaces, a newline and a Latin-1 byte in the name, FLAC/AIFF/OGG/MP3, a link to a kick) and non-audio
 files that must be ignored. Path oddities are bad kinds too: links that dangle or loop, a folder link back to the
-root, a folder tree nested past the system's path limit (deeper than Python's recursion limit), a FIFO.
+root, a folder tree nested past the system's path limit (deeper than Python's recursion limit), a FIFO, a
+socket.
 :func:`build_nsynth` writes an NSynth folder whose ``examples.json`` holds hostile entries. Keys of ``bad`` and
 ``good`` are paths relative to the root (:func:`relative`). Remove a corpus with :func:`remove` (its deep tree
 defeats ``shutil.rmtree``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,10 @@ def _write_bad_paths(corpus: BadCorpus, *, unreadable: bool) -> None:
     os.symlink("loop a.wav", root / "loop b.wav")
     os.symlink("self link.wav", root / "self link.wav")
     bad.update({"loop a.wav": "link-loop", "loop b.wav": "link-loop", "self link.wav": "link-loop"})
+    if len(os.fsencode(root / "socket.wav")) < 108:  # AF_UNIX path limit
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(os.fspath(root / "socket.wav"))  # the socket file stays after close
+        bad["socket.wav"] = "not-a-file"
     os.symlink(".", root / "back to the root")  # a folder link loop
     bad["back to the root"] = "link-loop"
     bad[_deep_tree(root / "deep")] = "unreachable"
