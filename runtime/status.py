@@ -168,7 +168,8 @@ class StatusView:
                 "midi": p.midi.port_label if p.midi else "-", "audio_thread": a.thread_policy or "-",
                 "midi_dropped": p.midi.dropped if p.midi else 0,
                 "midi_last_dropped": p.midi.decoder.last_dropped if p.midi else "",
-                "osc_dropped": p.osc.dropped if p.osc else 0, "osc_last_dropped": p.osc.last_dropped if p.osc else "",
+                "osc": p.osc.label if p.osc else "", "osc_dropped": p.osc.dropped if p.osc else 0,
+                "osc_last_dropped": p.osc.last_dropped if p.osc else "",
                 "nonfinite": w.stats.nonfinite, "last_warning": w.stats.warnings[-1] if w.stats.warnings else "",
                 "messages": list(p.messages)[-3:]}
 
@@ -227,7 +228,8 @@ def render(snap: dict):
              f"{snap['final_ms']:.1f} ms)   pending {snap['pending']}",
              f"xruns {snap['xruns']}   blocks {snap['blocks']}   voices {snap['voices']}   peak {db(snap['peak'])}   "
              f"notes {snap['notes']}   CC {snap['cc']}",
-             f"MIDI in {snap['midi']}   audio thread {snap.get('audio_thread', '-')}",
+             f"MIDI in {snap['midi']}   {'OSC in ' + snap['osc'] + '   ' if snap.get('osc') else ''}audio thread "
+             f"{snap.get('audio_thread', '-')}",
              *problem_lines(snap),
              "keys: l learn   s save sound   q quit   (Ctrl-C quits too)", *snap["messages"]]
     return Group(Text(snap["title"], style="bold"), knobs, notes, Text("\n".join(lines)))

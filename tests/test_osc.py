@@ -26,7 +26,7 @@ from runtime.errors import ConfigError
 from runtime.model import DECODER_FILE, read_metadata
 from runtime.osc import Button, ControlMove, KnobMove, OscInput, PadHit, decode
 from runtime.preset import Knob, load_preset
-from runtime.status import problem_lines
+from runtime.status import problem_lines, render, summary_line
 from tests.jack_fixtures import (RATE, ROOT, PlayerProcess, Recorder, groups, jack_server,  # noqa: F401
                                  sound_starts, write_test_preset)
 
@@ -151,6 +151,18 @@ def test_the_status_view_and_the_exit_summary_say_how_many_osc_messages_were_dro
     lines = problem_lines({"osc_dropped": 3, "osc_last_dropped": "unbound address: /1/fader9"})
     assert lines == ["OSC: 3 messages dropped (last: unbound address: /1/fader9)"]
     assert problem_lines({"osc_dropped": 0}) == []
+    from rich.console import Console
+
+    snap = {"title": "t", "knobs": [], "recent": [], "render_ms": 1.0, "ready_ms": 1.0, "final_ms": 1.0,
+            "pending": 0, "xruns": 0, "blocks": 1, "voices": 0, "peak": 0.1, "notes": 1, "cc": 0, "midi": "m",
+            "osc": "udp 0.0.0.0:9000", "osc_dropped": 2, "osc_last_dropped": "unbound address: /a", "messages": []}
+    console = Console(width=120, record=True)
+    console.print(render(snap))
+    text = console.export_text()
+    assert "OSC in udp 0.0.0.0:9000" in text and "OSC: 2 messages dropped (last: unbound address: /a)" in text
+    summary = {"wall_s": 1.0, "notes": 1, "cc": 0, "renders": 1, "underflows": 0, "blocks": 1, "peak": 0.1,
+               "rss_end_mb": 100.0, "osc_dropped": 5}
+    assert summary_line(summary).endswith(", 5 OSC messages dropped")
 
 
 def test_a_port_in_use_fails_in_one_line_naming_osc_port(preset, tmp_path):
