@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import errno
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from runtime.errors import ConfigError
 
 ROOT = "/kickspace"
 POLL_S = 0.2  # how often the server thread checks for shutdown between datagrams
+RECEIVE_BUFFER = 1 << 20  # bytes the kernel holds for the socket (asked; capped at net.core.rmem_max)
 CLOSE_TIMEOUT_S = 3.0
 
 
@@ -192,6 +194,15 @@ class _Router(Dispatcher):
 class _Server(BlockingOSCUDPServer):
     """python-osc's blocking UDP server that lets every datagram through to :class:`_Router` (its own check drops
     non-OSC datagrams uncounted) and counts what a datagram makes it raise instead of printing a traceback."""
+
+    def server_bind(self) -> None:
+        # a burst arriving while the thread waits for the GIL must not overflow the kernel's default ~200 KB (about
+        # 300 datagrams): what the kernel drops, the player never sees or counts
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except OSError:
+            pass
+        super().server_bind()
 
     def verify_request(self, request, client_address) -> bool:
         return True
