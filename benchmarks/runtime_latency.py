@@ -192,9 +192,9 @@ def _start_reference(work: Path) -> subprocess.Popen | None:
 
 
 def _connect(source: str, destination: str) -> None:
-    from runtime.audio import Jack
+    import jack
 
-    client = Jack("ks-bench-connect")
+    client = jack.Client("ks-bench-connect", no_start_server=True)
     try:
         client.connect(source, destination)
     finally:

@@ -13,8 +13,10 @@ one busy thread with the default, 3 with 0.2 ms).
 
 On JACK, PortAudio is a JACK client: :func:`set_jack_client_name` names it (ports ``NAME:out_0``, ``NAME:out_1``),
 and since PortAudio connects its ports to the device's ports by itself, :class:`AudioOutput` undoes that unless
-``connect`` is set (``--connect``: to the system playback ports). Port connections go through libjack with ctypes
-(standard library), so the runtime needs no JACK package of its own.
+``connect`` is set (``--connect``: to the system playback ports), through a helper client of the JACK-Client
+package. This is the path for PortAudio's other hosts (ALSA, CoreAudio, WASAPI) and for ``--device`` naming a
+PortAudio device: where a JACK server runs and no other device is asked for, the player is a JACK client of its own
+(:mod:`runtime.jack_client`).
 
 When the JACK server goes away under a running stream (jackd killed or stopped), PortAudio's JACK host API marks the
 stream inactive from libjack's shutdown callback (measured: ``stream.active`` False within 5 ms of SIGKILL to jackd,
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import ctypes.util
 import os
 import sys
 import time
@@ -47,6 +48,7 @@ NO_DEVICE_HELP = ("Run `runtime list` to see the devices PortAudio finds, start 
 # KICKSPACE_AUDIO=none: PortAudio finds no output device; =no-portaudio: as if libportaudio were not installed
 # (tests of the no-device path, and a way to try `runtime play --fallback-render` on a machine with sound)
 AUDIO_ENV = "KICKSPACE_AUDIO"
+JACK_STOPPED = "the JACK server stopped (audio stream ended); restart jackd and run again"
 _client_name_buffer = None  # PortAudio keeps the pointer PaJack_SetClientName gets: keep the bytes alive
 
 
@@ -114,92 +116,85 @@ def find_output_device(spec: str | int | None) -> dict:
     return hit[0]
 
 
-# ------------------------------------------------------------------------------------ libjack through ctypes
-
-class Jack:
-    """A minimal libjack client (ctypes) to list, connect and disconnect ports; None-safe to close."""
-
-    _IS_INPUT, _IS_OUTPUT, _IS_PHYSICAL, _NO_START_SERVER = 0x1, 0x2, 0x4, 0x01
-
-    def __init__(self, name: str = "kickspace-ports") -> None:
-        path = ctypes.util.find_library("jack") or "libjack.so.0"
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError as err:
-            raise KickspaceError(f"libjack is not available ({err})") from None
-        lib.jack_client_open.restype = ctypes.c_void_p
-        lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-        lib.jack_client_close.argtypes = [ctypes.c_void_p]
-        lib.jack_get_ports.restype = ctypes.POINTER(ctypes.c_char_p)
-        lib.jack_get_ports.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
-        lib.jack_port_by_name.restype = ctypes.c_void_p
-        lib.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.jack_port_get_all_connections.restype = ctypes.POINTER(ctypes.c_char_p)
-        lib.jack_port_get_all_connections.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        lib.jack_connect.argtypes = lib.jack_disconnect.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
-                                                                     ctypes.c_char_p]
-        lib.jack_free.argtypes = [ctypes.c_void_p]
-        status = ctypes.c_int(0)
-        self._lib = lib
-        self._client = lib.jack_client_open(name.encode(), self._NO_START_SERVER, ctypes.byref(status))
-        if not self._client:
-            raise KickspaceError("no JACK server is running (could not open a JACK client)")
-
-    def _names(self, array) -> list[str]:
-        if not array:
-            return []
-        names, i = [], 0
-        while array[i]:
-            names.append(array[i].decode())
-            i += 1
-        self._lib.jack_free(ctypes.cast(array, ctypes.c_void_p))
-        return names
-
-    def ports(self, pattern: str = "", *, inputs: bool = False, outputs: bool = False,
-              physical: bool = False) -> list[str]:
-        flags = (self._IS_INPUT * inputs) | (self._IS_OUTPUT * outputs) | (self._IS_PHYSICAL * physical)
-        return self._names(self._lib.jack_get_ports(self._client, pattern.encode() or None, None, flags))
-
-    def connections(self, port: str) -> list[str]:
-        handle = self._lib.jack_port_by_name(self._client, port.encode())
-        if not handle:
-            return []
-        return self._names(self._lib.jack_port_get_all_connections(self._client, handle))
-
-    def playback_latency(self, port: str) -> int:
-        """The most frames between ``port`` and the speakers, as JACK reports it (0 for an unconnected port)."""
-        handle = self._lib.jack_port_by_name(self._client, port.encode())
-        if not handle:
-            return 0
-        span = (ctypes.c_uint32 * 2)()
-        self._lib.jack_port_get_latency_range.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        self._lib.jack_port_get_latency_range(handle, 1, span)  # 1 = JackPlaybackLatency
-        return int(span[1])
-
-    def connect(self, source: str, destination: str) -> None:
-        self._lib.jack_connect(self._client, source.encode(), destination.encode())
-
-    def disconnect(self, source: str, destination: str) -> None:
-        self._lib.jack_disconnect(self._client, source.encode(), destination.encode())
-
-    def close(self) -> None:
-        if self._client:
-            self._lib.jack_client_close(self._client)
-            self._client = None
-
-
-def jack_running() -> bool:
-    """Whether a JACK server accepts clients (the default server, or ``$JACK_DEFAULT_SERVER``)."""
-    try:
-        Jack("kickspace-probe").close()
-        return True
-    except KickspaceError:
-        return False
-
-
 # ------------------------------------------------------------------------------------------------- the stream
 
-class AudioOutput:
+class OutputMeter:
+    """What every audio output keeps for the player (status view, ``--stats-json``), written by its audio callback
+    only (plain attribute stores: atomic under the GIL; preallocated scratch, no numpy allocation).
+
+    Parameters
+    ----------
+    engine : Engine
+        What the callback plays.
+    samplerate, blocksize : int
+        The output's rate and frames per callback (0: the device's own period).
+    """
+
+    is_jack = False
+
+    def __init__(self, engine, *, samplerate: int, blocksize: int) -> None:
+        self.engine = engine
+        self.samplerate = int(samplerate)
+        self.blocksize = int(blocksize)
+        self.channels = engine.channels
+        self.ports: list[str] = []
+        self.block_time = 0.0
+        self.block_frames = max(1, self.blocksize)
+        self.blocks = 0
+        self.underflows = 0
+        self.callback_errors = 0
+        self.peak = 0.0
+        self.max_callback_s = 0.0
+        # blocks by the wait from the start of the cycle (PortAudio: its C callback) to this Python callback (the
+        # GIL, cffi), in 0.1 ms bins (the last: 10 ms and more). On PortAudio's JACK stream clock a wait across a
+        # server xrun reads high.
+        self.wait_histogram = [0] * WAIT_BINS
+        #: ``time.monotonic()`` at the callback of each of the first :data:`UNDERFLOW_LOG` underflows
+        self.underflow_times = [0.0] * UNDERFLOW_LOG
+        #: the callback thread's scheduling, set on the first block ("" until then)
+        self.thread_policy = ""
+        self.latency_s = 0.0
+        self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
+
+    def count_underflow(self, t: float) -> None:
+        """One underflow (an xrun) at ``t`` (``time.monotonic()``)."""
+        if self.underflows < UNDERFLOW_LOG:
+            self.underflow_times[self.underflows] = t
+        self.underflows += 1
+
+    def count_block(self, out: np.ndarray, t: float, wait: float) -> None:
+        """One block ``out`` ``[frames, channels]`` played, its callback begun at ``t`` after ``wait`` seconds."""
+        mag = self._mag[:out.shape[0]]
+        np.abs(out, out=mag)
+        peak = float(mag.max())
+        if peak > self.peak:
+            self.peak = peak
+        self.blocks += 1
+        spent = time.monotonic() - t
+        if spent > self.max_callback_s:
+            self.max_callback_s = spent
+        self.wait_histogram[min(int(wait * 1e4), WAIT_BINS - 1) if wait > 0 else 0] += 1
+
+    def offset_for(self, event_time: float) -> int:
+        """Sample offset in the next block for an event at ``event_time`` (``time.monotonic()`` seconds).
+
+        The next block plays one period after the current one began; placing the event at its distance from the
+        current block's start keeps note-on to onset latency constant (one period) instead of jittering with the
+        moment the event reached Python. An event older than the current block starts at offset 0 (as soon as
+        possible); the engine clamps offsets past the block's end.
+        """
+        start = self.block_time
+        if not start or event_time <= start:
+            return 0
+        return min(int((event_time - start) * self.samplerate), self.block_frames - 1)
+
+    def take_peak(self) -> float:
+        """The output peak since the last call (for a meter), then reset."""
+        peak, self.peak = self.peak, 0.0
+        return peak
+
+
+class AudioOutput(OutputMeter):
     """A sounddevice output stream that plays an engine.
 
     Parameters
@@ -223,38 +218,16 @@ class AudioOutput:
 
     def __init__(self, engine, device: dict, *, samplerate: int, blocksize: int = 0, client_name: str = "kickspace",
                  connect: bool = False, rt_priority: int = REALTIME_PRIORITY) -> None:
-        self.engine = engine
+        super().__init__(engine, samplerate=samplerate, blocksize=blocksize)
         self.device = device
-        self.samplerate = int(samplerate)
-        self.blocksize = int(blocksize)
         self.client_name = client_name
         self.connect = connect
         self.is_jack = "JACK" in device["hostapi_name"]
-        self.channels = engine.channels
-        self.ports: list[str] = []
-        # written by the audio callback only (plain attribute stores: atomic under the GIL)
-        self.block_time = 0.0
-        self.block_frames = max(1, self.blocksize)
-        self.blocks = 0
-        self.underflows = 0
-        self.callback_errors = 0
-        self.peak = 0.0
-        self.max_callback_s = 0.0
-        # blocks by the wait from PortAudio's C callback to this Python callback (the GIL, cffi), on PortAudio's
-        # stream clock, in 0.1 ms bins (the last: 10 ms and more). On JACK that clock is JACK's frame time, which
-        # jumps when the server skips cycles: a wait across a server xrun reads high.
-        self.wait_histogram = [0] * WAIT_BINS
-        #: ``time.monotonic()`` at the callback of each of the first :data:`UNDERFLOW_LOG` underflows
-        self.underflow_times = [0.0] * UNDERFLOW_LOG
-        #: the callback thread's scheduling, set on the first block ("" until then)
-        self.thread_policy = ""
         self._rt_priority = int(rt_priority)
-        self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
         self._stream = None
-        self._jack: Jack | None = None  # libjack helper (port checks and routing) while the stream runs
+        self._jack = None  # a JACK-Client helper (port checks and routing) while a JACK stream runs
         self._finished = False  # set by PortAudio's finished callback: the stream ended from our side
         self._old_switch = None
-        self.latency_s = 0.0
 
     # ------------------------------------------------------------------------------------------ audio thread
 
@@ -271,39 +244,15 @@ class AudioOutput:
         self.block_time = t
         self.block_frames = frames
         if status.output_underflow:
-            if self.underflows < UNDERFLOW_LOG:
-                self.underflow_times[self.underflows] = t
-            self.underflows += 1
+            self.count_underflow(t)
         try:
             self.engine.process(outdata)
         except Exception:  # never expected: play silence rather than kill the stream
             outdata.fill(0.0)
             self.callback_errors += 1
-        mag = self._mag[:frames]
-        np.abs(outdata, out=mag)
-        peak = float(mag.max())
-        if peak > self.peak:
-            self.peak = peak
-        self.blocks += 1
-        spent = time.monotonic() - t
-        if spent > self.max_callback_s:
-            self.max_callback_s = spent
-        self.wait_histogram[min(int(wait * 1e4), WAIT_BINS - 1) if wait > 0 else 0] += 1
+        self.count_block(outdata, t, wait)
 
     # ----------------------------------------------------------------------------------------- control side
-
-    def offset_for(self, event_time: float) -> int:
-        """Sample offset in the next block for an event at ``event_time`` (``time.monotonic()`` seconds).
-
-        The next block plays one period after the current one began; placing the event at its distance from the
-        current block's start keeps note-on to onset latency constant (one period) instead of jittering with the
-        moment the event reached Python. An event older than the current block starts at offset 0 (as soon as
-        possible); the engine clamps offsets past the block's end.
-        """
-        start = self.block_time
-        if not start or event_time <= start:
-            return 0
-        return min(int((event_time - start) * self.samplerate), self.block_frames - 1)
 
     @property
     def ended(self) -> bool:
@@ -323,7 +272,7 @@ class AudioOutput:
     def end_message(self) -> str:
         """One line for a musician: why the audio stopped and what to do."""
         if self.lost and self.is_jack:
-            return "the JACK server stopped (audio stream ended); restart jackd and run again"
+            return JACK_STOPPED
         if self.lost:
             return (f"the audio device {self.device['name']} stopped (audio stream ended); check that it is still "
                     f"connected and run again")
@@ -333,19 +282,16 @@ class AudioOutput:
     def _on_finished(self) -> None:
         self._finished = True
 
-    def take_peak(self) -> float:
-        """The output peak since the last call (for a meter), then reset."""
-        peak, self.peak = self.peak, 0.0
-        return peak
-
     def start(self) -> None:
         """Open and start the stream (shortening the GIL switch interval first); connect JACK ports as asked."""
         sd = _sd()
         if self.is_jack:
             # one helper client for the whole stream, opened before it starts and closed after it stops: on a
             # loaded JACK server a client opening or closing was measured to coincide with a server xrun
-            self._jack = _jack_or_none()
-            if self._jack is not None and self._jack.ports(f"^{_re(self.client_name)}:"):
+            from runtime.jack_client import open_client
+
+            self._jack = open_client("kickspace-ports", exact=False)
+            if self._jack is not None and self._jack.get_ports(f"^{_re(self.client_name)}:"):
                 self.close()
                 raise KickspaceError(f"a JACK client named {self.client_name!r} is already running; stop it or "
                                      f"pass another --client-name")
@@ -369,19 +315,12 @@ class AudioOutput:
             self._route_jack_ports()
 
     def _route_jack_ports(self) -> None:
-        jack = self._jack
-        if jack is None:
+        from runtime.jack_client import route
+
+        if self._jack is None:
             return
-        self.ports = jack.ports(f"^{_re(self.client_name)}:", outputs=True)
-        playback = jack.ports("", inputs=True, physical=True)
-        for i, port in enumerate(self.ports):
-            current = jack.connections(port)
-            if self.connect:
-                if playback and not current:
-                    jack.connect(port, playback[i % len(playback)])
-            else:
-                for other in current:
-                    jack.disconnect(port, other)
+        self.ports = [p.name for p in self._jack.get_ports(f"^{_re(self.client_name)}:", is_output=True)]
+        route(self._jack, self.ports, connect=self.connect)
 
     def close(self) -> None:
         """Stop and close the stream (idempotent); restores the GIL switch interval.
@@ -403,7 +342,7 @@ class AudioOutput:
             self._old_switch = None
         jack, self._jack = self._jack, None
         if jack is not None:
-            jack.close()
+            jack.close(ignore_errors=True)
 
 
 def _skip_portaudio_exit_handler() -> None:
@@ -416,11 +355,3 @@ def _skip_portaudio_exit_handler() -> None:
 def _re(name: str) -> str:
     """Escape a client name for JACK's port regex."""
     return "".join("\\" + c if not c.isalnum() and c not in "-_ " else c for c in name)
-
-
-def _jack_or_none() -> Jack | None:
-    """A :class:`Jack` helper client, or None when libjack or the server is missing."""
-    try:
-        return Jack()
-    except KickspaceError:
-        return None

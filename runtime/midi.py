@@ -152,10 +152,13 @@ class MidiDecoder:
     ----------
     channel : int, optional
         Keep only channel messages on this MIDI channel (1-16); None keeps all. System messages always pass.
+    absolute : bool
+        Events carry their time (``time.monotonic()`` seconds), not python-rtmidi's delta since the previous one.
     """
 
-    def __init__(self, *, channel: int | None = None) -> None:
+    def __init__(self, *, channel: int | None = None, absolute: bool = False) -> None:
         self.channel = None if channel is None else channel - 1  # mido numbering
+        self.absolute = absolute
         self.received = 0
         self.filtered = 0
         self.dropped = 0
@@ -164,28 +167,40 @@ class MidiDecoder:
         self._sum = 0.0
         self._anchor = float("inf")
 
-    def decode(self, event: tuple[list[int], float], seen: float) -> tuple | None:
-        """``(message, seconds)`` for one ``(bytes, delta)`` event first seen at ``seen`` (``time.monotonic()``);
-        None for a dropped (malformed) message or another channel's. ``seconds`` = the anchor + the sum of all
-        deltas so far, the anchor being the smallest ``seen - sum`` yet: never later than ``seen``."""
+    def message(self, data: Sequence[int]):
+        """The mido message of one event's bytes ``data``; None for a dropped (malformed) message or another
+        channel's."""
         try:
-            data, delta = event
-            delta = float(delta)
-            self._sum += delta if math.isfinite(delta) else 0.0
-            anchor = seen - self._sum
-            if anchor < self._anchor:
-                self._anchor = anchor
             reason = malformed(data)
             if reason is not None:
                 return self.drop(reason, data)
             message = mido.Message.from_bytes(data)
         except Exception as err:  # noqa: BLE001 - whatever a hostile event makes the decoding raise
-            return self.drop(f"undecodable ({type(err).__name__})", event)
+            return self.drop(f"undecodable ({type(err).__name__})", data)
         if self.channel is not None and getattr(message, "channel", self.channel) != self.channel:
             self.filtered += 1
             return None
         self.received += 1
-        return message, self._anchor + self._sum
+        return message
+
+    def decode(self, event: tuple[list[int], float], seen: float) -> tuple | None:
+        """``(message, seconds)`` for one ``(bytes, delta)`` event first seen at ``seen`` (``time.monotonic()``);
+        None for a dropped (malformed) message or another channel's. ``seconds`` = the anchor + the sum of all
+        deltas so far, the anchor being the smallest ``seen - sum`` yet: never later than ``seen``. With
+        ``absolute`` the event carries its own time instead of a delta (the JACK client's hand-off)."""
+        try:
+            data, delta = event
+            delta = float(delta)
+            if self.absolute:
+                when = delta
+            else:
+                self._sum += delta if math.isfinite(delta) else 0.0
+                self._anchor = min(self._anchor, seen - self._sum)
+                when = self._anchor + self._sum
+        except Exception as err:  # noqa: BLE001 - whatever a hostile event makes the decoding raise
+            return self.drop(f"undecodable ({type(err).__name__})", event)
+        message = self.message(data)
+        return None if message is None else (message, when)
 
     def drop(self, reason: str, data: object = (), *, detail: str = "") -> None:
         """Count one dropped event of kind ``reason``; its bytes ``data`` (or ``detail``) go into
@@ -280,7 +295,69 @@ def pump(midi, decoder: MidiDecoder, events: queue.SimpleQueue, stop: threading.
     return None
 
 
-class MidiInput:
+def check_channel(channel: int | None) -> None:
+    """Refuse a ``--channel`` that is not a MIDI channel 1-16 (None: every channel)."""
+    if channel is not None and not 1 <= channel <= 16:
+        raise KickspaceError(f"--channel must be a MIDI channel 1-16, got {channel}")
+
+
+class MidiThread:
+    """What both MIDI inputs share: a :class:`MidiDecoder`, a thread that :func:`pump` s a source (anything with
+    python-rtmidi's ``get_message()``) onto ``events``, its counters and :attr:`failure`."""
+
+    api = ""
+    started_notes = False  # True: note-ons already sound when they reach the control thread (runtime.jack_midi)
+    guard: SysexGuard | None = None
+
+    def __init__(self, events: queue.SimpleQueue, decoder: MidiDecoder, poll_s: float) -> None:
+        self.events = events
+        self.decoder = decoder
+        self.poll_s = float(poll_s)
+        self._failure: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _start_thread(self, source) -> None:
+        self._thread = threading.Thread(target=self._run, args=(source,), name="kickspace-midi", daemon=True)
+        self._thread.start()
+
+    def _run(self, source) -> None:
+        self._failure = pump(source, self.decoder, self.events, self._stop, guard=self.guard, poll_s=self.poll_s)
+
+    def _stop_thread(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the MIDI thread ended on its own (the player then stops and says so), or None while it runs."""
+        thread = self._thread
+        if self._failure is None and thread is not None and not thread.is_alive() and not self._stop.is_set():
+            return "the MIDI input thread stopped; no note would be heard"
+        return self._failure
+
+    @property
+    def received(self) -> int:
+        return self.decoder.received
+
+    @property
+    def filtered(self) -> int:
+        return self.decoder.filtered
+
+    @property
+    def dropped(self) -> int:
+        """Malformed events dropped (:class:`MidiDecoder`)."""
+        return self.decoder.dropped
+
+    @property
+    def unreturned(self) -> int:
+        """Guard probes that did not come back (:attr:`SysexGuard.unreturned`); 0 without a guard."""
+        return self.guard.unreturned if self.guard is not None else 0
+
+
+class MidiInput(MidiThread):
     """A python-rtmidi input whose thread pushes ``(mido message, event time)`` onto ``events``.
 
     Parameters
@@ -306,17 +383,10 @@ class MidiInput:
                  prefer_jack: bool = False, poll_s: float = POLL_S) -> None:
         if api not in APIS:
             raise KickspaceError(f"--midi-api must be one of {', '.join(APIS)}, got {api!r}")
-        if channel is not None and not 1 <= channel <= 16:
-            raise KickspaceError(f"--channel must be a MIDI channel 1-16, got {channel}")
-        self.events = events
-        self.decoder = MidiDecoder(channel=channel)
-        self.poll_s = float(poll_s)
-        self.guard: SysexGuard | None = None
+        check_channel(channel)
+        super().__init__(events, MidiDecoder(channel=channel), poll_s)
         self._guard_out = None
-        self._failure: str | None = None
         self._midi = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.api = ""
         self.port_label = ""
         order = [api] if api != "auto" else (["jack", "alsa"] if prefer_jack else ["alsa", "jack"])
@@ -353,8 +423,7 @@ class MidiInput:
             raise
         if self.api == "jack":
             self._open_guard(f"{client_name}:{port_name}", f"{client_name}-guard")
-        self._thread = threading.Thread(target=self._run, args=(midi,), name="kickspace-midi", daemon=True)
-        self._thread.start()
+        self._start_thread(midi)
 
     def _open_guard(self, port: str, client_name: str) -> None:
         """Connect a :class:`SysexGuard` (a JACK MIDI output of its own, ``client_name:f7``) to our input ``port``;
@@ -372,45 +441,11 @@ class MidiInput:
         self._guard_out = out
         self.guard = SysexGuard(out.send_message)
 
-    # ------------------------------------------------------------------------------------------ the MIDI thread
-
-    def _run(self, midi) -> None:
-        self._failure = pump(midi, self.decoder, self.events, self._stop, guard=self.guard, poll_s=self.poll_s)
-
-    @property
-    def failure(self) -> str | None:
-        """Why the MIDI thread ended on its own (the player then stops and says so), or None while it runs."""
-        thread = self._thread
-        if self._failure is None and thread is not None and not thread.is_alive() and not self._stop.is_set():
-            return "the MIDI input thread stopped; no note would be heard"
-        return self._failure
-
-    @property
-    def received(self) -> int:
-        return self.decoder.received
-
-    @property
-    def filtered(self) -> int:
-        return self.decoder.filtered
-
-    @property
-    def dropped(self) -> int:
-        """Malformed events dropped (:class:`MidiDecoder`)."""
-        return self.decoder.dropped
-
-    @property
-    def unreturned(self) -> int:
-        """Guard probes that did not come back (:attr:`SysexGuard.unreturned`); 0 without a guard."""
-        return self.guard.unreturned if self.guard is not None else 0
-
     # ----------------------------------------------------------------------------------------------- any
 
     def close(self) -> None:
         """Stop the thread and close the port (idempotent)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+        self._stop_thread()
         for attribute in ("_guard_out", "_midi"):
             port = getattr(self, attribute)
             setattr(self, attribute, None)

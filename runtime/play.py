@@ -52,12 +52,13 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.audio import AudioOutput, find_output_device, set_jack_client_name
 from runtime.controls import Controller
 from runtime.engine import Engine
 from runtime.errors import AudioUnavailable, ConfigError, KickspaceError
 from runtime.files import write_text, write_wav
-from runtime.midi import MidiInput
+from runtime.jack_client import plan_output
+from runtime.jack_midi import open_midi_input
+from runtime.midi import MidiThread
 from runtime.osc import OscInput, apply as apply_osc, is_event as is_osc_event
 from runtime.preset import Pad, Preset, load_preset
 from runtime.process import (REALTIME_PRIORITY, WORKER_NICE, GcPauses, dump_stacks_on, freeze_gc,
@@ -224,13 +225,14 @@ class Player:
         if config.channel is not None:
             preset = dataclasses.replace(preset, midi_channel=None)  # MidiInput filters --channel for every preset
         self.preset_path = Path(config.preset)
-        set_jack_client_name(config.client_name)
-        self.device = find_output_device(config.device)
-        self.samplerate = int(config.samplerate or self.device["default_samplerate"])
+        # where a JACK server runs, the player's one JACK client opens here (runtime.jack_client); else PortAudio's
+        plan = plan_output(config.device, config.client_name, config.samplerate)
+        self.device, self.samplerate = plan.device, plan.samplerate
         channels = min(preset.output.channels, self.device["max_output_channels"])
         if channels != preset.output.channels:
             preset = dataclasses.replace(preset, output=dataclasses.replace(preset.output, channels=channels))
-        self.engine = Engine(self.samplerate, config.blocksize or ANY_BLOCK, channels=channels,
+        blocksize = ANY_BLOCK if plan.client is not None else config.blocksize or ANY_BLOCK  # JACK: any period
+        self.engine = Engine(self.samplerate, blocksize, channels=channels,
                              max_voices=config.max_voices, fade_ms=preset.output.fade_ms,
                              velocity_curve=preset.velocity.curve, output_gain=preset.output.gain)
         self.worker = LiveWorker(self.engine)
@@ -243,11 +245,11 @@ class Player:
         self.worker.ready_ms.clear()
         self.worker.final_ms.clear()
         self.worker.cpu_s = 0.0
-        self.audio = AudioOutput(self.engine, self.device, samplerate=self.samplerate, blocksize=config.blocksize,
-                                 client_name=config.client_name, connect=config.connect,
+        self.audio = plan.output(self.engine, blocksize=config.blocksize, connect=config.connect,
                                  rt_priority=config.rt_priority)
+        self.audio.accepts = self.controller.accepts  # the JACK callback plays a note-on only where this says so
         self.events: queue.SimpleQueue = queue.SimpleQueue()
-        self.midi: MidiInput | None = None
+        self.midi: MidiThread | None = None
         self.learn_axis: str | None = config.learn
         self.last_note: int | None = None
         self.recent: collections.deque = collections.deque(maxlen=12)  # (time, text) for the status view
@@ -286,9 +288,8 @@ class Player:
             # everything that opens a JACK client or holds the GIL for long comes before the audio stream starts
             # (a client opening mid-stream coincided with server xruns; a full GC holds the GIL for 6-8 ms)
             self.worker.start()
-            self.midi = MidiInput(self.events, port=config.midi_port, api=config.midi_api,
-                                  client_name=f"{config.client_name}-midi", port_name="in", channel=config.channel,
-                                  prefer_jack=self.audio.is_jack)
+            self.midi = open_midi_input(self.audio, self.events, port=config.midi_port, api=config.midi_api,
+                                        client_name=config.client_name, channel=config.channel)
             self._control = threading.Thread(target=self._control_loop, name="kickspace-control", daemon=True)
             self._control.start()
             if self.osc is not None:
@@ -403,6 +404,10 @@ class Player:
             self.last_note = message.note
             self.counts["notes"] += 1
             self.recent.append((when, f"note {message.note} vel {message.velocity}"))
+            if self.midi is not None and self.midi.started_notes:  # the JACK callback started it at its own frame
+                if self.controller.accepts(message.channel):
+                    self.worker.focus = message.note  # its next sound renders first
+                return
         elif kind == "control_change":
             self.counts["cc"] += 1
             if self.learn_axis is not None:
@@ -469,6 +474,7 @@ class Player:
             "wall_s": round(wall, 3), "samplerate": self.samplerate, "blocksize": a.blocksize,
             "block_frames": a.block_frames, "stream_latency_s": a.latency_s, "jack": a.is_jack,
             "ports": a.ports, "midi_port": self.midi.port_label if self.midi else "",
+            "added_latency_frames": getattr(a, "latency_frames", None),
             "blocks": a.blocks, "underflows": a.underflows, "callback_errors": a.callback_errors,
             "underflow_times": a.underflow_times[:min(a.underflows, len(a.underflow_times))],
             "max_callback_ms": round(a.max_callback_s * 1e3, 3),

@@ -14,7 +14,8 @@
 - :class:`Recorder`: a JACK client (the ``JACK-Client`` package) recording audio inputs and the MIDI events it
   receives, both indexed by JACK frame time, so note -> onset latency is measured in frames on one clock.
 - :class:`Sender`: a python-rtmidi JACK MIDI output (a second client, no mocks).
-- :class:`PlayerProcess`: ``python -m runtime play`` as a subprocess against the server.
+- :class:`PlayerProcess`: ``python -m runtime play`` as a subprocess against the server: one JACK client (ports
+  ``NAME:midi_in``, ``NAME:out_0``, ``NAME:out_1``).
 - :class:`Rig`: a player and a recorder wired together, and the session fixture :func:`sender` (one per process).
 """
 
@@ -271,15 +272,12 @@ class Recorder:
     def connect(self, source: str, destination: str) -> None:
         self.client.connect(source, destination)
 
-    def port_latency(self, port: str) -> int:
-        """Playback latency (max, frames) JACK reports for ``port`` (JACK-Client 0.5.7 has no call for it)."""
-        from runtime.audio import Jack
+    def port_latency(self, port: str, mode: int = 1) -> int:
+        """Latency (max, frames) JACK reports for ``port``: playback (``mode`` 1) or capture (0)
+        (:func:`runtime.jack_client.port_latency`: JACK-Client 0.5.7 has no call for it)."""
+        from runtime.jack_client import port_latency
 
-        client = Jack("kickspace-latency-probe")
-        try:
-            return client.playback_latency(port)
-        finally:
-            client.close()
+        return port_latency(self.client, port, mode)[1]
 
     def note_ons(self) -> list[tuple[int, int, int]]:
         """(frame, note, velocity) of every note-on recorded, once: under xruns this client was seen to get the same
@@ -379,7 +377,7 @@ class PlayerProcess:
                 raise RuntimeError(f"runtime play did not start: {self.output()[-3000:]}")
             time.sleep(0.05)
         self.outputs = [f"{client}:out_0", f"{client}:out_1"]
-        self.midi_in = f"{client}-midi:in"
+        self.midi_in = f"{client}:midi_in"  # one JACK client: runtime.jack_client
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -308,9 +308,9 @@ def test_status_view_keys_learn_save_and_quit_through_a_terminal(jack_server, se
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_player_exits_with_a_clear_message_when_the_jack_server_dies(jack_server, preset, tmp_path, how):
-    """jackd killed (SIGKILL: a crash) or stopped (SIGTERM) under ``runtime play``: PortAudio marks the stream
-    inactive from libjack's shutdown callback and never calls it again; stopping it would wait 10 minutes. The
-    player must notice, not hang, say so, and exit 1."""
+    """jackd killed (SIGKILL: a crash) or stopped (SIGTERM) under ``runtime play``: libjack calls the player's JACK
+    client's shutdown callback and never its process callback again (PortAudio's stream, before, waited 10 minutes
+    when stopped then). The player must notice, not hang, say so, and exit 1."""
     private = JackServer(tmp_path, name=f"kickspace-test-dies-{os.getpid()}", set_env=False).start()
     assert os.environ.get("JACK_DEFAULT_SERVER") == jack_server.name  # the session server stays the default
     player = None

@@ -1,0 +1,342 @@
+"""Live play on a JACK server as ONE JACK client (the ``JACK-Client`` package): a MIDI input and the audio outputs.
+
+Where a JACK server runs (jackd, or PipeWire's JACK layer), :func:`plan_output` opens the client ``NAME`` with the
+ports ``NAME:midi_in`` and ``NAME:out_0`` (``NAME:out_1``). Its process callback (:meth:`JackOutput._process`)
+does, once per JACK cycle, what python-sounddevice's callback did and the MIDI reading that RtMidi did:
+
+1. read the MIDI events of THIS cycle; each one's bytes go into a preallocated, lock-free hand-off
+   (:class:`runtime.jack_midi.MidiRing`) for the control path, and a well-formed note-on on an accepted channel
+   starts its voice at its own frame offset in this cycle (:meth:`runtime.engine.Engine.note_on`);
+2. fill the block (:meth:`runtime.engine.Engine.process`) and copy it to the output ports;
+3. keep the counters the player reports (blocks, peak, longest callback, wait from the cycle's start).
+
+It never logs, blocks, waits on a lock or allocates a numpy array (views of preallocated ones only). So a note at
+frame ``f`` of a cycle sounds from frame ``f`` of the same cycle: note -> onset is constant to the sample and the
+client adds no latency of its own (:data:`ADDED_LATENCY` = 0 frames). It says so to the JACK graph through JACK's
+latency API, which JACK-Client 0.5.7 does not wrap: :class:`LatencyApi` binds the three calls it needs with cffi (the
+package JACK-Client is built on) and the client's latency callback sets, per JACK's recipe, the capture latency
+of each output to the MIDI input's plus :data:`ADDED_LATENCY`, and the playback latency of the MIDI input to the
+outputs' plus the same; hosts that compensate latency (Ardour) read these, and so does ``jack_lsp -l``.
+
+Server xruns reach the client's xrun callback (counted as the player's ``underflows``, with their times), the
+server going away reaches its shutdown callback (:attr:`JackOutput.lost`: the player ends with one line). On a
+server without realtime scheduling the process thread asks for ``SCHED_FIFO`` on its first cycle
+(:func:`runtime.process.realtime_thread`), and the GIL switch interval is shortened as for PortAudio
+(:data:`runtime.audio.SWITCH_INTERVAL_S`).
+
+``KICKSPACE_AUDIO=none|no-portaudio`` (:data:`runtime.audio.AUDIO_ENV`) hides the JACK server too: it simulates a
+machine without any audio.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from runtime.audio import (AUDIO_ENV, JACK_STOPPED, SWITCH_INTERVAL_S, OutputMeter, find_output_device,
+                           set_jack_client_name)
+from runtime.errors import KickspaceError
+from runtime.jack_midi import MidiRing
+from runtime.process import REALTIME_PRIORITY, realtime_thread
+
+ADDED_LATENCY = 0  # frames between a MIDI event and its sound beyond the event's own frame: none (same cycle)
+CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
+CLOSE_TIMEOUT_S = 3.0  # closing a client whose server died must not hang the exit
+
+
+def jack_module():
+    """The ``jack`` module (JACK-Client), or None without libjack (``import jack`` raises OSError then)."""
+    try:
+        import jack
+    except (ImportError, OSError):
+        return None
+    return jack
+
+
+def open_client(name: str, *, exact: bool = True):
+    """A ``jack.Client`` on the running server (never starts one), or None when no server runs or libjack is
+    missing. ``exact``: refuse a name in use with one line naming ``--client-name``."""
+    jack = jack_module()
+    if jack is None or os.environ.get(AUDIO_ENV) in ("none", "no-portaudio"):
+        return None
+    if len(name.encode()) >= jack.client_name_size():
+        raise KickspaceError(f"--client-name {name!r} is too long for JACK")
+    try:
+        return jack.Client(name, use_exact_name=exact, no_start_server=True)
+    except jack.JackOpenError as err:
+        if err.status.name_not_unique:
+            raise KickspaceError(f"a JACK client named {name!r} is already running; stop it or pass another "
+                                 f"--client-name") from None
+        return None
+
+
+# --------------------------------------------------------------------------------------- JACK's latency API
+
+class LatencyApi:
+    """``jack_port_{get,set}_latency_range`` and ``jack_set_latency_callback`` of the libjack JACK-Client loaded,
+    bound with cffi in ABI mode (JACK-Client 0.5.7 has no call for them)."""
+
+    _CDEF = """
+        typedef struct { uint32_t min; uint32_t max; } jack_latency_range_t;
+        typedef void (*JackLatencyCallback)(int mode, void *arg);
+        void jack_port_get_latency_range(void *port, int mode, jack_latency_range_t *range);
+        void jack_port_set_latency_range(void *port, int mode, jack_latency_range_t *range);
+        int jack_set_latency_callback(void *client, JackLatencyCallback callback, void *arg);
+    """
+    _instance: "LatencyApi | None" = None
+
+    def __init__(self) -> None:
+        import cffi
+
+        jack = jack_module()
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(self._CDEF)
+        self.lib = self.ffi.dlopen(jack._libname)
+        self._jack_ffi = jack._ffi
+        self._range = self.ffi.new("jack_latency_range_t *")
+
+    @classmethod
+    def get(cls) -> "LatencyApi":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def pointer(self, owner):
+        """The C pointer of a JACK-Client ``Client`` or ``Port`` as this binding's ``void *``."""
+        return self.ffi.cast("void *", int(self._jack_ffi.cast("uintptr_t", owner._ptr)))
+
+    def range(self, port, mode: int) -> tuple[int, int]:
+        self.lib.jack_port_get_latency_range(self.pointer(port), mode, self._range)
+        return int(self._range.min), int(self._range.max)
+
+    def set_range(self, port, mode: int, low: int, high: int) -> None:
+        self._range.min, self._range.max = low, high
+        self.lib.jack_port_set_latency_range(self.pointer(port), mode, self._range)
+
+    def set_callback(self, client, callback: Callable[[int], None]):
+        """Register ``callback(mode)`` as the client's latency callback (before activation); returns the cffi
+        callback object, which must stay alive as long as the client."""
+        def on_latency(mode, _arg):
+            try:
+                callback(int(mode))
+            except Exception:  # noqa: BLE001 - a JACK notification thread: nothing may escape into C
+                pass
+
+        handle = self.ffi.callback("JackLatencyCallback", on_latency)
+        self.lib.jack_set_latency_callback(self.pointer(client), handle, self.ffi.NULL)
+        return handle
+
+
+def port_latency(client, port: str, mode: int = PLAYBACK) -> tuple[int, int]:
+    """``(min, max)`` frames of ``port``'s capture (``mode`` :data:`CAPTURE`) or playback latency as JACK reports
+    it, read through ``client`` (any JACK-Client ``Client``); (0, 0) for a port that does not exist."""
+    try:
+        handle = client.get_port_by_name(port)
+    except Exception:  # noqa: BLE001 - jack.JackError: no such port
+        return 0, 0
+    return LatencyApi.get().range(handle, mode)
+
+
+def route(client, ports: list[str], *, connect: bool) -> None:
+    """Connect ``ports`` (our outputs) to the system playback ports in turn (``connect``), or leave them unconnected:
+    a connection made by someone else is taken away."""
+    playback = [p.name for p in client.get_ports(is_audio=True, is_input=True, is_physical=True)]
+    for i, port in enumerate(ports):
+        current = [p.name for p in client.get_all_connections(port)]
+        if connect and playback and not current:
+            client.connect(port, playback[i % len(playback)])
+        elif not connect:
+            for other in current:
+                client.disconnect(port, other)
+
+
+# ------------------------------------------------------------------------------------------------- the client
+
+class JackOutput(OutputMeter):
+    """The player as one JACK client: MIDI input, audio outputs, process callback (see the module docstring).
+
+    Parameters
+    ----------
+    client : jack.Client
+        Opened by :func:`open_client`, not active yet; :meth:`start` activates it, :meth:`close` closes it.
+    engine : Engine
+        Filled once per cycle; its ``blocksize`` must be at least the server's period.
+    connect : bool
+        Connect the outputs to the system playback ports; otherwise leave them unconnected.
+    rt_priority : int
+        ``SCHED_FIFO`` priority the process thread asks for on its first cycle when it is not realtime already.
+    """
+
+    is_jack = True
+
+    def __init__(self, client, engine, *, connect: bool = False, rt_priority: int = REALTIME_PRIORITY) -> None:
+        super().__init__(engine, samplerate=client.samplerate, blocksize=client.blocksize)
+        self.client = client
+        self._client = client  # for the callbacks: :meth:`close` clears :attr:`client` while they may still run
+        self.client_name = client.name
+        self.connect = connect
+        self._rt_priority = int(rt_priority)
+        self._midi = client.midi_inports.register("midi_in")
+        self._outs = [client.outports.register(f"out_{c}") for c in range(engine.channels)]
+        self.ports = [p.name for p in self._outs]
+        self.midi_port = self._midi.name
+        self.midi_source: str | None = None  # an output port to connect to the MIDI input at start
+        self.ring = MidiRing()
+        #: MIDI channel (0-15) a note must be on to play, or None; and the player's check of the preset's channel
+        self.channel: int | None = None
+        self.accepts: Callable[[int], bool] = lambda channel: True
+        self._mix = np.zeros((engine.blocksize, engine.channels), np.float32)
+        self._lost = False
+        self._old_switch = None
+        self.latency_frames = ADDED_LATENCY
+        self._latency = LatencyApi.get()
+        self._latency_handle = self._latency.set_callback(client, self._on_latency)
+        client.set_process_callback(self._process)
+        client.set_xrun_callback(self._on_xrun)
+        client.set_shutdown_callback(self._on_shutdown)
+
+    # ------------------------------------------------------------------------------------------ JACK threads
+
+    def _process(self, frames: int) -> None:
+        t = time.monotonic()
+        if not self.thread_policy:  # the first cycle: one system call, then never again
+            self.thread_policy = realtime_thread(self._rt_priority)
+        wait = self._client.frames_since_cycle_start / self.samplerate
+        self.block_time = t
+        self.block_frames = frames
+        mix = self._mix[:frames]
+        try:
+            self._read_midi(t)
+            self.engine.process(mix)
+        except Exception:  # never expected: play silence rather than stop the client
+            mix.fill(0.0)
+            self.callback_errors += 1
+        for c, port in enumerate(self._outs):
+            port.get_array()[:] = mix[:, c]
+        self.count_block(mix, t, wait)
+
+    def _read_midi(self, t: float) -> None:
+        """Hand this cycle's MIDI events to the control path; start each accepted note-on at its own frame."""
+        ring, rate = self.ring, self.samplerate
+        for offset, data in self._midi.incoming_midi_events():
+            note = ring.put(data, t + offset / rate)
+            if note >= 0:
+                channel = note >> 16
+                if (self.channel is None or channel == self.channel) and self.accepts(channel):
+                    self.engine.note_on((note >> 8) & 0x7F, note & 0x7F, offset)
+
+    def _on_xrun(self, _delay_usecs: float) -> None:
+        self.count_underflow(time.monotonic())
+
+    def _on_shutdown(self, _status, _reason: str) -> None:
+        self._lost = True
+
+    def _on_latency(self, mode: int) -> None:
+        """JACK's latency callback: propagate the latency around this client, adding :attr:`latency_frames`."""
+        lat, extra = self._latency, self.latency_frames
+        if mode == CAPTURE:
+            low, high = lat.range(self._midi, CAPTURE)
+            for port in self._outs:
+                lat.set_range(port, CAPTURE, low + extra, high + extra)
+        else:
+            spans = [lat.range(port, PLAYBACK) for port in self._outs]
+            lat.set_range(self._midi, PLAYBACK, min(s[0] for s in spans) + extra, max(s[1] for s in spans) + extra)
+
+    # ----------------------------------------------------------------------------------------- control side
+
+    @property
+    def ended(self) -> bool:
+        """Whether the server stopped or dropped this client (its shutdown callback came)."""
+        return self._lost
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    def end_message(self) -> str:
+        """One line for a musician: why the audio stopped and what to do."""
+        return JACK_STOPPED
+
+    def playback_latency(self) -> tuple[int, int]:
+        """``(min, max)`` frames from our outputs to the speakers (or to whatever they feed), as JACK reports it."""
+        spans = [self._latency.range(port, PLAYBACK) for port in self._outs]
+        return min(s[0] for s in spans), max(s[1] for s in spans)
+
+    def start(self) -> None:
+        """Activate the client (shortening the GIL switch interval first) and make the connections asked for."""
+        self._old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.client.activate()
+        route(self.client, self.ports, connect=self.connect)
+        if self.midi_source is not None:
+            self.client.connect(self.midi_source, self.midi_port)
+        self.latency_s = (self.playback_latency()[1] + self.latency_frames) / self.samplerate
+
+    def close(self) -> None:
+        """Deactivate and close the client (idempotent, at most :data:`CLOSE_TIMEOUT_S` when the server is gone);
+        restores the GIL switch interval."""
+        client, self.client = self.client, None
+        if client is not None:
+            closer = threading.Thread(target=_close_client, args=(client, not self._lost), daemon=True,
+                                      name="kickspace-jack-close")
+            closer.start()
+            closer.join(CLOSE_TIMEOUT_S)
+        if self._old_switch is not None:
+            sys.setswitchinterval(self._old_switch)
+            self._old_switch = None
+
+
+def _close_client(client, deactivate: bool) -> None:
+    try:
+        if deactivate:
+            client.deactivate(ignore_errors=True)
+        client.close(ignore_errors=True)
+    except Exception:  # noqa: BLE001 - a dead server: nothing left to release
+        pass
+
+
+# ------------------------------------------------------------------------------------------ choosing a path
+
+@dataclass
+class OutputPlan:
+    """Where live play sounds: a JACK client (``client``) or a PortAudio device (``device``), at ``samplerate``."""
+
+    device: dict
+    samplerate: int
+    client: object | None = None
+    client_name: str = "kickspace"
+
+    def output(self, engine, *, blocksize: int, connect: bool, rt_priority: int):
+        """The output object for ``engine``: :class:`JackOutput` or :class:`runtime.audio.AudioOutput`."""
+        if self.client is not None:
+            return JackOutput(self.client, engine, connect=connect, rt_priority=rt_priority)
+        from runtime.audio import AudioOutput
+
+        return AudioOutput(engine, self.device, samplerate=self.samplerate, blocksize=blocksize,
+                           client_name=self.client_name, connect=connect, rt_priority=rt_priority)
+
+
+def plan_output(device: str | None, client_name: str, samplerate: int | None) -> OutputPlan:
+    """Open the JACK client ``client_name`` when no ``device`` (or a JACK one) is asked for and a server runs;
+    else find the PortAudio ``device``. Raises :class:`KickspaceError` for a ``samplerate`` JACK does not run at, a
+    name in use, and what :func:`runtime.audio.find_output_device` raises."""
+    wants_jack = device is None or device == "" or "jack" in str(device).lower()
+    client = open_client(client_name) if wants_jack else None
+    if client is None:
+        set_jack_client_name(client_name)
+        found = find_output_device(device)
+        return OutputPlan(found, int(samplerate or found["default_samplerate"]), client_name=client_name)
+    rate = int(client.samplerate)
+    if samplerate is not None and int(samplerate) != rate:
+        client.close()
+        raise KickspaceError(f"JACK runs at {rate} Hz, not {samplerate}: leave out --samplerate or start jackd with "
+                             f"-r {samplerate}")
+    found = {"index": None, "name": f"JACK client {client_name}", "hostapi_name": "JACK (JACK-Client)",
+             "max_output_channels": 2, "default_samplerate": rate}
+    return OutputPlan(found, rate, client=client, client_name=client_name)
