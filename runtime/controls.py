@@ -4,7 +4,9 @@
 each pad's latent rows ``z = anchor + sum(value * scale * direction)`` (one row per velocity layer when velocity
 moves an axis). :class:`Controller` is the control thread's job from DESIGN.md: it applies CC and program changes to
 the state and asks the render worker for the sounds the new state needs; note-ons go straight to the engine (no
-inference on the note path). Offline render drives the same :class:`Controller` and renders synchronously.
+inference on the note path). Offline render drives the same :class:`Controller` and renders synchronously. An OSC
+knob (:mod:`runtime.osc`) is a position 0..1 on the same knob, through the same curve and range as a CC
+(:func:`knob_position`, :meth:`Controller.move_knob`); MIDI and OSC learn rebind a knob alike (:func:`bind_control`).
 """
 
 from __future__ import annotations
