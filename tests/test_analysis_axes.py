@@ -108,7 +108,7 @@ def test_axes_command_writes_exportable_verified_axes(tiny_run) -> None:  # noqa
         assert {"sub", "punch", "click", "brightness", "decay"} <= set(figures["matrix"][names[0]])
     own = check["figures"]["own"]
     assert all(own["knobs"][n]["median"] == pytest.approx(a["rho"]) for n, a in zip(names, saved["axes"]))
-    assert "## Knobs by two implementations" in text and "### Cross-talk by `librosa`" in text
+    assert "## Knobs by each implementation" in text and "### Cross-talk by `librosa`" in text
     assert (out / "axes_sweeps.png").stat().st_size > 1000
 
 

@@ -37,6 +37,10 @@ TARGET_RHO = 0.9
 TARGET_SHARE = 0.9
 TARGET_CROSS_TALK = 0.5
 OWN = "own"
+#: What each implementation is, for the report.
+ABOUT = {OWN: "trainer/descriptors.py (what the model is conditioned on)",
+         "librosa": "trainer/analysis/reference.py, the same definitions written afresh on librosa's features",
+         "timbral": "the AudioCommons timbral models (hardness for punch, booming for sub, brightness)"}
 
 
 @dataclass(frozen=True)
@@ -172,12 +176,12 @@ def markdown(validation: dict[str, Any]) -> str:
              *(f["by_kind"].get(kind) for kind in kinds)]
             for name, fig in validation["figures"].items() for knob, f in fig["knobs"].items()]
     parts = [
-        "## Knobs by two implementations",
+        "## Knobs by each implementation",
         f"Spearman rho of knob value vs the knob's own descriptor, one per sweep ({len(validation['values'])} values "
         f"in [-1, 1]) from {len(validation['anchors'])} anchors ("
-        + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + "). `own`: trainer/descriptors.py (what the "
-        "model is conditioned on); `librosa`: trainer/analysis/reference.py, the same definitions written afresh on "
-        f"librosa's features. Target: rho >= {target['rho']} on >= {target['share']:.0%} of sweeps, worst "
+        + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + "). "
+        + "; ".join(f"`{name}`: {ABOUT.get(name, 'as passed in')}" for name in validation["implementations"])
+        + f". Target: rho >= {target['rho']} on >= {target['share']:.0%} of sweeps, worst "
         f"cross-talk |rho| <= {target['cross_talk']}.",
         table(["knob", "implementation", "median rho", f"sweeps >= {target['rho']}", "min",
                *(f"median {kind}" for kind in kinds)], rows),
