@@ -34,7 +34,9 @@ def list_ports() -> str:
         lines.extend(f"  {i}: {port}" for i, port in enumerate(ports))
         if not ports:
             lines.append("  (none)")
-    return "\n".join(lines)
+    from runtime.jack_client import listing
+
+    return "\n".join(lines + listing())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +59,10 @@ def _add_play(sub) -> None:
         description=textwrap.fill(
             "Play a preset live: note-ons fire the preset's pads, CC knobs move the sound along the model's named "
             "latent axes (the render worker re-renders in the background; the next hit has the new sound), program "
-            "changes switch presets. With a JACK server running this is a JACK client with ports CLIENT:out_0/out_1 "
-            "and a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns and the output "
+            "changes switch presets. With a JACK server running this is one JACK client with a MIDI input "
+            "CLIENT:midi_in and outputs CLIENT:out_0/out_1 (each note sounds from its own frame in the cycle that "
+            "carries it; the latency it adds, none, is reported to JACK); elsewhere PortAudio plays it and "
+            "python-rtmidi reads a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns and the output "
             "peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), s = save the current sound "
             "(WAV + preset), q = quit. SIGUSR1 saves too; SIGUSR2 prints every thread's stack. Ctrl-C stops "
             "cleanly (exit status 0). If the audio stops under it (the JACK server quits or dies, the device goes away) it says so and exits with status 1.", 79),
@@ -73,9 +77,11 @@ def _add_play(sub) -> None:
     p.add_argument("--preset", required=True, metavar="PATH", help="preset JSON file, or a folder holding preset.json")
     p.add_argument("--midi-port", metavar="NAME", default=None,
                    help="connect to the MIDI port whose name contains NAME (or its number in `runtime list`); "
-                        "default: open a virtual input port CLIENT-midi:in that other programs connect to")
+                        "default: leave the input CLIENT:midi_in (on JACK) or the virtual port CLIENT-midi:in for other "
+                        "programs to connect to")
     p.add_argument("--midi-api", choices=("auto", "jack", "alsa"), default="auto",
-                   help="MIDI system (default auto: JACK when the audio runs on JACK, else ALSA)")
+                   help="MIDI system (default auto: the player's own JACK client's input on JACK, else ALSA; alsa on "
+                        "JACK: python-rtmidi's ALSA input beside the JACK client)")
     p.add_argument("--device", metavar="NAME|NUMBER", default=None,
                    help="audio output device: its number in `runtime list` or a name substring (default: the "
                         "default output, JACK when a server runs)")
@@ -89,7 +95,7 @@ def _add_play(sub) -> None:
     p.add_argument("--connect", action="store_true",
                    help="on JACK: connect the outputs to the system playback ports (default: leave them unconnected)")
     p.add_argument("--client-name", default="kickspace", metavar="NAME",
-                   help="JACK client name (default kickspace; MIDI client NAME-midi)")
+                   help="JACK client name (default kickspace; without JACK, the MIDI client NAME-midi)")
     p.add_argument("--learn", metavar="AXIS", default=None,
                    help="MIDI learn at start: the first CC you move binds to AXIS (e.g. punch)")
     p.add_argument("--pad", action="append", default=[], metavar="NOTE=WAV",

@@ -340,3 +340,22 @@ def plan_output(device: str | None, client_name: str, samplerate: int | None) ->
     found = {"index": None, "name": f"JACK client {client_name}", "hostapi_name": "JACK (JACK-Client)",
              "max_output_channels": 2, "default_samplerate": rate}
     return OutputPlan(found, rate, client=client, client_name=client_name)
+
+
+def listing() -> list[str]:
+    """``runtime list``'s JACK lines: the running server (rate, period) and the MIDI output ports ``--midi-port``
+    connects the player's input to; one line saying none runs otherwise."""
+    client = open_client("kickspace-list", exact=False)
+    if client is None:
+        return ["JACK: no server running (the player then plays through PortAudio)"]
+    try:
+        midi = [p.name for p in client.get_ports(is_midi=True, is_output=True)]
+        playback = [p.name for p in client.get_ports(is_audio=True, is_input=True, is_physical=True)]
+        lines = [f"JACK server at {client.samplerate} Hz, period {client.blocksize} frames: `runtime play` is a "
+                 f"JACK client (NAME:midi_in, NAME:out_0/out_1); --connect routes to "
+                 f"{', '.join(playback[:2]) or 'no playback port'}",
+                 "JACK MIDI outputs (use --midi-port NUMBER or a name substring):"]
+        lines.extend(f"  {i}: {port}" for i, port in enumerate(midi))
+        return lines + ([] if midi else ["  (none)"])
+    finally:
+        client.close()

@@ -2,8 +2,10 @@
 
 Threads (DESIGN.md, "Runtime threads"):
 
-- MIDI thread (:mod:`runtime.midi`): drains python-rtmidi's own queue every millisecond (no Python on JACK's
-  process thread), decodes, timestamps, pushes ``(message, time)`` to :attr:`Player.events`.
+- MIDI thread: on JACK (:mod:`runtime.jack_midi`) it drains the ring the JACK client's process callback fills
+  with each cycle's events (the callback itself already started every note-on at its own frame); elsewhere
+  (:mod:`runtime.midi`) python-rtmidi's own queue. Every millisecond it decodes, timestamps and pushes
+  ``(message, time)`` to :attr:`Player.events`.
 - OSC thread (:mod:`runtime.osc`, with ``--osc-port``): parses and checks each OSC datagram, pushes ``(event, time)``
   to the same queue; the control thread applies it (:func:`runtime.osc.apply`).
 - Control (:meth:`Player._control_loop`, this module): the only thread that touches the
@@ -13,15 +15,16 @@ Threads (DESIGN.md, "Runtime threads"):
   24-bit WAV plus the current state as a new preset). Keys, SIGUSR1 and ``--learn`` reach it through the same queue.
 - Render worker (:class:`LiveWorker`, a :class:`~runtime.worker.RenderWorker` that also times itself): renders the
   latest requested state per pad and swaps the buffers in.
-- Audio callback (:mod:`runtime.audio`): mixes voices; nothing else.
+- Audio callback: the player's one JACK client's process callback (:mod:`runtime.jack_client`: this cycle's MIDI
+  in, voices mixed out), or PortAudio's (:mod:`runtime.audio`: voices mixed out); nothing else.
 - Status view (:mod:`runtime.status`): a thread that hands the counters 4 times a second to a rich view drawn by
   a child process (out of this process's GIL), or nothing with ``--quiet``.
 
-The audio stream starts last: the render worker, the MIDI input (a JACK client of its own), the control thread and
-the status view's drawing process come first, then every object alive is frozen out of the garbage collector's
-reach (the render worker also runs at a higher nice value; :mod:`runtime.process` says what each is worth). So no
-JACK client opens and no long GIL hold happens while the stream plays: on this project's test server a client
-opening mid-stream coincided with server xruns, and a full collection holds the GIL for 6-8 ms.
+The audio stream starts last (on JACK: the client is activated): the render worker, the MIDI input, the control
+thread and the status view's drawing process come first, then every object alive is frozen out of the garbage
+collector's reach (the render worker also runs at a higher nice value; :mod:`runtime.process` says what each is
+worth). So no JACK client opens and no long GIL hold happens while the stream plays: on this project's test server a
+client opening mid-stream coincided with server xruns, and a full collection holds the GIL for 6-8 ms.
 
 The main thread waits for SIGINT/SIGTERM (or ``--duration``), then stops the status view, the audio stream (the
 sound stops first), the MIDI port, the control thread and the worker, in that order, and prints a one-line

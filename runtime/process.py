@@ -1,8 +1,8 @@
 """Process- and thread-wide settings of live play: what keeps the audio callback from waiting on the rest of Python.
 
-The audio callback runs on a JACK process thread and needs the GIL (MIDI needs none there: see
-:mod:`runtime.midi`). Whatever holds the GIL or the CPU when the cycle starts makes it late, and a late client is an
-xrun for the whole JACK graph.
+The audio callback runs on a JACK process thread and needs the GIL (on JACK it reads the cycle's MIDI there too:
+:mod:`runtime.jack_client`). Whatever holds the GIL or the CPU when the cycle starts makes it late, and a late
+client is an xrun for the whole JACK graph.
 Measured sources, and what this module does about each:
 
 - **Cyclic garbage collection.** A full (generation 2) collection walks every tracked object while holding the GIL:

@@ -134,3 +134,47 @@ def test_the_player_is_one_jack_client_with_a_midi_input_and_audio_outputs(jack_
     assert ports == {"ks-one:midi_in": (True, True), "ks-one:out_0": (False, False), "ks-one:out_1": (False, False)}
     assert "ks-one" in clients and not [c for c in clients if c.startswith("ks-one-")]
     assert stats["jack"] and stats["added_latency_frames"] == 0 and stats["midi_guard_unreturned"] == 0
+
+
+def test_midi_port_connects_a_jack_output_to_the_input_and_runtime_list_names_it(jack_server, preset, tmp_path):
+    import jack
+
+    from runtime.jack_client import listing  # runtime list's JACK lines (its PortAudio part would open a client here)
+
+    sender = FrameSender("ks-pick")
+    try:
+        listed = "\n".join(listing())
+        player = PlayerProcess(preset, tmp_path, client="ks-picked", extra=["--midi-port", "ks-pick"])
+        probe = jack.Client("ks-picked-probe", no_start_server=True)
+        try:
+            sources = [p.name for p in probe.get_all_connections(player.midi_in)]
+        finally:
+            probe.close()
+            rc, stats = player.interrupt()
+    finally:
+        sender.close()
+    assert rc == 0 and sources == ["ks-pick:out"]
+    assert stats["midi_port"] == "ks-pick:out -> ks-picked:midi_in (JACK)"
+    assert f"JACK server at {RATE} Hz, period {PERIOD} frames" in listed and "ks-pick:out" in listed
+
+
+# ---------------------------------------------------------------------------------- the hand-off (no server)
+
+def test_the_ring_hands_events_over_in_order_and_counts_what_does_not_fit():
+    from runtime.jack_midi import OVERFLOW, MidiRing, _RingSource
+    from runtime.midi import MidiDecoder
+
+    ring = MidiRing(slots=2, size=8)
+    assert ring.put(bytes([0x93, 36, 100]), 1.0) == (3 << 16 | 36 << 8 | 100)  # a note-on: channel, note, velocity
+    assert ring.put(bytes([0xF8]), 1.1) == -1 and ring.written == 1  # clock: ignored, not handed over
+    assert ring.put(bytes([0x90, 36, 0]), 1.2) == -1  # velocity 0: a note-off
+    assert ring.put(bytes([0x90, 38, 90]), 1.3) != -1 and ring.overflows == 1  # full: still played, not handed over
+    decoder = MidiDecoder(absolute=True)
+    source = _RingSource(ring, decoder)
+    assert source.get_message() == ([0x93, 36, 100], 1.0) and decoder.dropped_kinds[OVERFLOW] == 1
+    assert source.get_message() == ([0x90, 36, 0], 1.2) and source.get_message() is None
+    long = bytes([0xF0] + [1] * 20 + [0xF7])  # longer than a slot: its head and its F7 end
+    ring.put(long, 2.0)
+    data, when = source.get_message()
+    assert data == [0xF0] + [1] * 6 + [0xF7] and when == 2.0
+    assert decoder.decode((data, when), 0.0)[1] == 2.0  # absolute: the event's own time
