@@ -10,7 +10,8 @@ does, once per JACK cycle, what python-sounddevice's callback did and the MIDI r
 2. fill the block (:meth:`runtime.engine.Engine.process`) and copy it to the output ports;
 3. keep the counters the player reports (blocks, peak, longest callback, wait from the cycle's start).
 
-It never logs, blocks, waits on a lock or allocates a numpy array (views of preallocated ones only). So a note at
+It never logs, blocks or waits on a lock, and allocates no numpy data: the arrays it writes are preallocated, or views
+of JACK's port buffers (as python-sounddevice's ``outdata`` is of PortAudio's). So a note at
 frame ``f`` of a cycle sounds from frame ``f`` of the same cycle: note -> onset is constant to the sample and the
 client adds no latency of its own (:data:`ADDED_LATENCY` = 0 frames). It says so to the JACK graph through JACK's
 latency API, which JACK-Client 0.5.7 does not wrap: :class:`LatencyApi` binds the three calls it needs with cffi (the

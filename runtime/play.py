@@ -372,7 +372,9 @@ class Player:
         where = f"JACK client {a.client_name} ({', '.join(p.split(':', 1)[1] for p in a.ports)}" \
                 f"{', connected' if a.connect else ', not connected'})" if a.is_jack else \
                 f"device {self.device['index']} {self.device['name']}"
-        return f"{where}, {self.samplerate} Hz, block {a.blocksize or 'auto'}"
+        added = getattr(a, "latency_frames", None)  # the one JACK client's, reported on its ports
+        return f"{where}, {self.samplerate} Hz, block {a.blocksize or 'auto'}" + \
+            ("" if added is None else f", adds {added} frames of latency (reported to JACK)")
 
     # ------------------------------------------------------------------------------------------ control thread
 
