@@ -45,11 +45,28 @@ def _axes_file(run, latent: int = 4):
     (run / "analysis" / "axes.json").write_text(json.dumps({"export": axes, "anchor": [0.0] * latent}))
 
 
+def _assert_onnx_files(folder, names: list[str]) -> None:
+    """Each graph: opset 18 (torch.export-based exporter), IR <= 13, Kickspace metadata, batch axis named."""
+    import onnx
+
+    from runtime.model import METADATA_KEY
+
+    for name in names:
+        model = onnx.load(str(folder / name))
+        assert model.ir_version <= 13 and {o.domain: o.version for o in model.opset_import}[""] == 18
+        assert [p.key for p in model.metadata_props] == [METADATA_KEY]
+        for value in (*model.graph.input, *model.graph.output):
+            assert value.type.tensor_type.shape.dim[0].dim_param == "batch", (name, value.name)
+
+
 @pytest.mark.parametrize("classes", [None, ["kick", "snare"]], ids=["vae", "cvae"])
-def test_export_writes_graphs_the_runtime_loads_with_parity(tmp_path, classes):
+def test_export_writes_graphs_the_runtime_loads_with_parity(tmp_path, classes, recwarn):
     run = _run(tmp_path, classes=classes)
     _axes_file(run)
     result = export_run(run, out=tmp_path / "preset", n_iter=4)
+    # torch's current exporter: no deprecation warning (the legacy TorchScript one printed one per graph)
+    assert [str(w.message) for w in recwarn if issubclass(w.category, (DeprecationWarning, FutureWarning))] == []
+    _assert_onnx_files(tmp_path / "preset", ["decoder.onnx", "decoder_preview.onnx", "encoder.onnx"])
     assert result.parity["audio"] <= 1e-4 and result.parity["logmel"] <= 1e-4 and result.parity["mu"] <= 1e-3
     loaded = ExportedModel(tmp_path / "preset")
     meta = loaded.metadata

@@ -82,9 +82,11 @@ def _export_and_run(module, feats: np.ndarray, tmp_path, batch_sizes=(1, 8)):
     import onnxruntime as ort
 
     path = str(tmp_path / "m.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         save_onnx(module, path, (torch.as_tensor(feats[:1]),), input_names=["features"], output_names=["audio"])
+    # torch.export-based exporter (opset 18): no deprecation warning, nor any other (export/onnx.py)
+    assert [str(w.message) for w in caught] == []
     model = onnx.load(path)
     assert model.ir_version <= 13
     assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 17
@@ -149,3 +151,12 @@ def test_onnx_render_is_silent_where_the_features_are_and_starts_from_silence(tm
     assert np.abs(got).max() > 0.1
     assert np.count_nonzero(got[:, quiet:]) == 0
     assert np.all(got[:, 0] == 0.0)
+
+
+def test_save_onnx_refuses_an_unknown_exporter(tmp_path):
+    from runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="exporter: must be one of dynamo, legacy, got 'jit'"):
+        save_onnx(torch.nn.Identity(), tmp_path / "m.onnx", (torch.zeros(2, 3),), input_names=["x"],
+                  output_names=["y"], exporter="jit")
+    assert list(tmp_path.iterdir()) == []

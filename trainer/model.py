@@ -258,7 +258,8 @@ def _index(values: torch.Tensor | None, batch: int, unknown: int, device: torch.
     values = torch.as_tensor(values, dtype=torch.long, device=device).reshape(-1)
     if values.numel() == 1 and batch > 1:
         values = values.expand(batch)
-    if values.numel() and (values.max() >= unknown):
+    # a data-dependent check torch.export cannot trace (the exported runtime checks labels against the metadata)
+    if values.numel() and not torch.compiler.is_exporting() and (values.max() >= unknown):
         raise ConfigError("label", f"index {int(values.max())} out of range (the model knows {unknown})")
     return torch.where(values < 0, torch.full_like(values, unknown), values)
 
