@@ -221,7 +221,7 @@ def _snapshot(**changes) -> dict:
         {"axis": "decay", "cc": None, "value": -0.5, "fraction": 0.25, "learning": True}],
         "recent": [(1.5, "note 36 vel 100")], "render_ms": 5.8, "ready_ms": 7.5, "final_ms": 18.9, "pending": 0,
         "xruns": 3, "blocks": 2259, "voices": 1, "peak": 0.5, "notes": 20, "cc": 500, "audio_thread": "SCHED_FIFO 5",
-        "midi": "kickspace-midi:in", "messages": ["learned: CC 71 -> sub"]}
+        "midi": "kickspace:midi_in (JACK)", "messages": ["learned: CC 71 -> sub"]}
     return {**snap, **changes}
 
 
