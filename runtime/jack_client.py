@@ -68,6 +68,9 @@ def open_client(name: str, *, exact: bool = True):
         return None
     if len(name.encode()) >= jack.client_name_size():
         raise KickspaceError(f"--client-name {name!r} is too long for JACK")
+    quiet = lambda message: None  # noqa: E731 - no server is an answer here, not libjack's lines on stderr
+    jack.set_error_function(quiet)
+    jack.set_info_function(quiet)
     try:
         return jack.Client(name, use_exact_name=exact, no_start_server=True)
     except jack.JackOpenError as err:
@@ -75,6 +78,9 @@ def open_client(name: str, *, exact: bool = True):
             raise KickspaceError(f"a JACK client named {name!r} is already running; stop it or pass another "
                                  f"--client-name") from None
         return None
+    finally:
+        jack.set_error_function(None)
+        jack.set_info_function(None)
 
 
 # --------------------------------------------------------------------------------------- JACK's latency API
