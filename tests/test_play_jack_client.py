@@ -158,6 +158,34 @@ def test_midi_port_connects_a_jack_output_to_the_input_and_runtime_list_names_it
     assert f"JACK server at {RATE} Hz, period {PERIOD} frames" in listed and "ks-pick:out" in listed
 
 
+def test_the_callback_plays_only_the_channel_asked_for(jack_server, preset, tmp_path):
+    """``--channel 1``: a note-on on channel 2 reaches the callback too, which must not start it (the control thread,
+    which counts it as filtered, no longer starts notes on JACK)."""
+    from tests.jack_fixtures import count_onsets
+
+    player = PlayerProcess(preset, tmp_path, client="ks-chan", extra=["--channel", "1"])
+    try:
+        sender = FrameSender("ks-chan-snd")
+        recorder = Recorder("rec-chan", seconds=3.0, channels=2)
+    except BaseException:
+        player.kill()
+        raise
+    try:
+        recorder.connect_audio(player.outputs)
+        recorder.connect(sender.port, player.midi_in)
+        time.sleep(0.3)
+        for status in (0x91, 0x90, 0x91, 0x90):  # channel 2, 1, 2, 1
+            sender.send(10, bytes([status, 36, 100]))
+            time.sleep(0.15)
+        time.sleep(0.3)
+    finally:
+        rc, stats = player.interrupt()
+        recorder.close()
+        sender.close()
+    assert rc == 0 and stats["notes"] == 2 and stats["midi_received"] == 2, stats
+    assert count_onsets(recorder.audio, seen=recorder.seen) == 2
+
+
 # ---------------------------------------------------------------------------------- the hand-off (no server)
 
 def test_the_ring_hands_events_over_in_order_and_counts_what_does_not_fit():
