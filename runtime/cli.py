@@ -86,7 +86,8 @@ def _add_play(sub) -> None:
                    help="audio output device: its number in `runtime list` or a name substring (default: the "
                         "default output, JACK when a server runs)")
     p.add_argument("--blocksize", type=int, default=0, metavar="FRAMES",
-                   help="frames per audio callback (default 0: the device's own period; on JACK the server's)")
+                   help="frames per audio callback through PortAudio (default 0: the device's own period); the JACK "
+                        "client always runs at the server's period")
     p.add_argument("--samplerate", type=int, default=None, metavar="HZ",
                    help="output rate (default: the device's; on JACK it must be the server's rate)")
     p.add_argument("--channel", type=int, default=None, metavar="1-16",

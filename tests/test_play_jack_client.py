@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from runtime.jack_client import CAPTURE, PLAYBACK, port_latency
-from tests.jack_fixtures import PERIOD, RATE, PlayerProcess, Recorder, jack_server, write_test_preset  # noqa: F401
+from tests.jack_fixtures import PERIOD, RATE, PlayerProcess, Rig, jack_server, write_test_preset  # noqa: F401
 
 THRESHOLD = 1e-3
 SENDER_LATENCY = 32  # capture latency the sender claims for its output (as a hardware MIDI input would)
@@ -62,6 +62,17 @@ class FrameSender:
         self.client.close()
 
 
+def frame_rig(preset, workdir, name: str, seconds: float, extra: list[str] | None = None) -> Rig:
+    """:class:`tests.jack_fixtures.Rig` (player ``ks-NAME``, recorder ``rec-NAME``) fed by a :class:`FrameSender`
+    ``ks-NAME-snd``; close the rig, then ``rig.sender``."""
+    sender = FrameSender(f"ks-{name}-snd")
+    try:
+        return Rig(preset, workdir, sender, name, seconds, extra=extra)
+    except BaseException:
+        sender.close()
+        raise
+
+
 def first_loud(x: np.ndarray) -> int | None:
     loud = np.flatnonzero(np.abs(x) > THRESHOLD)
     return int(loud[0]) if loud.size else None
@@ -75,18 +86,9 @@ def test_each_note_sounds_from_its_own_frame_plus_the_reported_latency(jack_serv
     from runtime.render import render_one_shot
 
     rise = first_loud(render_one_shot(str(preset), note=36, velocity=100, sample_rate=RATE)[:, 0])
-    player = PlayerProcess(preset, tmp_path, client="ks-exact")
+    rig = frame_rig(preset, tmp_path, "exact", seconds=len(OFFSETS) * 3 * 0.12 + 3.0)
+    player, sender, recorder = rig.player, rig.sender, rig.recorder
     try:
-        sender = FrameSender("ks-frames")
-        recorder = Recorder("rec-exact", seconds=len(OFFSETS) * 3 * 0.12 + 3.0, channels=2)
-    except BaseException:
-        player.kill()
-        raise
-    try:
-        recorder.connect_audio(player.outputs)
-        recorder.connect(sender.port, player.midi_in)
-        recorder.connect(sender.port, "rec-exact:midi_in")
-        time.sleep(0.3)
         for offset in OFFSETS * 3:
             sender.send(offset, bytes([0x90, 36, 100]))
             time.sleep(0.12)  # a 43 ms kick: silence before the next note
@@ -96,9 +98,8 @@ def test_each_note_sounds_from_its_own_frame_plus_the_reported_latency(jack_serv
         out_playback = port_latency(recorder.client, player.outputs[0], PLAYBACK)
         listing = subprocess.run(["jack_lsp", "-l", "ks-exact"], capture_output=True, text=True, timeout=30).stdout
     finally:
-        rc, stats = player.interrupt()
-        recorder.close()
-        sender.close()
+        rc, stats = rig.close()
+        rig.sender.close()
     assert rc == 0 and stats["callback_errors"] == 0, player.output()[-2000:]
     added = stats["added_latency_frames"]
     # the latency it reports: through the client API, and as jack_lsp -l prints it
@@ -163,25 +164,16 @@ def test_the_callback_plays_only_the_channel_asked_for(jack_server, preset, tmp_
     which counts it as filtered, no longer starts notes on JACK)."""
     from tests.jack_fixtures import count_onsets
 
-    player = PlayerProcess(preset, tmp_path, client="ks-chan", extra=["--channel", "1"])
+    rig = frame_rig(preset, tmp_path, "chan", seconds=3.0, extra=["--channel", "1"])
     try:
-        sender = FrameSender("ks-chan-snd")
-        recorder = Recorder("rec-chan", seconds=3.0, channels=2)
-    except BaseException:
-        player.kill()
-        raise
-    try:
-        recorder.connect_audio(player.outputs)
-        recorder.connect(sender.port, player.midi_in)
-        time.sleep(0.3)
         for status in (0x91, 0x90, 0x91, 0x90):  # channel 2, 1, 2, 1
-            sender.send(10, bytes([status, 36, 100]))
+            rig.sender.send(10, bytes([status, 36, 100]))
             time.sleep(0.15)
         time.sleep(0.3)
     finally:
-        rc, stats = player.interrupt()
-        recorder.close()
-        sender.close()
+        rc, stats = rig.close()
+        rig.sender.close()
+    recorder = rig.recorder
     assert rc == 0 and stats["notes"] == 2 and stats["midi_received"] == 2, stats
     assert count_onsets(recorder.audio, seen=recorder.seen) == 2
 
