@@ -182,10 +182,9 @@ class FactorizedSTFT(nn.Module):
         ``gain``: per-segment-sample gain ``[hop, T + R - 1]`` replacing ``ola_gain`` (see :meth:`segment_gain`).
         """
         R, hop = self.R, self.spec.hop_length
-        chunks = torch.split(frames, hop, dim=1)
         total = None
-        for r, chunk in enumerate(chunks):
-            part = nn.functional.pad(chunk, (r, R - 1 - r))
+        for r in range(R):  # slices, not torch.split: torch.export's ONNX turns a split into sequence ops (slower)
+            part = nn.functional.pad(frames[:, r * hop:(r + 1) * hop], (r, R - 1 - r))
             total = part if total is None else total + part
         return total * (self.ola_gain if gain is None else gain)
 
