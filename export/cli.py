@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime.errors import run_command
+from runtime.logs import add_log_flags, say
 
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +52,9 @@ def _run_onnx(args: argparse.Namespace) -> int:
     axes = ", ".join(a.name for a in meta.axes) or "none"
     labels = ", ".join(meta.labels) or "none (VAE)"
     preview = f", preview K={meta.preview_iterations}" if meta.preview_iterations else ""
-    print(f"exported {result.folder}: latent {meta.latent}, K={meta.griffin_lim_iterations} ({meta.phase_init})"
+    say(f"exported {result.folder}: latent {meta.latent}, K={meta.griffin_lim_iterations} ({meta.phase_init})"
           f"{preview}, axes: {axes}; labels: {labels}")
-    print("parity onnxruntime vs torch (max abs; audio relative to peak): "
+    say("parity onnxruntime vs torch (max abs; audio relative to peak): "
           + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()))
     return 0
 
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description="Kickspace exporter: runs -> ONNX models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_onnx(sub)
+    for command in sub.choices.values():
+        add_log_flags(command)
     return parser
 
 

@@ -13,6 +13,7 @@ model or a decoder/encoder pair the loader recognises as mismatched (it refuses 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from trainer.checkpoint import Checkpoint, load_model
 from trainer.data.audio import Preprocess
 from trainer.model import VAE
 from trainer.spec import SpectrogramSpec
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "Griffin-Lim phase pipeline"
 #: K of the preview decoder heard while a knob moves: from the pghi start, K = 2 is 0.9 dB (mel distance) behind
@@ -104,6 +107,8 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     optimize : bool
         Save onnxruntime-optimised graphs (faster session load).
     """
+    log.debug(f"exporting {run} ({checkpoint}) to {out}: K={n_iter}, preview K={preview_iterations}, "
+              f"phase init {phase_init}")
     path = _checkpoint_path(Path(run), checkpoint)
     model, spec, ckpt = load_model(path)
     _check_exportable(model, spec, n_iter)

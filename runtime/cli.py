@@ -9,6 +9,7 @@ from typing import Sequence
 
 from runtime.bounce import DEFAULT_RATE, FORMATS
 from runtime.errors import ConfigError, run_command
+from runtime.logs import add_log_flags, say
 from runtime.process import REALTIME_PRIORITY
 
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=lambda args: print(list_ports()) or 0)
     _add_play(sub)
     _add_render(sub)
+    for command in sub.choices.values():
+        add_log_flags(command)
     return parser
 
 
@@ -109,7 +112,9 @@ def _add_play(sub) -> None:
                    help=f"SCHED_FIFO priority the audio thread asks for when the JACK server did not make it "
                         f"realtime (where the system allows it: root or an rtprio limit; default "
                         f"{REALTIME_PRIORITY}, as jackd -R gives its clients; 0: leave it an ordinary thread)")
-    p.add_argument("--quiet", action="store_true", help="no status view (headless); one summary line at exit")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no status view (headless); one summary line at exit (log lines stay at their default level: "
+                        "the start and summary lines show; -v adds debug lines)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--stats-json", default=None, metavar="FILE",
@@ -202,7 +207,7 @@ def _render(args: argparse.Namespace) -> int:
         out, fmt = output_file(args.out, args.format, one_shot_name(preset, args.preset, axes, note, args.velocity))
         audio = render.render_one_shot(preset, axes, note=note, velocity=args.velocity, sample_rate=rate,
                                        blocksize=args.blocksize)
-    print(write_render(out, audio, rate, fmt))
+    say(write_render(out, audio, rate, fmt))
     return 0
 
 

@@ -10,15 +10,17 @@ the user got a file. ``make play`` passes the option, so the README's first comm
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
-import sys
 from pathlib import Path
 from typing import Callable
 
 from runtime.bounce import DEFAULT_RATE, output_file, write_render
 from runtime.errors import AudioUnavailable
+
+log = logging.getLogger(__name__)
 
 DEMO_GROOVE = Path(__file__).resolve().parents[1] / "presets" / "grooves" / "demo.mid"
 INSTALL = {"apt": "sudo apt-get install", "dnf": "sudo dnf install", "pacman": "sudo pacman -S",
@@ -107,7 +109,7 @@ def render_instead(preset: str | Path, error: AudioUnavailable, out: str | Path,
 
     midi = DEMO_GROOVE if midi is None else Path(midi)
     path, fmt = output_file(out, None, "demo")
-    print(f"runtime play: {error.reason}; rendering {_shown(midi)} offline instead", file=sys.stderr, flush=True)
+    log.warning(f"runtime play: {error.reason}; rendering {_shown(midi)} offline instead")
     audio = render_midi(preset, midi, sample_rate=DEFAULT_RATE)
     line = write_render(path, audio, DEFAULT_RATE, fmt)
     png = write_spectrogram_png(path.with_suffix(".png"), audio, DEFAULT_RATE)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ import numpy as np
 
 from runtime.dsp import Preparation
 from runtime.errors import ConfigError, KickspaceError, check_fields
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "kickspace-model"
 FORMAT_VERSION = 1
@@ -209,10 +213,14 @@ def _session(path: Path, *, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    started = time.perf_counter()
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types for corrupt/unsupported files
         raise KickspaceError(f"{path}: onnxruntime cannot load this model ({err})") from None
+    log.debug(f"{path}: onnxruntime session ready in {1e3 * (time.perf_counter() - started):.0f} ms "
+              f"({threads} intra-op thread{'s' if threads > 1 else ''})")
+    return session
 
 
 def _metadata_of(session, path: Path) -> ModelMetadata:

@@ -42,12 +42,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
 import math
 import queue
 import re
 import resource
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,6 +67,8 @@ from runtime.preset import Pad, Preset, load_preset
 from runtime.process import (REALTIME_PRIORITY, WORKER_NICE, GcPauses, dump_stacks_on, freeze_gc,
                              lower_thread_priority, pin_mmap_threshold, rss_mb, thread_nice)
 from runtime.worker import RenderWorker
+
+log = logging.getLogger(__name__)
 
 ANY_BLOCK = 8192  # engine scratch size when the device picks its own block size
 MIDI_CLOSE_TIMEOUT_S = 3.0  # closing a JACK MIDI client must not hang the exit (measured ~20 ms, server gone too)
@@ -297,7 +299,7 @@ class Player:
             self._control.start()
             if self.osc is not None:
                 self.osc.start(self.events)
-                print(f"kickspace: OSC in: {self.osc.label}", file=sys.stderr, flush=True)
+                log.info(f"kickspace: OSC in: {self.osc.label}")
             if not config.quiet:
                 view = StatusView(self)
                 view.prepare()
@@ -305,10 +307,10 @@ class Player:
             self.gc_pauses.start()
             self.audio.start()
             self.started = time.monotonic()
-            print(f"kickspace: playing {self.controller.preset.name or self.preset_path} | audio: {self.describe()} | "
-                  f"MIDI in: {self.midi.port_label} | Ctrl-C stops", file=sys.stderr, flush=True)
+            log.info(f"kickspace: playing {self.controller.preset.name or self.preset_path} | audio: {self.describe()} "
+                     f"| MIDI in: {self.midi.port_label} | Ctrl-C stops")
             for line in self.worker.stats.warnings:  # the first renders' (later ones: status view, summary)
-                print(f"kickspace: warning: {line}", file=sys.stderr, flush=True)
+                log.warning(f"kickspace: warning: {line}")
             if view is not None:
                 view.start()
             next_rss = 0.0
@@ -335,9 +337,9 @@ class Player:
         stats = self.stats()
         if config.stats_json:
             write_text(config.stats_json, json.dumps(stats, indent=1) + "\n")
-        print(summary_line(stats), flush=True)
+        log.info(summary_line(stats))
         if self.failure:
-            print(f"kickspace: {self.failure}", file=sys.stderr, flush=True)
+            log.error(f"kickspace: {self.failure}")
         return stats
 
     def _shutdown(self) -> None:

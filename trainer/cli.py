@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from runtime.errors import KickspaceError, run_command
+from runtime.logs import add_log_flags, say
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -61,7 +62,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         classes = tuple(args.bank) or synth.BANK_CLASSES
         csv_path = synth.write_bank(args.out, n_per_class=args.n, seed=args.seed, sample_rate=args.sample_rate,
                                     classes=classes)
-    print(f"wrote {csv_path.parent} (parameters in {csv_path.name})")
+    say(f"wrote {csv_path.parent} (parameters in {csv_path.name})")
     return 0
 
 
@@ -108,7 +109,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
         corpus.summary.write_skipped_csv(args.skipped_csv)
     if args.preview is not None:
         written = ingest.write_preview(corpus, args.preview)
-        print(f"preview: {len(written)} files in {args.preview}")
+        say(f"preview: {len(written)} files in {args.preview}")
     return 0 if len(corpus) else 1
 
 
@@ -224,7 +225,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     run, corpus, out = _load_run_and_data(args)
     generate(run, corpus, out=out / "generate", n=args.n, pairs=args.pairs, steps=args.steps, n_iter=args.gl_iters,
              seed=args.seed)
-    print(f"wrote {out / 'generate'}")
+    say(f"wrote {out / 'generate'}")
     return 0
 
 
@@ -382,7 +383,7 @@ def _run_spectrogram(args: argparse.Namespace) -> int:
     except SkipFile as skip:
         raise KickspaceError(f"{printable(args.audio)}: cannot read it as audio ({skip.detail})") from None
     path = audio_spectrogram_png(args.out, audio, rate, title=args.title or printable(args.audio.name))
-    print(f"wrote {path}")
+    say(f"wrote {path}")
     return 0
 
 
@@ -438,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_synth, _add_ingest, _add_fit, _add_generate, _add_analyze, _add_cluster, _add_axes,
                 _add_evaluate, _add_sweep_latent, _add_subset, _add_spectrogram):
         add(sub)
+    for command in sub.choices.values():
+        add_log_flags(command)
     return parser
 
 

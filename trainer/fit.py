@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,8 @@ from trainer.model import VAE, ModelConfig, build_model
 from trainer.objective import LossParts, ObjectiveConfig, kl_per_dim, vae_loss
 from trainer.descriptors import DESCRIPTORS, control_units
 from trainer.spec import SpectrogramSpec
+
+log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E[z|x]) above this counts as an active unit
@@ -567,7 +569,7 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
     per_rank = math.ceil(len(train_idx) / ctx.world_size)
     total_steps = train.epochs * math.ceil(per_rank / train.batch_size)
     baseline = mean_baseline_mse(tensors.x.cpu(), train_idx, val_idx)
-    log = _Observer(out, spec, train, ctx, purge_step=state.step if resume else None)
+    observer = _Observer(out, spec, train, ctx, purge_step=state.step if resume else None)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(out)
@@ -579,11 +581,11 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
     started = time.perf_counter()
     start_epoch = state.epoch
     try:
-        with log.progress(state.epoch, train.epochs) as bar:
+        with observer.progress(state.epoch, train.epochs) as bar:
             while state.epoch < train.epochs:
                 epoch_start = time.perf_counter()
                 metrics = train_epoch(net, optimizer, tensors, state, objective=objective, train=train, ctx=ctx,
-                                      total_steps=total_steps, on_step=log.step, critic=critic)
+                                      total_steps=total_steps, on_step=observer.step, critic=critic)
                 seconds = time.perf_counter() - epoch_start
                 val = evaluate(model, tensors, step=state.step, objective=objective, ctx=ctx,
                                batch_size=train.batch_size)
@@ -594,20 +596,20 @@ def _run(data: TrainingArrays, *, out: Path, spec: SpectrogramSpec, model_config
                 if ctx.is_main:
                     _save(model, optimizer, state, out, improved, spec=spec, train=train, objective=objective,
                           classes=data.classes, run_config=run_config)
-                    log.epoch(state, record, val, model, tensors)
+                    observer.epoch(state, record, val, model, tensors)
                 bar.advance(record)
                 if train.patience and state.bad_epochs >= train.patience:
                     stopped = "early_stopping"
                     break
     finally:
-        log.close()
+        observer.close()
     dist_.barrier(ctx)
     summary = _summary(state, data, train_idx, val_idx, baseline, stopped, ctx,
                        seconds=time.perf_counter() - started, epochs_run=state.epoch - start_epoch)
     if ctx.is_main:
         write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         _write_samples(out / "samples", out / "best.pt", tensors, train)
-        log.print_summary(summary)
+        observer.log_summary(summary)
     return summary
 
 
@@ -615,8 +617,8 @@ def _remove_stale_temporaries(out: Path) -> None:
     """Delete the half-written temporaries of this run's own files that a killed run left in ``out``."""
     removed = [p for name in RUN_FILES for p in remove_stale_temporaries(out / name)]
     if removed:
-        print(f"{out}: removed {len(removed)} half-written temporary file{'s' if len(removed) > 1 else ''} "
-              f"left by a killed run ({', '.join(p.name for p in removed)})", file=sys.stderr)
+        log.warning(f"{out}: removed {len(removed)} half-written temporary file{'s' if len(removed) > 1 else ''} "
+                    f"left by a killed run ({', '.join(p.name for p in removed)})")
 
 
 def _record(epoch: int, train_m: dict[str, float], val: dict[str, Any], baseline: float, seconds: float,
@@ -713,12 +715,11 @@ class _Observer:
         for i, wave in enumerate(audio):
             self.writer.add_audio(f"reconstruction/{i}", wave.clamp(-1, 1), step, sample_rate=self.spec.sample_rate)
 
-    def print_summary(self, summary: dict[str, Any]) -> None:
-        from rich.console import Console
-
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        """The run's one summary line, at INFO."""
         best = summary["best"]
-        Console(stderr=True).print(
-            f"[bold]trainer fit[/]: {summary['stopped']} after {summary['epochs']} epochs "
+        log.info(
+            f"trainer fit: {summary['stopped']} after {summary['epochs']} epochs "
             f"({summary['steps']} steps, {summary['seconds']:.1f} s on {summary['device']} x{summary['world_size']}); "
             f"best epoch {summary['best_epoch']}: val recon {best.get('val_recon', math.nan):.4g} "
             f"({best.get('val_recon_ratio', math.nan):.3f} x mean-spectrogram baseline "

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from runtime.files import atomic_path, write_text
+
+log = logging.getLogger(__name__)
 
 
 def _pyplot():
@@ -78,6 +81,7 @@ def audio_spectrogram_png(path: str | Path, audio: np.ndarray, sample_rate: int,
     """
     x = np.asarray(audio, dtype=np.float64)
     x = x.mean(axis=0) if x.ndim == 2 else x
+    log.debug(f"spectrogram of {x.shape[-1]} samples at {sample_rate} Hz: {n_fft}-point frames every {hop}")
     x = np.pad(x, (n_fft // 2, n_fft // 2 + hop))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
     power = np.abs(np.fft.rfft(frames, axis=-1)).T ** 2                     # [n_fft / 2 + 1, frames]

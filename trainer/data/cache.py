@@ -16,8 +16,8 @@ cache folder that cannot be written to turns caching off for the run with one wa
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,8 @@ import numpy as np
 from runtime.files import atomic_path
 from trainer.data.audio import Preprocess, SkipFile
 from trainer.spec import SpectrogramSpec
+
+log = logging.getLogger(__name__)
 
 #: Bump when the entry format changes.
 CACHE_VERSION = 1
@@ -127,5 +129,5 @@ class FeatureCache:
                 np.savez(handle, **arrays)
         except OSError as err:
             self.writable = False
-            print(f"warning: feature cache {self.folder} is not writable ({err.strerror or err}); "
-                  "going on without caching", file=sys.stderr)
+            log.warning(f"warning: feature cache {self.folder} is not writable ({err.strerror or err}); "
+                        "going on without caching")

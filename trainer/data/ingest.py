@@ -8,8 +8,8 @@ summary table (kept, skipped by reason, per class) is printed at the end.
 from __future__ import annotations
 
 import csv
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,8 @@ from trainer.data.audio import Preprocess, SkipFile, check_path, load_one_shot, 
 from trainer.data.cache import FeatureCache, content_key
 from trainer.data.layouts import LAYOUTS, Item, detect_layout, is_audio_name, scan_root  # noqa: F401 (re-exported)
 from trainer.spec import SpectrogramSpec
+
+log = logging.getLogger(__name__)
 
 UNLABELLED = "(unlabelled)"
 
@@ -259,7 +261,7 @@ def ingest(roots: Sequence[Path], *, spec: SpectrogramSpec, preprocess: Preproce
         summary.ignored += ignored
         items.extend(found)
         for item, skip in refused:
-            _log_skip(None, item, skip)
+            _log_skip(item, skip)
             summary.add_skip(str(item.path), item.label, skip)
     cache = FeatureCache(cache_dir, spec=spec, preprocess=preprocess) if use_cache else None
     kept = _featurise_all(items, spec=spec, preprocess=preprocess, cache=cache, summary=summary, progress=progress)
@@ -287,7 +289,7 @@ def _featurise_all(items: list[Item], *, spec: SpectrogramSpec, preprocess: Prep
             try:
                 features, audio, key = prepare_file(item.path, spec=spec, preprocess=preprocess, cache=cache)
             except SkipFile as skip:
-                _log_skip(console, item, skip)
+                _log_skip(item, skip)
                 summary.add_skip(str(item.path), item.label, skip)
             else:
                 kept.append([item, features, audio])
@@ -312,12 +314,9 @@ def _fill_features(pending: list[tuple[list, str | None]], *, spec: SpectrogramS
         pending.clear()
 
 
-def _log_skip(console, item: Item, skip: SkipFile) -> None:
-    line = f"skip: {printable(item.path)}: {skip.detail}"
-    if console is None:
-        print(line, file=sys.stderr)
-    else:
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+def _log_skip(item: Item, skip: SkipFile) -> None:
+    """One WARNING line per skipped file (above the progress bar while it draws: rich redirects stderr)."""
+    log.warning(f"skip: {printable(item.path)}: {skip.detail}")
 
 
 def _assemble(kept: list[tuple[Item, np.ndarray, np.ndarray]], *, spec: SpectrogramSpec,
@@ -336,6 +335,7 @@ def _assemble(kept: list[tuple[Item, np.ndarray, np.ndarray]], *, spec: Spectrog
 
 
 def _print_summary(summary: IngestSummary) -> None:
+    """The ingest report on stdout (a designated output: the table is what ``trainer ingest`` prints as its result)."""
     from rich.console import Console
 
     console = Console()
