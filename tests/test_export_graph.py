@@ -160,3 +160,28 @@ def test_save_onnx_refuses_an_unknown_exporter(tmp_path):
         save_onnx(torch.nn.Identity(), tmp_path / "m.onnx", (torch.zeros(2, 3),), input_names=["x"],
                   output_names=["y"], exporter="jit")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_leaves_the_previous_file_and_nothing_else(tmp_path, monkeypatch):
+    """The export writes a temporary beside the file and renames it at the end: a module torch.export cannot trace,
+    or a failure after the graph was written, leaves the old file as it was, no temporary and no exporter report
+    (the working folder is watched too)."""
+    import export.onnx
+
+    class Untraceable(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[: int(x.sum() > 0) + 1]   # a data-dependent size
+
+    def interrupted(path):
+        assert path.stat().st_size > 0   # the new graph is on disk, under its temporary name
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"previous model")
+    with pytest.raises(torch.onnx.OnnxExporterError, match="torch.export"):
+        save_onnx(Untraceable(), path, (torch.ones(2, 3),), input_names=["x"], output_names=["y"])
+    monkeypatch.setattr(export.onnx, "_optimize", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_onnx(torch.nn.Identity(), path, (torch.ones(2, 3),), input_names=["x"], output_names=["y"], optimize=True)
+    assert path.read_bytes() == b"previous model" and list(tmp_path.iterdir()) == [path]
