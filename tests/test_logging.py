@@ -170,3 +170,11 @@ def test_the_set_up_is_undone_after_a_command(capsys):
     logging.getLogger("runtime.engine").info("outside")  # no handler of ours any more: not shown
     assert capsys.readouterr().err == ""
     assert sys.stderr is not None
+
+
+def test_runtime_play_quiet_keeps_its_meaning_headless_at_the_default_log_level():
+    """``runtime play -q`` is ``--quiet`` (no status view); its start and summary lines still show (no log -q)."""
+    args = runtime_cli.build_parser().parse_args(["play", "--preset", "p.json", "-q", "-v"])
+    assert args.quiet is True and args.verbose is True and not hasattr(args, "log_quiet")
+    render = runtime_cli.build_parser().parse_args(["render", "--preset", "p.json", "--axes", "sub=0", "-q"])
+    assert render.log_quiet is True and not hasattr(render, "quiet")
