@@ -86,7 +86,8 @@ def test_trainer_spectrogram_quiet_hides_the_status_line_and_verbose_adds_debug(
     assert trainer_cli.main(["spectrogram", str(wav), "--out", str(png), "-v"]) == 0
     verbose = capsys.readouterr()
     assert verbose.out == f"wrote {png}\n"
-    assert verbose.err == "trainer.analysis.plots: spectrogram of 4410 samples at 44100 Hz: 4096-point frames every 512\n"
+    assert verbose.err == ("trainer.analysis.plots: spectrogram of 4410 samples at 44100 Hz: 4096-point frames "
+                           "every 512\n")
 
 
 @pytest.fixture(scope="module")
