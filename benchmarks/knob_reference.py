@@ -208,8 +208,10 @@ def main() -> None:
     check = knobs.validate(values, read, controls=axes, kinds=kinds_per_sweep)
     check["sweeps"] = labels
     check["velocity_flips"] = velocity_check(check["figures"][knobs.OWN], labels, args.velocities)
-    print(f"# {args.preset}: {len(labels)} sweeps per knob ({', '.join(f'{kinds_per_sweep.count(k)} {k}' for k in dict.fromkeys(kinds_per_sweep))}), "
-          f"{args.values} values; implementations: {', '.join(read)}" + ("" if timbral else " (timbral-models not installed)"))
+    counts = ", ".join(f"{kinds_per_sweep.count(k)} {k}" for k in dict.fromkeys(kinds_per_sweep))
+    print(f"# {args.preset}: {len(labels)} sweeps per knob ({counts}), "
+          f"{args.values} values; implementations: {', '.join(read)}"
+          + ("" if timbral or args.no_timbral else " (timbral-models not installed)"))
     print(knobs.markdown(check))
     print("\nVelocity (own descriptors): pads whose knob changes direction between velocities "
           + str(args.velocities) + ": " + "; ".join(f"{k}: {', '.join(v) or 'none'}"

@@ -163,7 +163,8 @@ def five_knob_run(tmp_path_factory: pytest.TempPathFactory):
     params = [dataclasses.replace(p, decay_s=float(np.exp(rng.uniform(np.log(0.03), np.log(0.1)))), end_hz=90.0,
                                   sweep_s=0.015, drive=0.3, noise_level=0.05) for p in synth.sample_params(64, seed=3)]
     audio = np.stack([synth.render_kick(p, sample_rate=16000, seconds=spec.n_samples / 16000) for p in params])
-    arrays = TrainingArrays(waveform_to_features(audio[:, None], spec).numpy(), descriptors=describe_batch(audio, 16000))
+    features = waveform_to_features(audio[:, None], spec).numpy()
+    arrays = TrainingArrays(features, descriptors=describe_batch(audio, 16000))
     out = tmp_path_factory.mktemp("five_knobs") / "run"
     fit(arrays, out=out, spec=spec, objective=ObjectiveConfig(beta=1e-4, beta_warmup_steps=50, free_bits=0.1,
                                                             control_weight=0.01, consistency_weight=0.02),

@@ -62,7 +62,8 @@ def test_punch_is_the_pitch_drop_of_the_first_30_ms_not_the_click_nor_the_held_b
     deep = dataclasses.replace(flat, start_hz=400.0)
     punch = {name: descriptors.describe(synth.render_kick(p), SR)["punch"] for name, p in
              [("flat", flat), ("deep", deep), ("deep clicky", dataclasses.replace(deep, click_level=1.0)),
-              ("deep held", dataclasses.replace(deep, drive=1.0)), ("deep long", dataclasses.replace(deep, decay_s=0.3))]}
+              ("deep held", dataclasses.replace(deep, drive=1.0)),
+              ("deep long", dataclasses.replace(deep, decay_s=0.3))]}
     assert punch["deep"] > punch["flat"] + 6.0, punch  # the pitch-envelope impact a kick synth's punch knob adds
     for variant in ("deep clicky", "deep held", "deep long"):  # the click, a saturated body, a longer tail: not punch
         assert punch[variant] == pytest.approx(punch["deep"], abs=2.0), (variant, punch)

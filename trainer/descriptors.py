@@ -25,7 +25,8 @@ brightness    Hz      spectral centroid over the first 100 ms: per frame (Hann, 
                       spectral centroid define it [5, 6], the frames weighted by their magnitude sums. The
                       whole spectrum counts, the fundamental included (so a lower sub raises it, physically)
 decay         s       time from the envelope peak until the envelope first falls 30 dB below it (the decay of an
-                      ADSR-style amplitude envelope [1]; the Timbre Toolbox's decay [6]; MPEG-7 describes the attack side, log-attack time [6])
+                      ADSR-style amplitude envelope [1]; the Timbre Toolbox's decay [6]; MPEG-7 describes the
+                      attack side, log-attack time [6])
 pitch         Hz      body fundamental late in the sound: peak (25-500 Hz, interpolated) of the summed
                       spectrum of the later half of the frames within 40 dB of the loudest frame
 length        s       time from the onset until the envelope stays below -60 dB re its peak
