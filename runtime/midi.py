@@ -48,6 +48,7 @@ from typing import Callable, Sequence
 import mido
 
 from runtime.errors import KickspaceError
+from runtime.process import thread_failure
 
 APIS = ("auto", "jack", "alsa")
 DEFAULT_CLIENT = "kickspace"
@@ -333,10 +334,8 @@ class MidiThread:
     @property
     def failure(self) -> str | None:
         """Why the MIDI thread ended on its own (the player then stops and says so), or None while it runs."""
-        thread = self._thread
-        if self._failure is None and thread is not None and not thread.is_alive() and not self._stop.is_set():
-            return "the MIDI input thread stopped; no note would be heard"
-        return self._failure
+        return thread_failure(self._thread, self._failure, self._stop,
+                              "the MIDI input thread stopped; no note would be heard")
 
     @property
     def received(self) -> int:

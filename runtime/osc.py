@@ -48,6 +48,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from runtime.errors import ConfigError
+from runtime.process import thread_failure
 
 ROOT = "/kickspace"
 POLL_S = 0.2  # how often the server thread checks for shutdown between datagrams
@@ -272,10 +273,8 @@ class OscInput:
     @property
     def failure(self) -> str | None:
         """Why the OSC thread ended on its own (the player then stops and says so), or None while it runs."""
-        thread = self._thread
-        if self._failure is None and thread is not None and not thread.is_alive() and not self._stop.is_set():
-            return "the OSC input thread stopped; OSC would be ignored"
-        return self._failure
+        return thread_failure(self._thread, self._failure, self._stop,
+                              "the OSC input thread stopped; OSC would be ignored")
 
     def stats(self) -> dict:
         """``osc_port``, ``osc_received``, ``osc_dropped`` and ``osc_dropped_kinds`` for ``--stats-json``."""

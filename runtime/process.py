@@ -150,6 +150,15 @@ def thread_nice() -> int | None:
         return None
 
 
+def thread_failure(thread: threading.Thread | None, failure: str | None, stop: threading.Event,
+                   died: str) -> str | None:
+    """Why an input thread ended on its own: its recorded ``failure``, else ``died`` when ``thread`` is no longer
+    alive though nobody set ``stop``; None while it runs (or after a requested stop)."""
+    if failure is None and thread is not None and not thread.is_alive() and not stop.is_set():
+        return died
+    return failure
+
+
 def rss_mb() -> float:
     """Resident set size of this process in MB (Linux /proc; 0 elsewhere)."""
     try:
