@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from runtime.errors import run_command
+from runtime.command import run_command
 from runtime.logs import add_log_flags, say
 
 

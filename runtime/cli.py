@@ -8,7 +8,8 @@ import textwrap
 from typing import Sequence
 
 from runtime.bounce import DEFAULT_RATE, FORMATS
-from runtime.errors import ConfigError, run_command
+from runtime.errors import ConfigError
+from runtime.command import run_command
 from runtime.logs import add_log_flags, say
 from runtime.process import REALTIME_PRIORITY
 

@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from runtime.errors import ConfigError, KickspaceError, check_fields
+from runtime.errors import ConfigError, KickspaceError
+from runtime.schema import check_fields
 
 MAX_SOUND_LEVEL = 8.0  # sounds are clipped to +-8 (18 dB over full scale) when set: the mix stays finite
 BLOCK_MATRIX_MAX = 1 << 21  # entries (16 MB) of resample's one-matrix form; larger ratios loop over phases

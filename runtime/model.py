@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from runtime.dsp import Preparation
-from runtime.errors import ConfigError, KickspaceError, check_fields
+from runtime.errors import ConfigError, KickspaceError
+from runtime.schema import check_fields
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ConfigError, KickspaceError, check_fields
+from runtime.errors import ConfigError, KickspaceError
+from runtime.schema import check_fields
 from runtime.files import write_text
 from runtime.model import ModelMetadata
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from runtime.errors import KickspaceError, run_command
+from runtime.errors import KickspaceError
+from runtime.command import run_command
 from runtime.logs import add_log_flags, say
 
 Handler = Callable[[argparse.Namespace], int]

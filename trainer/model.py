@@ -28,7 +28,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from runtime.errors import ConfigError, check_fields
+from runtime.errors import ConfigError
+from runtime.schema import check_fields
 from trainer.descriptors import DESCRIPTORS
 
 NORMS = ("batch", "group", "none")

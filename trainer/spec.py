@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from runtime.dsp import fade_out_curve
-from runtime.errors import ConfigError, check_fields
+from runtime.errors import ConfigError
+from runtime.schema import check_fields
 
 MEL_SCALES = ("slaney", "htk", "linear")
 _AMIN = 1e-10
