@@ -35,14 +35,13 @@ from trainer import distributed as dist_
 from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.distributed import DistContext
 from trainer.model import VAE, ModelConfig, build_model
-from trainer.objective import LossParts, ObjectiveConfig, kl_per_dim, vae_loss
+from trainer.objective import LossParts, ObjectiveConfig, latent_stats, vae_loss
 from trainer.descriptors import DESCRIPTORS, control_units
 from trainer.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("constant", "cosine")
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E[z|x]) above this counts as an active unit
 RUN_FILES = ("last.pt", "best.pt", "config.toml", "summary.json")  # written atomically into the run folder
 
 
@@ -218,21 +217,6 @@ def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
     span = max(1, total_steps - config.lr_warmup_steps)
     progress = min(1.0, (step - config.lr_warmup_steps) / span)
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
-
-
-def latent_stats(mu: torch.Tensor, logvar: torch.Tensor) -> dict[str, Any]:
-    """Posterior statistics over a set of examples (``mu``, ``logvar`` ``[N, latent]``).
-
-    Returns mu mean/std, logvar mean/std, ``active_units`` (dimensions whose ``mu`` varies across examples by more
-    than :data:`ACTIVE_UNIT_THRESHOLD`) and ``kl_per_dim`` (list, mean nats per dimension).
-    """
-    spread = mu.var(dim=0, unbiased=False)
-    return {
-        "mu_mean": float(mu.mean()), "mu_std": float(mu.std()),
-        "logvar_mean": float(logvar.mean()), "logvar_std": float(logvar.std()),
-        "active_units": int((spread > ACTIVE_UNIT_THRESHOLD).sum()),
-        "kl_per_dim": [float(v) for v in kl_per_dim(mu, logvar).mean(dim=0)],
-    }
 
 
 def with_control_stats(config: ModelConfig, descriptors: np.ndarray | None, train_idx: np.ndarray) -> ModelConfig:

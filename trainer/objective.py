@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from runtime.errors import ConfigError
 
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E[z|x]) above this counts as an active unit
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,21 @@ def beta_at(step: int, config: ObjectiveConfig) -> float:
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)) per example and dimension, ``[B, latent]`` in nats."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def latent_stats(mu: torch.Tensor, logvar: torch.Tensor) -> dict[str, Any]:
+    """Posterior statistics over a set of examples (``mu``, ``logvar`` ``[N, latent]``).
+
+    Returns mu mean/std, logvar mean/std, ``active_units`` (dimensions whose ``mu`` varies across examples by more
+    than :data:`ACTIVE_UNIT_THRESHOLD`) and ``kl_per_dim`` (list, mean nats per dimension).
+    """
+    spread = mu.var(dim=0, unbiased=False)
+    return {
+        "mu_mean": float(mu.mean()), "mu_std": float(mu.std()),
+        "logvar_mean": float(logvar.mean()), "logvar_std": float(logvar.std()),
+        "active_units": int((spread > ACTIVE_UNIT_THRESHOLD).sum()),
+        "kl_per_dim": [float(v) for v in kl_per_dim(mu, logvar).mean(dim=0)],
+    }
 
 
 def reconstruction(recon: torch.Tensor, target: torch.Tensor, config: ObjectiveConfig) -> torch.Tensor:

@@ -23,8 +23,8 @@ from trainer.checkpoint import Checkpoint, load_model
 from trainer.data.audio import Preprocess
 from trainer.data.ingest import Corpus, ingest
 from trainer.descriptors import DESCRIPTORS, describe_batch
-from trainer.fit import ACTIVE_UNIT_THRESHOLD, latent_stats
 from trainer.model import VAE
+from trainer.objective import ACTIVE_UNIT_THRESHOLD, latent_stats
 from trainer.spec import SpectrogramSpec, features_to_waveform
 
 #: A latent dimension is "collapsed" when its mean KL over the data is below this (nats).
