@@ -81,19 +81,6 @@ def api_id(name: str) -> int:
     return {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA}[name]
 
 
-def available_ports(api: str) -> list[str]:
-    """Output ports other programs offer (the ports a MIDI input can connect to) on ``api`` (``jack``/``alsa``)."""
-    rtmidi = _rtmidi()
-    try:
-        midi = rtmidi.MidiIn(api_id(api), name=f"{DEFAULT_CLIENT}-list")
-    except (rtmidi.SystemError, rtmidi.RtMidiError) as err:
-        raise KickspaceError(f"the {api.upper()} MIDI API is unavailable ({err})") from None
-    try:
-        return midi.get_ports()
-    finally:
-        midi.delete()
-
-
 def match_port(ports: list[str], wanted: str) -> int:
     """Index of the port ``wanted`` names: its number, or a case-insensitive substring (an exact name wins)."""
     if wanted.isdigit() and int(wanted) < len(ports):

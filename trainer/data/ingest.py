@@ -82,10 +82,6 @@ class IngestSummary:
             counts[reason] = counts.get(reason, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    def reasons(self) -> dict[str, str]:
-        """Skipped path -> reason code."""
-        return {path: reason for path, reason, _ in self.skipped}
-
     def render(self):
         """A rich Table: one row per class and a total row; columns kept, skipped, skipped by reason."""
         from rich.table import Table
