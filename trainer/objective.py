@@ -16,14 +16,13 @@ true standardised descriptors, in standard deviations squared.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch.nn import functional as F
 
-from runtime.errors import ConfigError
+from runtime.schema import check_fields, require
 
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E[z|x]) above this counts as an active unit
@@ -70,32 +69,26 @@ class ObjectiveConfig:
     consistency_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        def need(ok: bool, name: str, problem: str) -> None:
-            if not ok:
-                raise ConfigError(f"objective.{name}", problem)
-
-        need(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
-        need(self.beta_schedule in BETA_SCHEDULES, "beta_schedule",
-             f"must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
-        need(self.beta_warmup_steps >= 0, "beta_warmup_steps", "must be >= 0")
-        need(self.beta_cycle_steps > 0, "beta_cycle_steps", "must be positive")
-        need(0 < self.beta_cycle_ratio <= 1, "beta_cycle_ratio", "must be in (0, 1]")
-        need(self.free_bits >= 0, "free_bits", f"must be >= 0, got {self.free_bits}")
-        need(self.multires_weight >= 0, "multires_weight", "must be >= 0")
-        need(self.low_freq_weight >= 0, "low_freq_weight", "must be >= 0")
-        need(self.control_weight >= 0, "control_weight", "must be >= 0")
-        need(self.consistency_weight >= 0, "consistency_weight", "must be >= 0")
+        require(self.beta >= 0, "objective.beta", f"must be >= 0, got {self.beta}")
+        require(self.beta_schedule in BETA_SCHEDULES, "objective.beta_schedule",
+                f"must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        require(self.beta_warmup_steps >= 0, "objective.beta_warmup_steps", "must be >= 0")
+        require(self.beta_cycle_steps > 0, "objective.beta_cycle_steps", "must be positive")
+        require(0 < self.beta_cycle_ratio <= 1, "objective.beta_cycle_ratio", "must be in (0, 1]")
+        require(self.free_bits >= 0, "objective.free_bits", f"must be >= 0, got {self.free_bits}")
+        require(self.multires_weight >= 0, "objective.multires_weight", "must be >= 0")
+        require(self.low_freq_weight >= 0, "objective.low_freq_weight", "must be >= 0")
+        require(self.control_weight >= 0, "objective.control_weight", "must be >= 0")
+        require(self.consistency_weight >= 0, "objective.consistency_weight", "must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (what checkpoints and ``config.toml`` store)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ObjectiveConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"objective.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; an unknown key raises ConfigError naming ``objective.KEY``."""
+        return cls(**check_fields(data, cls, where="objective"))
 
 
 class LossParts(NamedTuple):
@@ -202,8 +195,3 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
         control = F.mse_loss(controls_pred, controls_true.to(controls_pred.dtype))
     return LossParts(rec + beta * kl_fb + config.control_weight * control, rec, kl, kl_fb, beta, control)
 
-
-def is_finite(parts: LossParts) -> bool:
-    """True when every loss part is a finite number."""
-    return all(math.isfinite(float(v)) for v in (parts.total, parts.recon, parts.kl, parts.kl_free_bits,
-                                                 parts.control, parts.consistency))
