@@ -46,7 +46,8 @@ from runtime.errors import ConfigError
 from trainer.spec import (LogMel, MelInverse, SpectrogramSpec, features_to_power, magnitude_scale, render_envelope,
                           window)
 
-#: Measured overrides of the multiply-add rule below (1024: 32 x 32 beat 16 x 64 per transform, README_phase.md).
+#: Measured overrides of the multiply-add rule below (1024: 32 x 32 beat 16 x 64 per transform, see
+#: benchmarks/README.md#the-in-graph-phase-pipeline-initial-phase-k-and-stft-formulation).
 DEFAULT_SPLITS: dict[int, int] = {1024: 32}
 
 

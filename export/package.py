@@ -37,7 +37,7 @@ from trainer.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "Griffin-Lim phase pipeline"
+DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "The in-graph phase pipeline" (Decisions)
 #: K of the preview decoder heard while a knob moves: from the pghi start, K = 2 is 0.9 dB (mel distance) behind
 #: K = 8 on the kick-22k spec (0.4 dB on kick) at 42 % of its render time (benchmarks/README.md, kick-22k table and
 #: "With the shipped kick model").

@@ -1,4 +1,5 @@
-"""Initial phases for the exported Griffin-Lim (see benchmarks/phase_init.py and benchmarks/README_phase.md).
+"""Initial phases for the exported Griffin-Lim (measured by benchmarks/phase_init.py; the tables and the choice:
+benchmarks/README.md#the-in-graph-phase-pipeline-initial-phase-k-and-stft-formulation).
 
 Two kinds:
 
@@ -35,7 +36,9 @@ from trainer.spec import SpectrogramSpec, window
 #: Gaussian ``lambda`` (in samples^2, relative to win_length^2) that best matches a Hann window (ltfat's pghi).
 HANN_GAMMA = 0.25645
 
-#: The recommended initialisation (see benchmarks/README_phase.md for the measurement behind the choice).
+#: The recommended initialisation: on the kick spec the only init within 1 dB of the 32-iteration reference at
+#: K <= 8, and nothing is fitted to a data set, so it does not go stale when the model is retrained (the
+#: measurement: benchmarks/README.md#the-in-graph-phase-pipeline-initial-phase-k-and-stft-formulation).
 DEFAULT_INIT = "pghi"
 
 
@@ -97,7 +100,7 @@ class PhaseGradient(nn.Module):
     Input: scaled magnitude ``[B, n_freq, T]`` (natural bin order); output: phase ``[B, n_freq, T]`` in the
     spec's (frame-start) convention. Bins more than ``floor_db`` below the kick's peak get a clamped log
     magnitude (as PGHI does), so noise in the -80 dB floor does not steer the phase. Cost: ~10 elementwise ops and
-    two CumSum on ``[B, n_freq, T]`` (about 0.2 ms at n_fft 1024, measured in benchmarks/gl_onnx_latency.py).
+    two CumSum on ``[B, n_freq, T]`` (measured by benchmarks/gl_onnx_latency.py; figures in benchmarks/README.md).
     """
 
     def __init__(self, spec: SpectrogramSpec, floor_db: float = 70.0, time_weight: float = 0.75,

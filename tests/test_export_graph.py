@@ -131,7 +131,8 @@ def test_onnx_parity_phase_gradient_init(tmp_path):
 
 def test_phase_gradient_beats_random_at_k4():
     """On swept kicks, PGHI at K=4 is at least 1 dB closer (spectral convergence) than random at K=4 (median of
-    3 seeds); measured 1.7 dB on this tiny spec, 3-4 dB on real kicks at the kick spec (README_phase.md)."""
+    3 seeds); measured 1.7 dB on this tiny spec, 3-4 dB on real kicks at the kick spec
+    (benchmarks/README.md, "The in-graph phase pipeline")."""
     audio = np.stack([_kick(seed=s) for s in range(4)])
     mag = MelInverse(TINY).double()(waveform_to_features(audio, TINY).double())
     with torch.no_grad():
