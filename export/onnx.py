@@ -10,7 +10,7 @@ kinds of graph, and a render takes the same time (benchmarks/README.md, "ONNX ex
   ("No Adapter To Version $17 for Pad"); onnxruntime 1.31 runs opset 18.
 * **No onnxscript graph optimiser** (``optimize=False`` in the export call): its rewrites of the unrolled
   Griffin-Lim loop moved onnxruntime's audio 2.2e-3 (relative to the peak) from torch's, against 7.5e-6 without
-  them. ``optimize=True`` here applies onnxruntime's own basic optimisations instead, as before.
+  them. ``optimize=True`` here applies onnxruntime's own basic optimisations instead.
 * The batch axis is a ``torch.export.Dim`` on every input (outputs follow); an example with batch 1 is repeated to
   2 first, since ``torch.export`` specialises a size-1 dimension to a constant.
 * The intermediate shapes the exporter records (``value_info``) are dropped: with them onnxruntime ran the same
@@ -125,7 +125,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 def _export_legacy(module: nn.Module, examples: tuple[torch.Tensor, ...], tmp: Path, input_names: Sequence[str],
                    output_names: Sequence[str], opset: int) -> None:
-    """The TorchScript exporter as used before (opset 17, constant folding); kept for the benchmark's comparison."""
+    """The legacy TorchScript exporter (opset 17, constant folding); kept for the benchmark's comparison."""
     dynamic = {name: {0: "batch"} for name in (*input_names, *output_names)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # conditioning branches are fixed per model

@@ -2,7 +2,8 @@
 
 Where a JACK server runs (jackd, or PipeWire's JACK layer), :func:`plan_output` opens the client ``NAME`` with the
 ports ``NAME:midi_in`` and ``NAME:out_0`` (``NAME:out_1``). Its process callback (:meth:`JackOutput._process`)
-does, once per JACK cycle, what python-sounddevice's callback did and the MIDI reading that RtMidi did:
+does, once per JACK cycle, what :mod:`runtime.audio`'s sounddevice callback does and the MIDI reading that
+:mod:`runtime.midi` leaves to RtMidi:
 
 1. read the MIDI events of THIS cycle; each one's bytes go into a preallocated, lock-free hand-off
    (:class:`runtime.jack_midi.MidiRing`) for the control path, and a well-formed note-on on an accepted channel

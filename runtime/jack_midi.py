@@ -14,7 +14,7 @@ drains the ring every :data:`runtime.midi.POLL_S` (:func:`runtime.midi.pump`), d
 defensive decoder (:class:`runtime.midi.MidiDecoder`: malformed bytes dropped and counted by kind) and puts
 ``(message, time)`` on the player's queue. JACK MIDI events are whole messages, so no sysex needs assembling and no
 guard client is needed (RtMidi's input needed one: :class:`runtime.midi.SysexGuard`). Clock and active sensing are
-ignored in the callback (as RtMidi was told to). Note-ons were already started by the process callback
+ignored in the callback (as :mod:`runtime.midi` tells RtMidi to). Note-ons were already started by the process callback
 (:attr:`JackMidiInput.started_notes`): the control thread only counts and shows them.
 """
 

@@ -18,10 +18,10 @@ Measured sources, and what this module does about each:
   itself; a server without realtime scheduling (``--no-realtime``, or one that could not get it) leaves it an
   ordinary thread, which the scheduler wakes late when another thread has the core. The audio callback then calls
   :func:`realtime_thread` once, on its first block, where the system allows it (root, or an ``rtprio`` limit), so
-  the player's own thread is not the one JACK waits for. Measured on JACK dummy ``--no-realtime`` under knob
-  sweeps (9 and 16 runs of 20-60 s, interleaved): the server blamed the player's audio client for 0.086 cycles a
-  second as an ordinary thread, 0.035 as ``SCHED_FIFO``; the cycles it had been woken for too late ("Triggered")
-  all but disappear, those it was still running at the next cycle (waiting for the GIL, or a stalled vCPU) remain.
+  the player's own thread is not the one JACK waits for. On JACK dummy ``--no-realtime`` under knob sweeps the
+  server then blamed the player's audio client for less than half as many cycles: those it had been woken for too
+  late ("Triggered") all but disappear, those it was still running at the next cycle (waiting for the GIL, or a
+  stalled vCPU) remain (benchmarks/README.md, "Live runtime on JACK dummy").
 - **glibc heap growth.** :func:`pin_mmap_threshold` keeps large temporaries mapped (RSS stays flat).
 
 All of it is Linux/CPython-specific and best effort: each setting returns whether (or, for the freeze, how much)

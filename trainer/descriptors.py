@@ -6,7 +6,7 @@ the overall level, and is finite for any input: silence, an empty array or a 1-s
 documented "no sound" value of each descriptor (:data:`SILENT`).
 
 The five knob descriptors (sub, punch, decay, click, brightness) follow the definitions producers and the timbre
-literature use, not what a model happens to do (issue 20; sources below the table):
+literature use, not what a model happens to do (sources below the table):
 
 ============  ======  ================================================================================
 name          unit    definition
@@ -30,8 +30,8 @@ decay         s       time from the envelope peak until the envelope first falls
 pitch         Hz      body fundamental late in the sound: peak (25-500 Hz, interpolated) of the summed
                       spectrum of the later half of the frames within 40 dB of the loudest frame
 length        s       time from the onset until the envelope stays below -60 dB re its peak
-body          ratio   body fill (the project's former "punch", renamed because it measures the opposite of a
-                      transient hit): mean of the envelope (40 ms RMS, linear, re its peak) from the onset until
+body          ratio   body fill (not called "punch": it measures the opposite of a transient
+                      hit): mean of the envelope (40 ms RMS, linear, re its peak) from the onset until
                       it first falls 20 dB below the peak. 0.39 for a plain exponential decay of any length,
                       towards 1 as the body is held at full level (saturation, compression): a dense, held body
 ============  ======  ================================================================================
