@@ -30,10 +30,10 @@ from runtime import model as fmt
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import Axis, ModelMetadata
 from runtime.preset import Pad, default_preset
-from trainer.checkpoint import Checkpoint, load_model
+from runtime.spec import SpectrogramSpec
+from trainer.checkpoint import Checkpoint, load_model, resolve_checkpoint
 from trainer.data.audio import Preprocess
 from trainer.model import VAE
-from trainer.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     run : path
         Run folder written by ``trainer fit`` (or a checkpoint file).
     checkpoint : str
-        Checkpoint inside the run (``best.pt`` or ``last.pt``).
+        Checkpoint in a run folder (``best.pt``, else ``last.pt``): :func:`trainer.checkpoint.resolve_checkpoint`.
     n_iter : int
         Griffin-Lim iterations K inside the decoder graph.
     preview_iterations : int
@@ -109,7 +109,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     """
     log.debug(f"exporting {run} ({checkpoint}) to {out}: K={n_iter}, preview K={preview_iterations}, "
               f"phase init {phase_init}")
-    path = _checkpoint_path(Path(run), checkpoint)
+    path = resolve_checkpoint(run, checkpoint)
     model, spec, ckpt = load_model(path)
     _check_exportable(model, spec, n_iter)
     if not isinstance(preview_iterations, int) or preview_iterations < 0:
@@ -151,13 +151,6 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec,
                           preview=graphs.get(fmt.PREVIEW_FILE))
     return ExportResult(folder=out, metadata=metadata, parity=parity)
-
-
-def _checkpoint_path(run: Path, checkpoint: str) -> Path:
-    path = run if run.is_file() else run / checkpoint
-    if not path.is_file():
-        raise KickspaceError(f"{path}: no checkpoint (train one with `trainer fit DATA --out {run}`)")
-    return path
 
 
 def _check_exportable(model: VAE, spec: SpectrogramSpec, n_iter: int) -> None:

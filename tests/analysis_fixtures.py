@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.analysis.latent import Run, load_corpus, load_run
+from runtime.spec import SpectrogramSpec
+from trainer.analysis.run import Run, load_corpus, load_run
 from trainer.data import synth
 from trainer.data.ingest import Corpus
 from trainer.fit import TrainConfig, TrainingArrays, fit
 from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
-from trainer.spec import SpectrogramSpec
 
 SPEC = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=64)
 MODEL = ModelConfig(input_shape=SPEC.shape, widths=(8, 16), latent=6)

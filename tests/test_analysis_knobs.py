@@ -150,12 +150,13 @@ def five_knob_run(tmp_path_factory: pytest.TempPathFactory):
     parameters vary (tuning, sweep time, drive and noise fixed; decays short enough for the 0.5 s clip)."""
     import torch
 
-    from trainer.analysis.latent import load_run
+    from runtime.spec import SpectrogramSpec
+    from trainer.analysis.run import load_run
     from trainer.descriptors import describe_batch
     from trainer.fit import TrainConfig, TrainingArrays, fit
     from trainer.model import ModelConfig
     from trainer.objective import ObjectiveConfig
-    from trainer.spec import SpectrogramSpec, waveform_to_features
+    from trainer.spec import waveform_to_features
 
     torch.set_num_threads(1)
     spec = SpectrogramSpec(sample_rate=16000, n_fft=1024, hop_length=128, win_length=1024, n_mels=64, frames=64)
@@ -177,7 +178,7 @@ def five_knob_run(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.slow
 def test_every_knob_of_a_tiny_conditioned_model_turns_its_cited_descriptor_up(five_knob_run):
     from trainer.analysis.axes import AxesData, derive_axes
-    from trainer.analysis.latent import decode, describe_audio, encode, to_audio
+    from trainer.analysis.run import decode, describe_audio, encode, to_audio
 
     run, features = five_knob_run
     mu, _ = encode(run.model, features)

@@ -8,7 +8,8 @@ import numpy as np
 
 from tests.analysis_fixtures import tiny_run  # noqa: F401  (session fixture)
 from trainer import cli
-from trainer.analysis.latent import diagnostics, pairwise_distances
+from trainer.analysis.latent import diagnostics
+from trainer.analysis.run import pairwise_distances
 from trainer.descriptors import DESCRIPTORS
 
 

@@ -11,6 +11,10 @@ Keys (format version 1): ``format_version``, ``model_config`` (``ModelConfig.to_
 ``optimizer_state`` (or None), ``epoch`` (completed epochs), ``step`` (optimiser steps), ``history`` (one dict of
 metrics per epoch), ``rng`` (dict of RNG state tensors), ``progress`` (loop bookkeeping: best metric, patience),
 ``config`` (the merged run config as written to ``config.toml``).
+
+A run folder holds :data:`BEST` and :data:`LAST`; :func:`resolve_checkpoint` is the one rule that turns a run
+folder or a checkpoint file into the file to read, so the analyses and export accept the same inputs and refuse
+the same way.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import torch
 
 from runtime.errors import KickspaceError
 from runtime.files import atomic_path
+from runtime.spec import SpectrogramSpec
 from trainer.model import VAE, ModelConfig, build_model
-from trainer.spec import SpectrogramSpec
 
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "model_config", "spec", "train_config", "model_state")
+#: The checkpoints ``trainer fit`` writes into a run folder: the best validation epoch, and the latest epoch.
+BEST, LAST = "best.pt", "last.pt"
 
 
 @dataclass
@@ -72,6 +78,40 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     with atomic_path(path, fsync=True) as tmp:
         torch.save(checkpoint.to_dict(), tmp)
     return Path(path)
+
+
+def resolve_checkpoint(path: str | Path, name: str = BEST) -> Path:
+    """The checkpoint file meant by ``path``: a checkpoint file itself, or the checkpoint ``name`` in a run folder.
+
+    The one rule by which every command (``trainer analyze`` and the other analyses, ``python -m export onnx``)
+    turns what a person typed into a file, so they all accept the same inputs.
+
+    Parameters
+    ----------
+    path : path
+        A checkpoint file (returned as given, whatever ``name`` says), or a run folder written by ``trainer fit``.
+    name : str
+        The file inside a run folder. :data:`BEST` (the default) falls back to :data:`LAST` when absent: ``trainer
+        fit`` writes ``last.pt`` before ``best.pt``, so a run stopped between the two has only ``last.pt``. Any
+        other name (``last.pt``, a copy such as ``epoch10.pt``) is taken exactly, without fallback.
+
+    Raises
+    ------
+    KickspaceError
+        One line naming ``path`` and what was looked for, when no such file exists.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise KickspaceError(f"{path}: no checkpoint: neither a checkpoint file nor a run folder (train one with "
+                             f"`trainer fit DATA --out {path}`)")
+    names = (name, LAST) if name == BEST else (name,)
+    found = next((path / n for n in names if (path / n).is_file()), None)
+    if found is None:
+        raise KickspaceError(f"{path}: no checkpoint: no {' or '.join(names)} in this folder (is it a run folder "
+                             "written by `trainer fit`?)")
+    return found
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:

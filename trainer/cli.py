@@ -29,7 +29,7 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
 def _resolve_spec(args: argparse.Namespace):
     import dataclasses
 
-    from trainer.spec import get_spec
+    from runtime.spec import get_spec
 
     spec = get_spec(args.spec)
     if args.channels is not None:
@@ -199,7 +199,7 @@ def _run_arguments(parser: argparse.ArgumentParser, *, data: str) -> None:
 
 
 def _load_run_and_data(args: argparse.Namespace, roots=None):
-    from trainer.analysis.latent import load_corpus, load_run
+    from trainer.analysis.run import load_corpus, load_run
 
     run = load_run(args.run)
     roots = args.data if roots is None else roots
@@ -319,7 +319,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from trainer.analysis.evaluate import evaluate
-    from trainer.analysis.latent import load_corpus
+    from trainer.analysis.run import load_corpus
 
     run, corpus, out = _load_run_and_data(args)
     train = (load_corpus(run, args.train_data, cache_dir=args.cache, use_cache=not args.no_cache)

@@ -1,11 +1,13 @@
 """Analysis of trained runs: what the latent space holds and how the model sounds.
 
-One module per job, each a library function that the ``trainer`` CLI calls and tests call directly:
+One module per job, each a library function that the ``trainer`` CLI calls and tests call directly; the jobs
+share the run services of ``run`` and the writers of ``plots`` and ``reports``:
 
 ===============  ==========================================================================================
 module           job
 ===============  ==========================================================================================
-``latent``       load a run, encode a corpus (mu / logvar), latent diagnostics, 2D maps (``trainer analyze``)
+``run``          a trained run and its services: load, ingest a corpus, encode / decode, audio, descriptors
+``latent``       latent diagnostics of an encoded corpus and its 2D maps (``trainer analyze``)
 ``generate``     reconstructions, prior samples, interpolations as WAV + spectrogram grids (``trainer generate``)
 ``cluster``      GMM with BIC, TensorBoard projector, centroids for pad anchors (``trainer cluster``)
 ``axes``         named knob directions from descriptors, verified by decoded sweeps (``trainer axes``)

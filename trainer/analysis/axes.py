@@ -49,7 +49,7 @@ from scipy import stats
 from runtime.errors import KickspaceError
 from runtime.model import Axis
 from trainer.analysis import knobs, plots
-from trainer.analysis.latent import Run, conditions, decode, describe_audio, encode, to_audio
+from trainer.analysis.run import Run, conditions, decode, describe_audio, encode, to_audio
 from trainer.analysis.reports import read_json, table, write_json, write_text
 from trainer.data.ingest import Corpus
 from trainer.descriptors import DESCRIPTORS, control_units, describe_batch

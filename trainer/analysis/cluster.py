@@ -18,7 +18,7 @@ import numpy as np
 
 from runtime.errors import KickspaceError
 from trainer.analysis import plots
-from trainer.analysis.latent import Run, conditions, decode, describe_audio, encode, to_audio
+from trainer.analysis.run import Run, conditions, decode, describe_audio, encode, to_audio
 from trainer.analysis.reports import table, write_json, write_text, write_wav
 from trainer.data.ingest import Corpus
 from trainer.descriptors import DESCRIPTORS, control_units

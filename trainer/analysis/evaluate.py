@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from runtime.spec import SpectrogramSpec
 from trainer.analysis import plots
-from trainer.analysis.latent import Run, conditions, decode, describe_audio, encode, pairwise_distances, to_audio
+from trainer.analysis.run import Run, conditions, decode, describe_audio, encode, pairwise_distances, to_audio
 from trainer.analysis.reports import fmt, table, write_json, write_text
 from trainer.data.ingest import Corpus
 from trainer.descriptors import control_units
-from trainer.spec import LogMel, SpectrogramSpec, griffin_lim, waveform_to_features
+from trainer.spec import LogMel, griffin_lim, ref_db, waveform_to_features
 
 FLOOR_DB = 60.0
 COLLAPSE_RATIO = 0.3
@@ -41,7 +42,7 @@ COLLAPSE_RATIO = 0.3
 # ================================================================================================ round trip
 def features_db(features: np.ndarray, spec: SpectrogramSpec) -> np.ndarray:
     """Normalised features ``[N, C, M, T]`` -> band levels in dB (same shape)."""
-    return (np.asarray(features, dtype=np.float64) + 1.0) * 0.5 * spec.top_db + (spec.ref_db - spec.top_db)
+    return (np.asarray(features, dtype=np.float64) + 1.0) * 0.5 * spec.top_db + (ref_db(spec) - spec.top_db)
 
 
 def log_spectral_distance(reference: np.ndarray, other: np.ndarray, spec: SpectrogramSpec) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from trainer.analysis import plots
-from trainer.analysis.latent import Run, conditions, decode, encode, to_audio
+from trainer.analysis.run import Run, conditions, decode, encode, to_audio
 from trainer.analysis.reports import write_json, write_wav
 from trainer.data.ingest import Corpus
 

@@ -1,153 +1,35 @@
-"""Encode a corpus through a trained run: posterior statistics, latent diagnostics and 2D maps (``trainer analyze``).
+"""``trainer analyze``: posterior statistics, latent diagnostics and 2D maps of a corpus encoded by a trained run.
 
-A *run* is a folder written by ``trainer fit`` (its ``best.pt``, else ``last.pt``) or a checkpoint file. Data is
-ingested with the run's own spectrogram spec and the preprocessing of its config, so the features match training.
+The run and the corpus come from :mod:`trainer.analysis.run` (the run's own spec and preprocessing, so the features
+match training). Diagnostics are of the latent proper (the first ``model.config.latent`` columns of the code), not
+of a control-conditioned model's predicted controls; maps are of the whole code, coloured by class, pitch, GMM
+cluster (:func:`trainer.analysis.cluster.select_gmm`) and each descriptor.
 
-Shapes: features ``[N, C, M, T]``; ``mu``, ``logvar``, ``z`` ``[N, L]``; audio ``[N, C, S]``; descriptors
-``[N, len(DESCRIPTORS)]`` in :data:`trainer.descriptors.DESCRIPTORS` order.
+Shapes: ``mu``, ``logvar`` ``[N, L]``; descriptors ``[N, len(DESCRIPTORS)]`` in
+:data:`trainer.descriptors.DESCRIPTORS` order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from runtime.errors import KickspaceError
 from trainer.analysis import plots
+from trainer.analysis.cluster import select_gmm
 from trainer.analysis.reports import fmt, table, write_json, write_text
-from trainer.checkpoint import Checkpoint, load_model
-from trainer.data.audio import Preprocess
-from trainer.data.ingest import Corpus, ingest
-from trainer.descriptors import DESCRIPTORS, describe_batch
-from trainer.model import VAE
+from trainer.analysis.run import Run, conditions, describe_audio, encode, pairwise_distances
+from trainer.data.ingest import Corpus
+from trainer.descriptors import DESCRIPTORS
 from trainer.objective import ACTIVE_UNIT_THRESHOLD, latent_stats
-from trainer.spec import SpectrogramSpec, features_to_waveform
 
 #: A latent dimension is "collapsed" when its mean KL over the data is below this (nats).
 COLLAPSED_KL = 0.01
 
 
-# ================================================================================================ runs and data
-@dataclass(frozen=True)
-class Run:
-    """A trained model with everything needed to feed it: spec, class names, preprocessing."""
-
-    model: VAE
-    spec: SpectrogramSpec
-    checkpoint: Checkpoint
-    path: Path
-    folder: Path
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.checkpoint.classes)
-
-    @property
-    def preprocess(self) -> Preprocess:
-        """The run's loudness setting (from its config) on default preprocessing."""
-        return Preprocess.of_run(self.checkpoint.config)
-
-    @property
-    def layout(self) -> str:
-        return str(self.checkpoint.config.get("data", {}).get("layout", "auto"))
-
-
-def load_run(run: str | Path) -> Run:
-    """Load ``RUN/best.pt`` (else ``RUN/last.pt``), or a checkpoint file given directly, in eval mode on CPU."""
-    run = Path(run)
-    if run.is_dir():
-        path = next((run / name for name in ("best.pt", "last.pt") if (run / name).is_file()), None)
-        if path is None:
-            raise KickspaceError(f"{run}: no best.pt or last.pt; is it a run folder written by `trainer fit`?")
-    else:
-        path = run
-    model, spec, checkpoint = load_model(path)
-    return Run(model=model, spec=spec, checkpoint=checkpoint, path=path, folder=path.parent)
-
-
-def load_corpus(run: Run, roots: Sequence[Path], *, cache_dir: Path | None = None, use_cache: bool = True,
-                progress: bool = False) -> Corpus:
-    """Ingest ``roots`` with the run's spec and preprocessing; refuses an empty result."""
-    corpus = ingest(list(roots), spec=run.spec, preprocess=run.preprocess, layout=run.layout, cache_dir=cache_dir,
-                    use_cache=use_cache, progress=progress)
-    if len(corpus) == 0:
-        raise KickspaceError(f"no usable audio in {', '.join(map(str, roots))}")
-    return corpus
-
-
-def conditions(run: Run, corpus: Corpus) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Labels and pitches ``[N]`` to feed the model (None where it is not conditioned on them).
-
-    Labels are mapped from the corpus' class names to the run's; classes the run never saw become -1 (unknown).
-    """
-    config = run.model.config
-    labels = None
-    if config.n_classes:
-        index = {name: i for i, name in enumerate(run.classes)}
-        labels = np.array([index.get(name, -1) if name is not None else -1 for name in corpus.labels], np.int64)
-    pitch = corpus.pitch if config.pitch_conditioning else None
-    return labels, pitch
-
-
-# ================================================================================================ model I/O
-def _pick(values: np.ndarray | None, sl: slice) -> torch.Tensor | None:
-    return None if values is None else torch.as_tensor(np.asarray(values)[sl], dtype=torch.long)
-
-
-@torch.no_grad()
-def encode(model: VAE, features: np.ndarray, *, labels: np.ndarray | None = None, pitch: np.ndarray | None = None,
-           batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior ``mu``, ``logvar`` ``[N, L]`` float64 of features ``[N, C, M, T]``.
-
-    ``L`` is the model's code size: for a control-conditioned model the last columns are its predicted controls
-    (:meth:`trainer.model.VAE.encode_code`), so what this returns is what :func:`decode` takes.
-    """
-    mus, logvars = [], []
-    for start in range(0, len(features), batch_size):
-        sl = slice(start, start + batch_size)
-        mu, logvar = model.encode_code(torch.as_tensor(features[sl], dtype=torch.float32), _pick(labels, sl),
-                                       _pick(pitch, sl))
-        mus.append(mu.double().numpy())
-        logvars.append(logvar.double().numpy())
-    return np.concatenate(mus), np.concatenate(logvars)
-
-
-@torch.no_grad()
-def decode(model: VAE, z: np.ndarray, *, labels: np.ndarray | None = None, pitch: np.ndarray | None = None,
-           batch_size: int = 64) -> np.ndarray:
-    """Features ``[N, C, M, T]`` float32 decoded from latents ``z [N, L]``."""
-    out = []
-    for start in range(0, len(z), batch_size):
-        sl = slice(start, start + batch_size)
-        out.append(model.decode(torch.as_tensor(z[sl], dtype=torch.float32), _pick(labels, sl),
-                                _pick(pitch, sl)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, *model.config.input_shape), np.float32)
-
-
-def to_audio(features: np.ndarray, spec: SpectrogramSpec, *, n_iter: int = 32, batch_size: int = 32) -> np.ndarray:
-    """Waveforms ``[N, C, S]`` float32 from features ``[N, C, M, T]`` (mel inverse + fast Griffin-Lim)."""
-    out = [features_to_waveform(features[i:i + batch_size], spec, n_iter=n_iter).numpy()
-           for i in range(0, len(features), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, spec.channels, spec.n_samples), np.float32)
-
-
-def describe_audio(audio: np.ndarray, spec: SpectrogramSpec) -> np.ndarray:
-    """Descriptors ``[N, D]`` of waveforms ``[N, C, S]`` (channels averaged)."""
-    return describe_batch(np.asarray(audio).mean(axis=1), spec.sample_rate)
-
-
 # ================================================================================================ diagnostics
-def pairwise_distances(x: np.ndarray) -> np.ndarray:
-    """Euclidean distances of all unordered pairs of rows of ``x [N, D]``, shape ``[N * (N - 1) / 2]``."""
-    sq = np.sum(x * x, axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
-    return np.sqrt(d2[np.triu_indices(len(x), k=1)])
-
-
 def diagnostics(mu: np.ndarray, logvar: np.ndarray) -> dict[str, Any]:
     """Latent health of a set of posteriors ``mu``, ``logvar`` ``[N, L]``.
 
@@ -260,8 +142,6 @@ def analyze(run: Run, corpus: Corpus, *, out: Path, seed: int = 0) -> dict[str, 
 
     Clusters for colouring come from :func:`trainer.analysis.cluster.select_gmm` (BIC-chosen GMM).
     """
-    from trainer.analysis.cluster import select_gmm
-
     labels, pitch = conditions(run, corpus)
     mu, logvar = encode(run.model, corpus.features, labels=labels, pitch=pitch)
     latent = run.model.config.latent  # diagnostics of the latent proper, not of the predicted controls

@@ -16,14 +16,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from runtime.errors import ConfigError
+from runtime.spec import SpectrogramSpec
 from trainer.analysis import plots
-from trainer.analysis.latent import encode
+from trainer.analysis.run import encode
 from trainer.analysis.reports import fmt, table, write_json, write_text
 from trainer.checkpoint import load_model
 from trainer.fit import TrainConfig, TrainingArrays, fit
 from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
-from trainer.spec import SpectrogramSpec
 
 TOP3_TARGET = 0.6
 
