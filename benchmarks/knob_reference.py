@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/knob_reference.py presets/kicks [--real ../shared/data/drums] [--kicks 6]
         [--random 6] [--values 9] [--velocities 40 100 127] [--no-timbral] [--json out.json]
 
-The issue-20 measurement, on the exported model through the runtime's own render path (onnxruntime decoder, the
+The model cards' knob check, on the exported model through the runtime's own render path (onnxruntime decoder, the
 precomputed Griffin-Lim graph, the engine's velocity gain and output stage; no torch): each knob swept over
 ``--values`` positions from -1 to 1 (the others at their default), from
 
@@ -17,10 +17,9 @@ Each hit is read by the project's descriptors (``own``, trainer/descriptors.py),
 timbral-models==0.4.0``; not a project dependency), by the AudioCommons timbral models (``timbral``: booming for
 sub, hardness for punch, brightness for brightness; it has no click or decay model; hits resampled to 44.1 kHz).
 timbral-models 0.4.0 predates numpy 2 / librosa 0.11; the shims it needs are here (:func:`_load_timbral`), not in a
-fork. On trainer/data/synth.py kicks (44.1 kHz, one parameter swept over 6 values from tests/test_descriptors.py's
-base kick) hardness follows start_hz, the pitch-envelope depth that ``punch`` measures, at rho 0.94, but also click
-level and brightness (1.0); timbral brightness follows the synth's brightness at 1.0 and falls with sub (-1.0):
-perceptual regressions that answer to several things at once, so their cross-talk is theirs as much as the knobs'.
+fork. The timbral models are perceptual regressions that answer to several things at once (on trainer/data/synth.py
+kicks hardness follows the pitch-envelope depth that ``punch`` measures, but click level and brightness as much;
+figures in benchmarks/README.md, "Knob check"), so their cross-talk is theirs as much as the knobs'.
 
 Printed: per knob and implementation the median rho, the sweeps >= 0.9 and the minimum; the knob x descriptor rho
 matrix per implementation; and the velocity check (for every pad, the sign of each knob's rho at every velocity).

@@ -33,8 +33,8 @@ Reported:
 
 ``--no-recorder`` leaves the recorder out (no latency or onset figures): the player's xruns without the measuring
 client in the server's chain. The server's log blames the recorder for more cycles than every other client
-together (it runs last in the chain, so it is the one caught unfinished), but leaving it out changed little here:
-1, 9, 11, 11 player underflows in 30 s without it, 9, 12, 12, 13 with it, interleaved.
+together (it runs last in the chain, so it is the one caught unfinished), but leaving it out changed the player's
+underflow count little (benchmarks/README.md, "With the shipped kick model").
 
 The reference client: ``jack_midisine`` (jackd2's example C client: a MIDI input and an audio output that
 starts a sine at each note-on's own frame in the same cycle) runs in the same server at the same time, fed the same
@@ -43,11 +43,10 @@ input. Its note -> onset latency and the cycles the server blamed on it are prin
 (``reference``), so "as good as a C client on this machine" is a figure: on a VM whose scheduler wakes threads
 late, a C client that does nothing but copy MIDI to a sine is blamed too. Leave it out with ``--no-reference``.
 
-Goals (the runtime issue): latency <= one period added, and since issue 21 each note at its own frame plus the
-reported latency, knob -> ready <= 20 ms, 0 xruns, RSS growth < 5 MB. Beside "0 xruns" (every client's) the goals
-say whether the server blamed no cycle on the player's own clients (``server_xruns_blamed_on_the_player``): the
-xruns the player caused. ``--rt-priority N`` passes the player's flag (0: its audio thread stays an ordinary thread
-under ``--no-realtime``).
+Goals: latency <= one period added, each note at its own frame plus the reported latency, knob -> ready <= 20 ms,
+0 xruns, RSS growth < 5 MB. Beside "0 xruns" (every client's) the goals say whether the server blamed no cycle on
+the player's own clients (``server_xruns_blamed_on_the_player``): the xruns the player caused. ``--rt-priority N``
+passes the player's flag (0: its audio thread stays an ordinary thread under ``--no-realtime``).
 """
 
 from __future__ import annotations
