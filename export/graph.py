@@ -73,6 +73,36 @@ def _check_spec(spec: SpectrogramSpec) -> int:
     return spec.n_fft // spec.hop_length
 
 
+def _stage_matrices(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The real matrices of the two stages for ``n_fft = n1 * n2`` (float64), forward ``f1``, ``f2`` and inverse
+    ``g2``, ``g1``, in the layout :class:`FactorizedSTFT` documents (``K2 = n2/2 + 1``).
+
+    ``f1`` ``[2*K2, N2]``: stage 1 on real input; ``f2`` ``[K2, 2*N1, 2*N1]``: stage 2 per k2 with the twiddle folded
+    in; ``g2`` the same transposed for the inverse; ``g1`` ``[N2, 2*K2]``: the inverse's last stage with the one-sided
+    weights (1 for ``k2 in {0, N2/2}``, else 2) and the ``1/N``.
+    """
+    n, k2n = n1 * n2, n2 // 2 + 1
+    # forward stage 1: rows (k2, re/im), exp(-2 pi i n2 k2 / N2) on real input
+    a1 = 2 * np.pi * np.arange(k2n)[:, None] * np.arange(n2)[None, :] / n2
+    f1 = np.stack([np.cos(a1), -np.sin(a1)], axis=1).reshape(2 * k2n, n2)
+    # stage 2 per k2: theta = 2 pi n1 (N2 k1 + k2) / N, indexed [k2, k1, n1]
+    th = 2 * np.pi * np.arange(n1)[None, None, :] * (n2 * np.arange(n1)[None, :, None]
+                                                     + np.arange(k2n)[:, None, None]) / n
+    c, s_ = np.cos(th), np.sin(th)
+    # forward: (br + i bi)(c - i s): re = c br + s bi, im = -s br + c bi ; rows (p', k1), cols (p, n1)
+    f2 = np.concatenate([np.concatenate([c, s_], axis=2), np.concatenate([-s_, c], axis=2)], axis=1)
+    # inverse stage A: b[k2, n1] = sum_k1 exp(+i theta) Y[k2, k1]: rows (p, n1), cols (p', k1)
+    ct, st = c.transpose(0, 2, 1), s_.transpose(0, 2, 1)
+    g2 = np.concatenate([np.concatenate([ct, -st], axis=2), np.concatenate([st, ct], axis=2)], axis=1)
+    # inverse stage B: x[n2, n1] = sum_k2 w_k2 Re(b[k2, n1] exp(2 pi i n2 k2 / N2)) / N; cols (k2, re/im)
+    wk = np.full(k2n, 2.0)
+    wk[0] = 1.0
+    wk[-1] = 1.0
+    ai = 2 * np.pi * np.arange(n2)[:, None] * np.arange(k2n)[None, :] / n2
+    g1 = np.stack([wk * np.cos(ai), -wk * np.sin(ai)], axis=2).reshape(n2, 2 * k2n) / n
+    return f1, f2, g2, g1
+
+
 class FactorizedSTFT(nn.Module):
     r"""Real-input STFT and inverse STFT of one spec as two matmul stages (see the module docstring).
 
@@ -103,31 +133,10 @@ class FactorizedSTFT(nn.Module):
         k2n = n2 // 2 + 1
         self.n1, self.n2, self.k2 = n1, n2, k2n
 
-        # forward stage 1: rows (k2, re/im), exp(-2 pi i n2 k2 / N2) on real input
-        a1 = 2 * np.pi * np.arange(k2n)[:, None] * np.arange(n2)[None, :] / n2
-        f1 = np.stack([np.cos(a1), -np.sin(a1)], axis=1).reshape(2 * k2n, n2)
-        # stage 2 per k2: theta = 2 pi n1 (N2 k1 + k2) / N, indexed [k2, k1, n1]
-        th = 2 * np.pi * np.arange(n1)[None, None, :] * (n2 * np.arange(n1)[None, :, None]
-                                                         + np.arange(k2n)[:, None, None]) / n
-        c, s_ = np.cos(th), np.sin(th)
-        # forward: (br + i bi)(c - i s): re = c br + s bi, im = -s br + c bi ; rows (p', k1), cols (p, n1)
-        f2 = np.concatenate([np.concatenate([c, s_], axis=2), np.concatenate([-s_, c], axis=2)], axis=1)
-        # inverse stage A: b[k2, n1] = sum_k1 exp(+i theta) Y[k2, k1]: rows (p, n1), cols (p', k1)
-        ct, st = c.transpose(0, 2, 1), s_.transpose(0, 2, 1)
-        g2 = np.concatenate([np.concatenate([ct, -st], axis=2), np.concatenate([st, ct], axis=2)], axis=1)
-        # inverse stage B: x[n2, n1] = sum_k2 w_k2 Re(b[k2, n1] exp(2 pi i n2 k2 / N2)) / N; cols (k2, re/im)
-        wk = np.full(k2n, 2.0)
-        wk[0] = 1.0
-        wk[-1] = 1.0
-        ai = 2 * np.pi * np.arange(n2)[:, None] * np.arange(k2n)[None, :] / n2
-        g1 = np.stack([wk * np.cos(ai), -wk * np.sin(ai)], axis=2).reshape(n2, 2 * k2n) / n
-
         as32 = lambda a: torch.tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
         self.register_buffer("win", as32(window(spec)[:, None]))
-        self.register_buffer("f1", as32(f1))
-        self.register_buffer("f2", as32(f2))
-        self.register_buffer("g2", as32(g2))
-        self.register_buffer("g1", as32(g1))
+        for name, basis in zip(("f1", "f2", "g2", "g1"), _stage_matrices(n1, n2)):
+            self.register_buffer(name, as32(basis))
 
         # bin of each layout position (k2, k1), and how to read natural bins back / write natural bins in
         kk = (n2 * np.arange(n1)[None, :] + np.arange(k2n)[:, None]).reshape(-1)
