@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.preset import Pad, load_preset  # noqa: E402
-from runtime.render import _instrument, play_hit, render_pending  # noqa: E402
+from runtime.render import offline_instrument, play_hit, render_pending  # noqa: E402
 from trainer.analysis import knobs, reference  # noqa: E402
 from trainer.descriptors import DESCRIPTORS, describe_batch  # noqa: E402
 
@@ -146,7 +146,8 @@ def sweep_pads(preset, *, extra_samples: list[Path], n_random: int, seed: int = 
 def record(preset, kinds: list[str], *, axes: list[str], values: np.ndarray, velocities: list[int],
            blocksize: int = 256) -> tuple[np.ndarray, list[str]]:
     """Hits ``[K, A, S, N]`` (A = pads x velocities for pads, one velocity for the rest) and each sweep's kind."""
-    controller, engine, worker = _instrument(preset, None, blocksize, 4)
+    instrument = offline_instrument(preset, blocksize=blocksize, max_voices=4)
+    controller, engine, worker = instrument.controller, instrument.engine, instrument.worker
     starts = [(p.note, v, f"pad {p.name} v{v}") for p, kind in zip(preset.pads, kinds) if kind == "pad"
               for v in velocities]
     starts += [(p.note, max(velocities), kind) for p, kind in zip(preset.pads, kinds) if kind != "pad"]

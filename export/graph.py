@@ -52,7 +52,8 @@ DEFAULT_SPLITS: dict[int, int] = {1024: 32}
 
 
 def choose_split(n_fft: int) -> int:
-    """N1 for ``n_fft = N1 * N2`` (N2 even); minimises ``N2 + 2 + 2*N1`` unless :data:`DEFAULT_SPLITS` says otherwise."""
+    """N1 for ``n_fft = N1 * N2`` (N2 even); minimises ``N2 + 2 + 2*N1`` unless :data:`DEFAULT_SPLITS` says
+    otherwise."""
     if n_fft in DEFAULT_SPLITS:
         return DEFAULT_SPLITS[n_fft]
     best = None

@@ -66,10 +66,11 @@ def _add_play(sub) -> None:
             "changes switch presets. With a JACK server running this is one JACK client with a MIDI input "
             "CLIENT:midi_in and outputs CLIENT:out_0/out_1 (each note sounds from its own frame in the cycle that "
             "carries it; the latency it adds, none, is reported to JACK); elsewhere PortAudio plays it and "
-            "python-rtmidi reads a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns and the output "
-            "peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), s = save the current sound "
-            "(WAV + preset), q = quit. SIGUSR1 saves too; SIGUSR2 prints every thread's stack. Ctrl-C stops "
-            "cleanly (exit status 0). If the audio stops under it (the JACK server quits or dies, the device goes away) it says so and exits with status 1.", 79),
+            "python-rtmidi reads a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns "
+            "and the output peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), s = save the "
+            "current sound (WAV + preset), q = quit. SIGUSR1 saves too; SIGUSR2 prints every thread's stack. Ctrl-C stops "
+            "cleanly (exit status 0). If the audio stops under it (the JACK server quits or dies, the device goes away) "
+            "it says so and exits with status 1.", 79),
         epilog="examples:\n"
                "  runtime play --preset presets/kicks                      # virtual MIDI input, default device\n"
                "  runtime play --preset presets/kicks --midi-port nanoKONTROL --device 2\n"
@@ -79,10 +80,17 @@ def _add_play(sub) -> None:
                "  runtime play --preset presets/kicks --fallback-render out/demo-kicks.wav   # as make play\n"
                "`runtime list` shows the audio devices and MIDI ports; without any device use `runtime render`.")
     p.add_argument("--preset", required=True, metavar="PATH", help="preset JSON file, or a folder holding preset.json")
+    _add_play_connection_flags(p)
+    _add_play_session_flags(p)
+    p.set_defaults(handler=_play)
+
+
+def _add_play_connection_flags(p: argparse.ArgumentParser) -> None:
+    """``runtime play``'s MIDI, audio device and JACK flags."""
     p.add_argument("--midi-port", metavar="NAME", default=None,
                    help="connect to the MIDI port whose name contains NAME (or its number in `runtime list`); "
-                        "default: leave the input CLIENT:midi_in (on JACK) or the virtual port CLIENT-midi:in for other "
-                        "programs to connect to")
+                        "default: leave the input CLIENT:midi_in (on JACK) or the virtual port CLIENT-midi:in for "
+                        "other programs to connect to")
     p.add_argument("--midi-api", choices=("auto", "jack", "alsa"), default="auto",
                    help="MIDI system (default auto: the player's own JACK client's input on JACK, else ALSA; alsa on "
                         "JACK: python-rtmidi's ALSA input beside the JACK client)")
@@ -101,6 +109,11 @@ def _add_play(sub) -> None:
                    help="on JACK: connect the outputs to the system playback ports (default: leave them unconnected)")
     p.add_argument("--client-name", default="kickspace", metavar="NAME",
                    help="JACK client name (default kickspace; without JACK, the MIDI client NAME-midi)")
+
+
+def _add_play_session_flags(p: argparse.ArgumentParser) -> None:
+    """``runtime play``'s flags for what happens during a run: learn, own samples, saving, the audio thread, the
+    status view, statistics, the fallback render and OSC."""
     p.add_argument("--learn", metavar="AXIS", default=None,
                    help="MIDI learn at start: the first CC you move binds to AXIS (e.g. punch)")
     p.add_argument("--pad", action="append", default=[], metavar="NOTE=WAV",
@@ -134,7 +147,6 @@ def _add_play(sub) -> None:
     p.add_argument("--osc-host", default="0.0.0.0", metavar="ADDRESS",
                    help="the interface --osc-port listens on (default 0.0.0.0: every one, so a tablet on the "
                         "network reaches it; 127.0.0.1: this machine only)")
-    p.set_defaults(handler=_play)
 
 
 def _play(args: argparse.Namespace) -> int:

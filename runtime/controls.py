@@ -6,7 +6,9 @@ moves an axis). :class:`Controller` is the control thread's job from DESIGN.md: 
 the state and asks the render worker for the sounds the new state needs; note-ons go straight to the engine (no
 inference on the note path). Offline render drives the same :class:`Controller` and renders synchronously. An OSC
 knob (:mod:`runtime.osc`) is a position 0..1 on the same knob, through the same curve and range as a CC
-(:func:`knob_position`, :meth:`Controller.move_knob`); MIDI and OSC learn rebind a knob alike (:func:`bind_control`).
+(:func:`knob_position`, :meth:`Controller.move_knob`); MIDI and OSC learn bind a knob alike (:meth:`Controller.bind`).
+A preset's engine settings reach the engine in one place only, :func:`configure_engine`. Every request the controller
+makes carries the time of the event that caused it (``stamp``), so live play measures knob -> ready from the event.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class ControlState:
         moved. Raises :class:`ConfigError` for a name that is not one of the model's axes."""
         knob = next((k for k in self.preset.knobs if k.axis == axis), None)
         if knob is None:
-            self._check_axis(axis)
+            self.check_axis(axis)
             knob = Knob(cc=None, axis=axis)
         new = knob_position(knob, position)
         changed = self.values.get(axis) != new
@@ -122,12 +124,13 @@ class ControlState:
 
     def set_axis(self, name: str, value: float) -> None:
         """Set an axis value directly (one-shot render, tests); the name must be one of the model's axes."""
-        self._check_axis(name)
+        self.check_axis(name)
         if not math.isfinite(value):
             raise ConfigError(f"axes.{name}", f"must be a finite number, got {value}")
         self.values[name] = float(value)
 
-    def _check_axis(self, name: str) -> None:
+    def check_axis(self, name: str) -> None:
+        """Raise :class:`ConfigError` unless ``name`` is one of the model's axes."""
         known = [a.name for a in self.metadata.axes]
         if name not in known:
             raise ConfigError("axes", f"the model has no axis named {name!r} (it has: {', '.join(known) or 'none'})")
@@ -244,23 +247,21 @@ class Controller:
             self._models[preset.model] = model
         return self._models[preset.model]
 
-    def _apply_preset(self) -> None:
-        preset = self.preset
-        self.engine.configure(output_gain=preset.output.gain, velocity_curve=preset.velocity.curve,
-                              fade_ms=preset.output.fade_ms)
-        self.engine.set_pads({p.note: PadSettings(p.gain, p.choke) for p in preset.pads})
-        keep = {p.note for p in preset.pads}
-        for note in self.engine.notes:
-            if note not in keep:
-                self.engine.remove_pad(note)
-        self.worker.request(self.state.requests(self.model), replace=True)
+    def _apply_preset(self, stamp: float | None = None) -> None:
+        configure_engine(self.engine, self.preset)
+        self.worker.request(self.state.requests(self.model), replace=True, stamp=stamp)
 
     def accepts(self, channel: int) -> bool:
         """Whether a message on MIDI channel ``channel`` (0-15, mido numbering) passes the preset's filter."""
         return self.preset.midi_channel is None or channel == self.preset.midi_channel - 1
 
-    def handle(self, message, offset: int = 0) -> bool:
-        """Apply one mido message; True when it changed the sounds (a render is pending)."""
+    def handle(self, message, offset: int = 0, *, stamp: float | None = None) -> bool:
+        """Apply one mido message; True when it changed the sounds (a render is pending).
+
+        ``offset``: the note-on's sample offset into the next block. ``stamp``: when the message arrived
+        (``time.monotonic()`` seconds), handed to the worker with the requests it causes
+        (:meth:`RenderWorker.request`), so live play times knob -> ready from the event.
+        """
         if not hasattr(message, "channel") or not self.accepts(message.channel):
             return False
         if message.type == "note_on" and message.velocity > 0:
@@ -268,26 +269,41 @@ class Controller:
             self.worker.focus = message.note  # its next sound renders first
         elif message.type == "control_change":
             if self.state.set_cc(message.control, message.value):
-                self.worker.request(self.state.requests(self.model))
+                self.worker.request(self.state.requests(self.model), stamp=stamp)
                 return True
         elif message.type == "program_change":
-            return self.program_change(message.program)
+            return self.program_change(message.program, stamp=stamp)
         return False
 
-    def move_knob(self, axis: str, position: float) -> bool:
+    def move_knob(self, axis: str, position: float, *, stamp: float | None = None) -> bool:
         """Move ``axis`` to ``position`` 0..1 of its knob's travel (:meth:`ControlState.set_position`, an OSC
-        fader) and request the new sounds as a CC would; True when it changed the sounds."""
+        fader) and request the new sounds as a CC would (``stamp`` as in :meth:`handle`); True when it changed
+        the sounds."""
         if self.state.set_position(axis, position):
-            self.worker.request(self.state.requests(self.model))
+            self.worker.request(self.state.requests(self.model), stamp=stamp)
             return True
         return False
 
-    def rebind(self, axis: str, *, cc: int | None = None, osc: str | None = None) -> None:
+    def bind(self, axis: str, *, cc: int | None = None, osc: str | None = None) -> Knob:
         """MIDI or OSC learn: ``axis`` moves with CC ``cc`` or OSC address ``osc`` from now on (:func:`bind_control`);
-        the saved preset keeps it."""
+        returns the axis's knob. The current preset (what "save current sound" writes) keeps the binding.
+
+        Raises :class:`ConfigError` for a name that is not one of the model's axes: a knob on an unknown axis would
+        break every later render.
+        """
+        self.state.check_axis(axis)
         self.preset = self.state.preset = bind_control(self.preset, axis, cc=cc, osc=osc)
         knob = next(k for k in self.preset.knobs if k.axis == axis)
         self.state.values.setdefault(axis, knob.default)
+        return knob
+
+    def current_preset(self, name: str) -> Preset:
+        """The current state as a preset named ``name``: the knobs' current values (clamped to their ranges) as
+        their defaults, learned bindings included; what "save current sound" writes beside the WAV."""
+        values = self.state.values
+        knobs = tuple(dataclasses.replace(k, default=_clamp(values.get(k.axis, k.default), k.min, k.max))
+                      for k in self.preset.knobs)
+        return dataclasses.replace(self.preset, knobs=knobs, name=name)
 
     def set_axes(self, values: dict[str, float]) -> None:
         """Set axis values directly and request the new sounds."""
@@ -295,18 +311,19 @@ class Controller:
             self.state.set_axis(name, value)
         self.worker.request(self.state.requests(self.model))
 
-    def program_change(self, program: int) -> bool:
+    def program_change(self, program: int, *, stamp: float | None = None) -> bool:
         """Switch to the preset the current one maps ``program`` to; False when it maps none."""
         path = self.preset.programs.get(program)
         if path is None:
             return False
         if path not in self._presets:
             self._presets[path] = load_preset(path)
-        self.switch(self._presets[path])
+        self.switch(self._presets[path], stamp=stamp)
         return True
 
-    def switch(self, preset: Preset) -> None:
-        """Play ``preset`` from now on (ringing voices finish with their old sounds)."""
+    def switch(self, preset: Preset, *, stamp: float | None = None) -> None:
+        """Play ``preset`` from now on (ringing voices finish with their old sounds); ``stamp`` as in
+        :meth:`handle`."""
         if preset.output.channels != self.engine.channels:
             raise KickspaceError(f"preset {preset.name or preset.model}: output.channels is "
                                  f"{preset.output.channels}, the running engine has {self.engine.channels}")
@@ -316,4 +333,23 @@ class Controller:
         for number, path in self.preset.programs.items():
             merged.setdefault(number, path)  # keep the way back to the presets we came from
         self.preset, self.model, self.state = dataclasses.replace(preset, programs=merged), model, state
-        self._apply_preset()
+        self._apply_preset(stamp)
+
+
+def configure_engine(engine: Engine, preset: Preset) -> None:
+    """Apply ``preset``'s engine settings to ``engine``: master gain, velocity curve, fade time, each pad's gain and
+    choke group; pads the preset lacks are removed. The one place a preset reaches the engine (the engine is built
+    with its rate, block size, channels and voices only: :func:`runtime.instrument.build_instrument`), so live play,
+    a program change and offline render cannot configure it differently."""
+    engine.configure(output_gain=preset.output.gain, velocity_curve=preset.velocity.curve,
+                     fade_ms=preset.output.fade_ms)
+    engine.set_pads({p.note: PadSettings(p.gain, p.choke) for p in preset.pads})
+    keep = {p.note for p in preset.pads}
+    for note in engine.notes:
+        if note not in keep:
+            engine.remove_pad(note)
+
+
+def _clamp(value: float, a: float, b: float) -> float:
+    lo, hi = min(a, b), max(a, b)
+    return min(max(float(value), lo), hi)

@@ -4,7 +4,8 @@ Library modules of ``trainer``, ``export`` and ``runtime`` never print: each has
 logging.getLogger(__name__)`` and reports progress and summaries at INFO, a skipped file or dropped input at
 WARNING and a failure that ends a command at ERROR. The command-line edge (:func:`runtime.command.run_command`, shared
 by ``trainer``, ``runtime`` and ``python -m export``) shows them for the length of one command through
-:func:`command_logging`: one handler on stderr whose default format is the bare message, so each message reads as one plain line.
+:func:`command_logging`: one handler on stderr whose default format is the bare message, so each message reads as
+one plain line.
 
 Levels (flags added to every subcommand by :func:`add_log_flags`):
 

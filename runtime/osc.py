@@ -316,7 +316,7 @@ def apply(player, event: object, when: float) -> None:
     elif isinstance(event, ControlMove):
         if player.learn_axis is not None:
             axis, player.learn_axis = player.learn_axis, None
-            controller.rebind(axis, osc=event.address)
+            controller.bind(axis, osc=event.address)
             player.messages.append(f"learned: OSC {event.address} -> {axis}")
         knob = next((k for k in controller.preset.knobs if k.osc == event.address), None)
         if knob is None:
@@ -333,11 +333,8 @@ def apply(player, event: object, when: float) -> None:
 def _move(player, axis: str, position: float, when: float) -> None:
     player.counts["osc_knobs"] += 1
     player.recent.append((when, f"OSC {axis} {position:.3f}"))
-    player.worker.stamp = when  # the knob -> ready time counts from the message's arrival, as for a CC
-    try:
-        player.controller.move_knob(axis, position)
-    finally:
-        player.worker.stamp = None
+    # the knob -> ready time counts from the message's arrival, as for a CC
+    player.controller.move_knob(axis, position, stamp=when)
 
 
 def is_event(item: object) -> bool:

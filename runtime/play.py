@@ -13,8 +13,9 @@ Threads (DESIGN.md, "Runtime threads"):
   for the new sounds), hands note-ons to the engine with a sample offset from their timestamp, and runs the musician's
   actions: MIDI learn (the next moved CC binds to the chosen axis) and "save current sound" (the current kick to a
   24-bit WAV plus the current state as a new preset). Keys, SIGUSR1 and ``--learn`` reach it through the same queue.
-- Render worker (:class:`LiveWorker`, a :class:`~runtime.worker.RenderWorker` that also times itself): renders the
-  latest requested state per pad and swaps the buffers in.
+- Render worker (:class:`runtime.live_worker.LiveWorker`, a :class:`~runtime.worker.RenderWorker` that also times
+  itself): renders the latest requested state per pad and swaps the buffers in. The engine, the worker and the
+  controller are built together by :func:`runtime.instrument.build_instrument`, as offline render builds them.
 - Audio callback: the player's one JACK client's process callback (:mod:`runtime.jack_client`: this cycle's MIDI
   in, voices mixed out), or PortAudio's (:mod:`runtime.audio`: voices mixed out); nothing else.
 - Status view (:mod:`runtime.status`): a thread that hands the counters 4 times a second to a rich view drawn by
@@ -24,12 +25,11 @@ The audio stream starts last (on JACK: the client is activated): the render work
 thread and the status view's drawing process come first, then every object alive is frozen out of the garbage
 collector's reach (the render worker also runs at a higher nice value; :mod:`runtime.process` says what each is
 worth). So no JACK client opens and no long GIL hold happens while the stream plays: on this project's test server a
-client opening mid-stream coincided with server xruns, and a full collection holds the GIL for 6-8 ms.
+client opening mid-stream coincided with server xruns, and a full collection holds the GIL for milliseconds.
 
 The main thread waits for SIGINT/SIGTERM (or ``--duration``), then stops the status view, the audio stream (the
 sound stops first), the MIDI port, the control thread and the worker, in that order, and prints a one-line
-summary. The stats (``--stats-json``) keep the time of each of the first underflows (``underflow_times``,
-``time.monotonic()`` seconds), so a benchmark can count those of its own measuring window. It also watches the
+summary (:func:`runtime.status.run_stats`, :func:`runtime.status.summary_line`). It also watches the
 audio stream: when it ends on its own (the JACK server stopped, the device went away) the player stops too, prints
 why on one stderr line and exits with status 1 instead of playing silence forever; so it does when the MIDI
 thread ends on its own (:attr:`runtime.midi.MidiInput.failure`) instead of playing on deaf. Nothing at shutdown
@@ -46,27 +46,23 @@ import logging
 import math
 import queue
 import re
-import resource
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from runtime.controls import Controller
-from runtime.engine import Engine
 from runtime.errors import AudioUnavailable, ConfigError, KickspaceError
 from runtime.files import write_text, write_wav
+from runtime.instrument import build_instrument
 from runtime.jack_client import plan_output
 from runtime.jack_midi import open_midi_input
+from runtime.live_worker import LiveWorker
 from runtime.midi import MidiThread
 from runtime.osc import OscInput, apply as apply_osc, is_event as is_osc_event
 from runtime.preset import Pad, Preset, load_preset
-from runtime.process import (REALTIME_PRIORITY, WORKER_NICE, GcPauses, dump_stacks_on, freeze_gc,
-                             lower_thread_priority, pin_mmap_threshold, rss_mb, thread_nice)
-from runtime.worker import RenderWorker
+from runtime.process import REALTIME_PRIORITY, GcPauses, dump_stacks_on, freeze_gc, pin_mmap_threshold, rss_mb
+from runtime.status import StatusView, run_stats, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -125,97 +121,6 @@ def with_user_pads(preset: Preset, pads: dict[int, str]) -> Preset:
     return dataclasses.replace(preset, pads=tuple(out[n] for n in sorted(out)))
 
 
-class Timings:
-    """The last ``capacity`` timings (ms) in a ring buffer allocated and touched up front, so a long session's
-    statistics add nothing to the player's memory."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._values = np.full(capacity, np.nan)
-        self._count = 0
-
-    def append(self, value: float) -> None:
-        self._values[self._count % self._values.size] = value
-        self._count += 1
-
-    def clear(self) -> None:
-        self._count = 0
-
-    def __len__(self) -> int:
-        return min(self._count, self._values.size)
-
-    @property
-    def last(self) -> float:
-        """The newest value (NaN when empty)."""
-        return float(self._values[(self._count - 1) % self._values.size]) if self._count else float("nan")
-
-    def sorted(self) -> list[float]:
-        return sorted(self._values[:len(self)].tolist())
-
-
-class LiveWorker(RenderWorker):
-    """The render worker, timing itself: render time per batch, knob -> new-sound-ready time, its CPU seconds.
-
-    Live play renders a moved knob's sounds with the preview decoder first (when the model has one) and the full
-    decoder after, cancelled and redone while the knob keeps moving. ``ready_ms``: for every batch of new requests,
-    time from the oldest knob move it serves (the MIDI event time the control thread stamped in :attr:`stamp`) to
-    the moment the first new buffer is in the engine: the pad played last (:attr:`RenderWorker.focus`), rendered
-    before the others. ``final_ms``: time from the latest knob move to the first full-quality buffer of that
-    state (when a preview came first: how long after the knob rests the sound is final). ``render_ms``: the
-    whole render, all pads.
-
-    The worker thread runs at nice ``nice`` (:data:`runtime.process.WORKER_NICE`; None leaves it): when JACK's
-    threads are not realtime, the scheduler runs them first when they wake instead of sharing the core with it.
-    """
-
-    def __init__(self, engine: Engine, *, nice: int | None = WORKER_NICE) -> None:
-        super().__init__(engine, split_pads=True, preview=True)
-        self.nice_wanted = nice
-        self.nice: int | None = None  # the worker thread's nice value once it runs
-        self.stamp: float | None = None
-        self.render_ms, self.ready_ms, self.final_ms = Timings(), Timings(), Timings()
-        self.cpu_s = 0.0
-        self._since: dict[int, float] = {}
-        self._latest: dict[int, float] = {}
-        self._serving: list[float] = []
-        self._refining = False
-
-    def _run(self) -> None:
-        if self.nice_wanted is not None:
-            lower_thread_priority(self.nice_wanted)
-        self.nice = thread_nice()
-        super()._run()
-
-    def request(self, requests, *, replace: bool = False) -> None:
-        requests = list(requests)
-        now = self.stamp if self.stamp is not None else time.monotonic()
-        with self._cond:
-            if replace:
-                self._since = {}
-            for req in requests:
-                self._since.setdefault(req.note, now)
-                self._latest[req.note] = now
-        super().request(requests, replace=replace)
-
-    def _render(self, batch, generation, *, preview: bool = False) -> None:
-        with self._cond:
-            self._serving = [self._since.pop(note) for note in batch if note in self._since]
-            self._refining = not preview  # full-quality renders of pads heard through their preview
-        t0, c0 = time.monotonic(), time.thread_time()
-        super()._render(batch, generation, preview=preview)
-        self.cpu_s += time.thread_time() - c0
-        self.render_ms.append((time.monotonic() - t0) * 1e3)
-
-    def _swapped(self, notes, *, preview: bool = False) -> None:
-        now = time.monotonic()
-        played = self.focus is None or self.focus in notes  # timed: the pad played last
-        if self._serving and played:
-            self.ready_ms.append((now - min(self._serving)) * 1e3)
-        self._serving = []
-        if self._refining and not preview and played:
-            self.final_ms.append((now - self._latest.get(notes[0], now)) * 1e3)
-        self._refining = False
-
-
 class Player:
     """A live instrument: build it (opens nothing), :meth:`run` it (opens ports, blocks until stopped)."""
 
@@ -233,23 +138,18 @@ class Player:
         # where a JACK server runs, the player's one JACK client opens here (runtime.jack_client); else PortAudio's
         plan = plan_output(config.device, config.client_name, config.samplerate)
         self.device, self.samplerate = plan.device, plan.samplerate
-        channels = min(preset.output.channels, self.device["max_output_channels"])
-        if channels != preset.output.channels:
-            preset = dataclasses.replace(preset, output=dataclasses.replace(preset.output, channels=channels))
         blocksize = ANY_BLOCK if plan.client is not None else config.blocksize or ANY_BLOCK  # JACK: any period
-        self.engine = Engine(self.samplerate, blocksize, channels=channels,
-                             max_voices=config.max_voices, fade_ms=preset.output.fade_ms,
-                             velocity_curve=preset.velocity.curve, output_gain=preset.output.gain)
-        self.worker = LiveWorker(self.engine)
-        self.controller = Controller(preset, self.engine, self.worker)
+        instrument = build_instrument(preset, sample_rate=self.samplerate, blocksize=blocksize,
+                                      max_channels=self.device["max_output_channels"], max_voices=config.max_voices,
+                                      worker_factory=LiveWorker)
+        self.engine, self.controller = instrument.engine, instrument.controller
+        self.worker: LiveWorker = instrument.worker  # type: ignore[assignment]  # built by worker_factory
         axes = [a.name for a in self.controller.model.metadata.axes]
         if config.learn is not None and config.learn not in axes:
-            raise ConfigError("--learn", f"the model has no axis {config.learn!r} (it has: {', '.join(axes) or 'none'})")
+            raise ConfigError("--learn", f"the model has no axis {config.learn!r} "
+                                         f"(it has: {', '.join(axes) or 'none'})")
         self.worker.render_now()  # the first hit has a sound
-        self.worker.render_ms.clear()
-        self.worker.ready_ms.clear()
-        self.worker.final_ms.clear()
-        self.worker.cpu_s = 0.0
+        self.worker.reset_timings()
         self.audio = plan.output(self.engine, blocksize=config.blocksize, connect=config.connect,
                                  rt_priority=config.rt_priority)
         self.audio.accepts = self.controller.accepts  # the JACK callback plays a note-on only where this says so
@@ -268,6 +168,7 @@ class Player:
         self.frozen_objects = 0
         self._stop = threading.Event()
         self._control: threading.Thread | None = None
+        self._view: StatusView | None = None
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
@@ -280,67 +181,76 @@ class Player:
         self.events.put_nowait((name, argument))
 
     def run(self) -> dict:
-        """Play until SIGINT/SIGTERM, ``quit`` or ``--duration``; returns the run's statistics."""
-        from runtime.status import StatusView, summary_line
-
+        """Play until SIGINT/SIGTERM, ``quit`` or ``--duration``; returns the run's statistics
+        (:func:`runtime.status.run_stats`)."""
         config = self.config
-        view = None
         handlers = {}
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self.stop)
             handlers[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: self.command("save"))
-            # everything that opens a JACK client or holds the GIL for long comes before the audio stream starts
-            # (a client opening mid-stream coincided with server xruns; a full GC holds the GIL for 6-8 ms)
-            self.worker.start()
-            self.midi = open_midi_input(self.audio, self.events, port=config.midi_port, api=config.midi_api,
-                                        client_name=config.client_name, channel=config.channel)
-            self._control = threading.Thread(target=self._control_loop, name="kickspace-control", daemon=True)
-            self._control.start()
-            if self.osc is not None:
-                self.osc.start(self.events)
-                log.info(f"kickspace: OSC in: {self.osc.label}")
-            if not config.quiet:
-                view = StatusView(self)
-                view.prepare()
-            self.frozen_objects = freeze_gc()  # everything alive now: out of the collector's reach (runtime.process)
-            self.gc_pauses.start()
-            self.audio.start()
-            self.started = time.monotonic()
-            log.info(f"kickspace: playing {self.controller.preset.name or self.preset_path} | audio: {self.describe()} "
-                     f"| MIDI in: {self.midi.port_label} | Ctrl-C stops")
-            for line in self.worker.stats.warnings:  # the first renders' (later ones: status view, summary)
-                log.warning(f"kickspace: warning: {line}")
-            if view is not None:
-                view.start()
-            next_rss = 0.0
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now >= next_rss:
-                    self.rss.append((now - self.started, rss_mb()))
-                    next_rss = now + 1.0
-                if config.duration is not None and now - self.started >= config.duration:
-                    break
-                self.failure = self.audio.end_message() if self.audio.ended else self.midi.failure or \
-                    (self.osc.failure if self.osc is not None else None)
-                if self.failure:  # the stream or the MIDI thread ended on its own
-                    break
-                self._stop.wait(0.1)
-            self.rss.append((time.monotonic() - self.started, rss_mb()))
+            self._open()
+            self._watch()
         finally:
             self.gc_pauses.stop()
-            if view is not None:
-                view.stop()
+            if self._view is not None:
+                self._view.stop()
             self._shutdown()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
-        stats = self.stats()
+        stats = run_stats(self)
         if config.stats_json:
             write_text(config.stats_json, json.dumps(stats, indent=1) + "\n")
         log.info(summary_line(stats))
         if self.failure:
             log.error(f"kickspace: {self.failure}")
         return stats
+
+    def _open(self) -> None:
+        """Start the worker, the MIDI input, the control thread, OSC and the status view's drawing process, freeze
+        the garbage collector, and start the audio stream last: no JACK client opens and no long GIL hold happens
+        while it plays (a client opening mid-stream coincided with server xruns; a full collection holds the GIL
+        for milliseconds)."""
+        config = self.config
+        self.worker.start()
+        self.midi = open_midi_input(self.audio, self.events, port=config.midi_port, api=config.midi_api,
+                                    client_name=config.client_name, channel=config.channel)
+        self._control = threading.Thread(target=self._control_loop, name="kickspace-control", daemon=True)
+        self._control.start()
+        if self.osc is not None:
+            self.osc.start(self.events)
+            log.info(f"kickspace: OSC in: {self.osc.label}")
+        if not config.quiet:
+            self._view = StatusView(self)
+            self._view.prepare()
+        self.frozen_objects = freeze_gc()  # everything alive now: out of the collector's reach (runtime.process)
+        self.gc_pauses.start()
+        self.audio.start()
+        self.started = time.monotonic()
+
+    def _watch(self) -> None:
+        """Say what plays, start the status view, then wait until stopped, ``--duration`` passed, or the audio
+        stream, the MIDI thread or the OSC thread ended on its own (:attr:`failure`); samples the RSS each second."""
+        log.info(f"kickspace: playing {self.controller.preset.name or self.preset_path} | audio: {self.describe()} "
+                 f"| MIDI in: {self.midi.port_label} | Ctrl-C stops")
+        for line in self.worker.stats.warnings:  # the first renders' (later ones: status view, summary)
+            log.warning(f"kickspace: warning: {line}")
+        if self._view is not None:
+            self._view.start()
+        duration, next_rss = self.config.duration, 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_rss:
+                self.rss.append((now - self.started, rss_mb()))
+                next_rss = now + 1.0
+            if duration is not None and now - self.started >= duration:
+                break
+            self.failure = self.audio.end_message() if self.audio.ended else self.midi.failure or \
+                (self.osc.failure if self.osc is not None else None)
+            if self.failure:  # the stream or the MIDI thread ended on its own
+                break
+            self._stop.wait(0.1)
+        self.rss.append((time.monotonic() - self.started, rss_mb()))
 
     def _shutdown(self) -> None:
         # the sound stops first: the JACK clients closing after it cannot disturb the stream's last blocks
@@ -418,15 +328,11 @@ class Player:
         elif kind == "control_change":
             self.counts["cc"] += 1
             if self.learn_axis is not None:
-                self._bind(message.control, self.learn_axis)
+                self._learn(message.control)
         elif kind == "program_change":
             self.counts["programs"] += 1
             self.recent.append((when, f"program {message.program}"))
-        self.worker.stamp = when
-        try:
-            self.controller.handle(message, offset)
-        finally:
-            self.worker.stamp = None
+        self.controller.handle(message, offset, stamp=when)  # knob -> ready counts from the message's arrival
 
     def _action(self, name: str, argument: str | None) -> None:
         if name == "save":
@@ -437,10 +343,11 @@ class Player:
         elif name == "quit":
             self.stop()
 
-    def _bind(self, cc: int, axis: str) -> None:
-        """MIDI learn: ``cc`` now moves ``axis`` (a CC already bound to another axis is taken from it)."""
-        self.controller.rebind(axis, cc=cc)
-        self.learn_axis = None
+    def _learn(self, cc: int) -> None:
+        """MIDI learn: ``cc`` now moves the armed axis (:meth:`Controller.bind`: a CC already bound to another axis
+        is taken from it); learning is off again."""
+        axis, self.learn_axis = self.learn_axis, None
+        self.controller.bind(axis, cc=cc)
         self.messages.append(f"learned: CC {cc} -> {axis}")
 
     def save_current_sound(self) -> str:
@@ -462,79 +369,8 @@ class Player:
             stem = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
         wav = folder / f"{stem}.wav"
         write_wav(wav, sound[-1], self.engine.sample_rate)
-        values = controller.state.values
-        knobs = tuple(dataclasses.replace(k, default=_clamp(values.get(k.axis, k.default), k.min, k.max))
-                      for k in preset.knobs)
-        saved = dataclasses.replace(preset, knobs=knobs, name=stem).save(folder / f"{stem}.json")
+        saved = controller.current_preset(stem).save(folder / f"{stem}.json")
         return f"saved {wav} and {saved}"
-
-    # ---------------------------------------------------------------------------------------------------- stats
-
-    def stats(self) -> dict:
-        """Counters and timings of the run (JSON-ready)."""
-        a, w = self.audio, self.worker
-        wall = (time.monotonic() - self.started) if self.started else 0.0
-        ready, final, renders = w.ready_ms.sorted(), w.final_ms.sorted(), w.render_ms.sorted()
-        rss = [r for _, r in self.rss]
-        warm = [r for t, r in self.rss if t >= 2.0] or rss
-        return {
-            "wall_s": round(wall, 3), "samplerate": self.samplerate, "blocksize": a.blocksize,
-            "block_frames": a.block_frames, "stream_latency_s": a.latency_s, "jack": a.is_jack,
-            "ports": a.ports, "midi_port": self.midi.port_label if self.midi else "",
-            "added_latency_frames": getattr(a, "latency_frames", None),
-            "blocks": a.blocks, "underflows": a.underflows, "callback_errors": a.callback_errors,
-            "underflow_times": a.underflow_times[:min(a.underflows, len(a.underflow_times))],
-            "max_callback_ms": round(a.max_callback_s * 1e3, 3),
-            "callback_wait_ms": _histogram_summary(a.wait_histogram, 0.1), "peak": max(self.peak_max, a.peak),
-            "notes": self.counts["notes"], "cc": self.counts["cc"], "programs": self.counts["programs"],
-            "errors": self.counts["errors"] + len(w.stats.errors), "dropped_notes": self.engine.dropped,
-            "midi_received": self.midi.received if self.midi else 0,
-            "midi_dropped": self.midi.dropped if self.midi else 0,
-            "midi_dropped_kinds": dict(self.midi.decoder.dropped_kinds) if self.midi else {},
-            "midi_guard_unreturned": self.midi.unreturned if self.midi else 0,
-            "osc_knobs": self.counts["osc_knobs"], **(self.osc.stats() if self.osc else {"osc_dropped": 0}),
-            "nonfinite_renders": w.stats.nonfinite, "warnings": list(w.stats.warnings),
-            "renders": w.stats.renders, "previews": w.stats.previews, "cancelled_renders": w.stats.cancelled,
-            "decode_calls": w.stats.decode_calls, "preview_iterations": _preview_iterations(self.controller.model),
-            "render_ms": _summary(renders), "ready_ms": _summary(ready), "ready_ms_all": [round(x, 3) for x in ready],
-            "final_ms": _summary(final),
-            "audio_thread": a.thread_policy, "worker_nice": w.nice,
-            "gc": {**self.gc_pauses.summary(), "frozen_objects": self.frozen_objects},
-            "worker_cpu_s": round(w.cpu_s, 4), "worker_cpu_share": round(w.cpu_s / wall, 5) if wall else 0.0,
-            "process_cpu_s": round(time.process_time(), 3),
-            "rss_start_mb": round(warm[0], 2) if warm else 0.0, "rss_end_mb": round(rss[-1], 2) if rss else 0.0,
-            "rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 2),
-            "rss_every_10s_mb": [round(r, 1) for _, r in self.rss[::10]],
-            "messages": list(self.messages), "failure": self.failure,
-        }
-
-
-def _preview_iterations(model) -> int:
-    """Griffin-Lim iterations of the sound heard while a knob moves (0: no preview decoder, the full one plays)."""
-    return model.metadata.preview_iterations if model.has_preview else 0
-
-
-def _clamp(value: float, a: float, b: float) -> float:
-    lo, hi = min(a, b), max(a, b)
-    return min(max(float(value), lo), hi)
-
-
-def _histogram_summary(counts: list[int], width: float) -> dict:
-    """Median, p99 and max (upper bin edges) of a histogram with bins ``width`` wide."""
-    c = np.cumsum(counts)
-    if not c.size or not c[-1]:
-        return {"n": 0}
-    edge = lambda q: round(float((np.searchsorted(c, q * c[-1]) + 1) * width), 3)  # noqa: E731
-    return {"n": int(c[-1]), "median": edge(0.5), "p99": edge(0.99), "p999": edge(0.999),
-            "max": round(float((np.flatnonzero(counts)[-1] + 1) * width), 3)}
-
-
-def _summary(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    v = np.asarray(values)
-    return {"n": int(v.size), "median": round(float(np.median(v)), 3), "p95": round(float(np.percentile(v, 95)), 3),
-            "max": round(float(v.max()), 3)}
 
 
 def play(config: PlayConfig) -> int:

@@ -1,10 +1,10 @@
 """Offline render: the realtime engine stepped block by block without an audio device, to a 24-bit WAV.
 
-``render_midi`` plays a MIDI file through the same :class:`~runtime.controls.Controller`, render worker and
-:class:`~runtime.engine.Engine` as live play: notes start at their exact sample (the file's tempo map honoured),
-a CC or program change re-renders the pads synchronously at its own sample (the block is split there), so later
-hits sound different and ringing ones keep their sound. Everything runs in one thread, so the same input renders
-bit-identically. ``render_one_shot`` renders one hit at given axis values.
+``render_midi`` plays a MIDI file through the instrument live play builds (:func:`offline_instrument`, through
+:func:`runtime.instrument.build_instrument`: the same controller, render worker and engine): notes start at their
+exact sample (the file's tempo map honoured), a CC or program change re-renders the pads synchronously at its own
+sample (the block is split there), so later hits sound different and ringing ones keep their sound. Everything runs
+in one thread, so the same input renders bit-identically. ``render_one_shot`` renders one hit at given axis values.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.controls import Controller
 from runtime.engine import Engine
 from runtime.errors import ConfigError, KickspaceError
+from runtime.instrument import Instrument, build_instrument
 from runtime.model import DECODER_FILE, read_metadata
 from runtime.preset import Preset, load_preset
 from runtime.worker import RenderWorker
@@ -51,18 +51,16 @@ def output_rate(preset: Preset | str | Path, sample_rate: int | None = None) -> 
     return read_metadata(preset.model / DECODER_FILE).sample_rate
 
 
-def _instrument(preset: Preset | str | Path, sample_rate: int | None, blocksize: int,
-                max_voices: int) -> tuple[Controller, Engine, RenderWorker]:
+def offline_instrument(preset: Preset | str | Path, *, sample_rate: int | None = None, blocksize: int = 256,
+                       max_voices: int = 16) -> Instrument:
+    """The instrument an offline render steps (:func:`runtime.instrument.build_instrument`, plain worker), every
+    pad already rendered (:func:`render_pending`); ``sample_rate`` None: the model's rate (:func:`output_rate`)."""
     if not isinstance(preset, Preset):
         preset = load_preset(preset)
-    rate = output_rate(preset, sample_rate)
-    engine = Engine(rate, blocksize, channels=preset.output.channels, max_voices=max_voices,
-                    fade_ms=preset.output.fade_ms, velocity_curve=preset.velocity.curve,
-                    output_gain=preset.output.gain)
-    worker = RenderWorker(engine)
-    controller = Controller(preset, engine, worker)
-    render_pending(worker)
-    return controller, engine, worker
+    instrument = build_instrument(preset, sample_rate=output_rate(preset, sample_rate), blocksize=blocksize,
+                                  max_voices=max_voices)
+    render_pending(instrument.worker)
+    return instrument
 
 
 def render_pending(worker: RenderWorker) -> int:
@@ -100,7 +98,8 @@ def render_midi(preset: Preset | str | Path, midi_path: str | Path, *, sample_ra
     ndarray
         ``[frames, channels]`` float32 in [-1, 1]: the file's length or until the last hit has rung out.
     """
-    controller, engine, worker = _instrument(preset, sample_rate, blocksize, max_voices)
+    instrument = offline_instrument(preset, sample_rate=sample_rate, blocksize=blocksize, max_voices=max_voices)
+    controller, engine, worker = instrument.controller, instrument.engine, instrument.worker
     events, length = midi_events(midi_path, engine.sample_rate)
     block = np.zeros((blocksize, engine.channels), dtype=np.float32)
     chunks, clock, i = [], 0, 0
@@ -132,7 +131,8 @@ def render_one_shot(preset: Preset | str | Path, axes: dict[str, float] | None =
     ndarray
         ``[frames, channels]`` float32, the whole sound.
     """
-    controller, engine, worker = _instrument(preset, sample_rate, blocksize, 16)
+    instrument = offline_instrument(preset, sample_rate=sample_rate, blocksize=blocksize)
+    controller, engine, worker = instrument.controller, instrument.engine, instrument.worker
     note = controller.preset.pads[0].note if note is None else note
     if controller.preset.pad(note) is None:
         notes = ", ".join(str(p.note) for p in controller.preset.pads)

@@ -1,8 +1,11 @@
 """The status view of ``runtime play`` (rich): knob values, notes as they arrive, last render and knob -> ready times,
 xruns, output peak, MIDI learn state. A player thread reads its counters without locks (single attribute reads) at
 :data:`REFRESH_HZ` and hands them as JSON lines to a drawing process (``python -m runtime.status``: :func:`draw`),
-so rich's drawing never competes with the audio callback for the GIL (:class:`StatusView` says what that cost).
-With ``--quiet`` there is no view; :func:`summary_line` prints one line at exit either way.
+so rich's drawing never competes with the audio callback for the GIL (:class:`StatusView` says why that matters).
+With ``--quiet`` there is no view. At exit the player gathers the run's figures with :func:`run_stats` (what
+``--stats-json`` writes) and prints :func:`summary_line` either way.
+
+This module imports only the standard library at its top: the drawing process imports it too, and stays small.
 
 Keys (when stdin is a terminal): ``l`` MIDI learn (cycles through the model's axes, then off: the next moved CC
 binds to the chosen axis), ``s`` save the current sound (WAV + preset), ``q`` quit.
@@ -10,6 +13,8 @@ binds to the chosen axis), ``s`` save the current sound (WAV + preset), ``q`` qu
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import os
@@ -17,6 +22,7 @@ import select
 import signal
 import subprocess
 import sys
+import resource
 import threading
 import time
 
@@ -47,6 +53,66 @@ def summary_line(stats: dict) -> str:
     return (f"kickspace: {stats['wall_s']:.1f} s, {stats['notes']} notes, {stats['cc']} CC, {render_text}, "
             f"{ready_text}, {stats['underflows']} xruns in {stats['blocks']} blocks, peak {db(stats['peak'])}, "
             f"RSS {stats['rss_end_mb']:.1f} MB{dropped}")
+
+
+def run_stats(player) -> dict:
+    """Counters and timings of a ``runtime play`` run (a :class:`runtime.play.Player`), JSON-ready: what
+    ``--stats-json`` writes and :func:`summary_line` reads. ``underflow_times`` keeps the ``time.monotonic()``
+    time of each of the first underflows, so a benchmark can count those of its own measuring window."""
+    p = player
+    a, w, midi, model = p.audio, p.worker, p.midi, p.controller.model
+    wall = (time.monotonic() - p.started) if p.started else 0.0
+    ready = w.ready_ms.sorted()
+    rss = [r for _, r in p.rss]
+    warm = [r for t, r in p.rss if t >= 2.0] or rss
+    return {
+        "wall_s": round(wall, 3), "samplerate": p.samplerate, "blocksize": a.blocksize,
+        "block_frames": a.block_frames, "stream_latency_s": a.latency_s, "jack": a.is_jack,
+        "ports": a.ports, "midi_port": midi.port_label if midi else "",
+        "added_latency_frames": getattr(a, "latency_frames", None),
+        "blocks": a.blocks, "underflows": a.underflows, "callback_errors": a.callback_errors,
+        "underflow_times": a.underflow_times[:min(a.underflows, len(a.underflow_times))],
+        "max_callback_ms": round(a.max_callback_s * 1e3, 3),
+        "callback_wait_ms": histogram_summary(a.wait_histogram, 0.1), "peak": max(p.peak_max, a.peak),
+        "notes": p.counts["notes"], "cc": p.counts["cc"], "programs": p.counts["programs"],
+        "errors": p.counts["errors"] + len(w.stats.errors), "dropped_notes": p.engine.dropped,
+        "midi_received": midi.received if midi else 0,
+        "midi_dropped": midi.dropped if midi else 0,
+        "midi_dropped_kinds": dict(midi.decoder.dropped_kinds) if midi else {},
+        "midi_guard_unreturned": midi.unreturned if midi else 0,
+        "osc_knobs": p.counts["osc_knobs"], **(p.osc.stats() if p.osc else {"osc_dropped": 0}),
+        "nonfinite_renders": w.stats.nonfinite, "warnings": list(w.stats.warnings),
+        "renders": w.stats.renders, "previews": w.stats.previews, "cancelled_renders": w.stats.cancelled,
+        "decode_calls": w.stats.decode_calls,
+        # Griffin-Lim iterations of the sound heard while a knob moves (0: no preview decoder, the full one plays)
+        "preview_iterations": model.metadata.preview_iterations if model.has_preview else 0,
+        "render_ms": w.render_ms.summary(), "ready_ms": w.ready_ms.summary(),
+        "ready_ms_all": [round(x, 3) for x in ready], "final_ms": w.final_ms.summary(),
+        "audio_thread": a.thread_policy, "worker_nice": w.nice,
+        "gc": {**p.gc_pauses.summary(), "frozen_objects": p.frozen_objects},
+        "worker_cpu_s": round(w.cpu_s, 4), "worker_cpu_share": round(w.cpu_s / wall, 5) if wall else 0.0,
+        "process_cpu_s": round(time.process_time(), 3),
+        "rss_start_mb": round(warm[0], 2) if warm else 0.0, "rss_end_mb": round(rss[-1], 2) if rss else 0.0,
+        "rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 2),
+        "rss_every_10s_mb": [round(r, 1) for _, r in p.rss[::10]],
+        "messages": list(p.messages), "failure": p.failure,
+    }
+
+
+def histogram_summary(counts: list[int], width: float) -> dict:
+    """Median, p99, p99.9 and max (upper bin edges) of a histogram with bins ``width`` wide (``{"n": 0}`` when
+    empty): the audio callback's GIL-wait histogram, counted without allocating in the callback."""
+    cumulative = list(itertools.accumulate(counts))
+    total = cumulative[-1] if cumulative else 0
+    if not total:
+        return {"n": 0}
+
+    def edge(q: float) -> float:
+        return round(float((bisect.bisect_left(cumulative, q * total) + 1) * width), 3)
+
+    last = max(i for i, c in enumerate(counts) if c)
+    return {"n": int(total), "median": edge(0.5), "p99": edge(0.99), "p999": edge(0.999),
+            "max": round(float((last + 1) * width), 3)}
 
 
 def key_command(key: str, axes: list[str], learning: str | None) -> tuple[str, str | None] | None:
@@ -83,14 +149,13 @@ def key_command(key: str, axes: list[str], learning: str | None) -> tuple[str, s
 class StatusView:
     """The status view of a :class:`runtime.play.Player`: its drawing runs in a child process, its keys here.
 
-    Drawing a rich view is about 7 ms of Python per refresh. In the player's process that made the audio callback
-    wait for the GIL (p99.9 2.0-2.5 ms against 0.7 with ``--quiet``) and raised the player's underflows in 30 s
-    stress runs on JACK (``benchmarks/runtime_latency.py --view``) from 9 to 41-45. So a thread here only reads the
-    player's counters into a small dict (:meth:`snapshot`, ~0.1 ms) and writes it as one JSON line to a child
-    process (``python -m runtime.status``), which draws it with rich on the same terminal; the GIL wait is then
-    the quiet one's. The drawing process runs ``SCHED_IDLE`` (a core only when nothing else wants it) and draws
-    only the newest snapshot it has (:func:`newest_lines`): 8, 7 and 15 underflows in 30 s stress runs against
-    20, 19 and 26 at nice 19 drawing every snapshot, interleaved.
+    Drawing a rich view costs milliseconds of Python per refresh: in the player's process it made the audio
+    callback wait for the GIL and raised the player's underflows (``benchmarks/runtime_latency.py --view``). So a
+    thread here only reads the player's counters into a small dict (:meth:`snapshot`, a fraction of a millisecond)
+    and writes it as one JSON line to a child process (``python -m runtime.status``), which draws it with rich on
+    the same terminal; the GIL wait is then the quiet one's. The drawing process runs ``SCHED_IDLE`` (a core only
+    when nothing else wants it) and draws only the newest snapshot it has (:func:`newest_lines`), which
+    underflowed less than drawing every snapshot at nice 19.
     The child is started by :meth:`prepare`, before the audio stream, and ends when its input closes
     (:meth:`stop`); it ignores SIGINT, so Ctrl-C at the terminal reaches the player only.
     """

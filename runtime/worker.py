@@ -100,12 +100,16 @@ class RenderWorker:
 
     # ------------------------------------------------------------------------------------------------ requests
 
-    def request(self, requests: Iterable[PadRequest], *, replace: bool = False) -> None:
+    def request(self, requests: Iterable[PadRequest], *, replace: bool = False, stamp: float | None = None) -> None:
         """Ask for these pads' sounds; a pending request for the same pad is dropped (only the latest renders).
 
         In live play the render in flight is cancelled unless it is the preview of the pad played last; it is redone
-        in its turn (see :meth:`_take`) unless a new request replaced it. ``replace=True`` drops every pending request first and discards renders already in
-        flight (a preset switch: the old preset's sounds must not arrive after the new ones).
+        in its turn (see :meth:`_take`) unless a new request replaced it. ``replace=True`` drops every pending
+        request first and discards renders already in flight (a preset switch: the old preset's sounds must not
+        arrive after the new ones). ``stamp``: when the event that asked for these sounds arrived
+        (``time.monotonic()`` seconds; None: now). It travels with the request so a timing subclass
+        (:class:`runtime.live_worker.LiveWorker`) can measure knob -> ready from the event, not from this call;
+        the plain worker does not use it.
         """
         with self._cond:
             if replace:

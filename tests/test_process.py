@@ -142,7 +142,7 @@ def test_sigusr2_prints_every_threads_stack():
 
 
 def test_histogram_summary_reads_upper_bin_edges():
-    from runtime.play import _histogram_summary
+    from runtime.status import histogram_summary
 
-    assert _histogram_summary([0, 0, 0], 0.1) == {"n": 0}
-    assert _histogram_summary([5, 3, 0, 2], 0.1) == {"n": 10, "median": 0.1, "p99": 0.4, "p999": 0.4, "max": 0.4}
+    assert histogram_summary([0, 0, 0], 0.1) == {"n": 0}
+    assert histogram_summary([5, 3, 0, 2], 0.1) == {"n": 10, "median": 0.1, "p99": 0.4, "p999": 0.4, "max": 0.4}

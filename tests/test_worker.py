@@ -287,7 +287,7 @@ def test_resample_equals_its_polyphase_definition(src, dst):
 
 
 def test_live_timings_keep_the_newest_values_in_a_fixed_ring():
-    from runtime.play import Timings
+    from runtime.live_worker import Timings
 
     timings = Timings(capacity=3)
     assert len(timings) == 0 and np.isnan(timings.last) and timings.sorted() == []
