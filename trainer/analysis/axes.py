@@ -94,7 +94,7 @@ def ridge_forward(zc: np.ndarray, y: np.ndarray, *, ridge: float) -> np.ndarray:
 
 def held_out_r2(z: np.ndarray, y: np.ndarray, *, ridge: float, seed: int = 0) -> np.ndarray:
     """R^2 ``[D]`` of the forward ridge model on a held-out 20% (fit on the rest)."""
-    from trainer.fit import split_indices
+    from trainer.data.arrays import split_indices
 
     train, val = split_indices(len(z), None, val_fraction=0.2, seed=seed)
     mean = z[train].mean(axis=0)
@@ -298,18 +298,9 @@ def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS,
         else:
             u = derive(data.z, y, method=method, controls=ctrl, held=held, ridge=ridge)
             directions, scales, capped = scale_axes(u, data.z, standard.half_range[ctrl])
-        read = sweep_descriptors(run, directions=directions, scales=scales, anchors=starts.z,
-                                 anchor_labels=starts.labels, values=values, n_iter=n_iter,
-                                 implementations={**implementations, knobs.OWN: describe_batch})
-        swept = read[knobs.OWN]
-        results = measure(values, swept, standard, controls=controls)
-        for k, (r, d, s, c) in enumerate(zip(results, directions, scales, capped)):
-            r.update(direction=d, scale=float(s), capped=bool(c))
-            if r["rho"] < 0:  # the knob turns the wrong way: mirror it (the sweep is symmetric, so exactly)
-                flip_axis(r)
-                knobs.flip(read, k)  # own (``swept``) included
-        candidates[method] = {"score": score(results), "axes": results, "swept": swept,
-                              "validation": knobs.validate(values, read, controls=controls, kinds=starts.kinds)}
+        candidates[method] = _verify(run, directions, scales, capped, starts=starts, values=values,
+                                     standard=standard, controls=controls, n_iter=n_iter,
+                                     implementations=implementations)
     chosen = max(candidates, key=lambda m: candidates[m]["score"])
     r2 = held_out_r2(data.z, y, ridge=ridge, seed=seed)
     return {"run": str(run.path), "method": chosen, "anchor": anchor, "latent": int(data.z.shape[1]),
@@ -323,6 +314,28 @@ def derive_axes(run: Run, data: AxesData, *, controls: Sequence[str] = CONTROLS,
             "validation": candidates[chosen]["validation"],
             "_swept": {m: c["swept"] for m, c in candidates.items()}}
 
+
+
+def _verify(run: Run, directions: np.ndarray, scales: np.ndarray, capped: np.ndarray, *, starts: knobs.Anchors,
+            values: np.ndarray, standard: Standardiser, controls: Sequence[str], n_iter: int,
+            implementations: Mapping[str, knobs.Describer]) -> dict[str, Any]:
+    """Sweep one method's axes from every anchor, read by each implementation; mirror any axis turning backwards.
+
+    Returns the method's candidate entry of :func:`derive_axes`: ``score``, ``axes`` (with direction, scale,
+    capped), ``swept`` (the project's descriptors of every sweep) and the ``validation`` of :func:`knobs.validate`.
+    """
+    read = sweep_descriptors(run, directions=directions, scales=scales, anchors=starts.z,
+                             anchor_labels=starts.labels, values=values, n_iter=n_iter,
+                             implementations={**implementations, knobs.OWN: describe_batch})
+    swept = read[knobs.OWN]
+    results = measure(values, swept, standard, controls=controls)
+    for k, (r, d, s, c) in enumerate(zip(results, directions, scales, capped)):
+        r.update(direction=d, scale=float(s), capped=bool(c))
+        if r["rho"] < 0:  # the knob turns the wrong way: mirror it (the sweep is symmetric, so exactly)
+            flip_axis(r)
+            knobs.flip(read, k)  # own (``swept``) included
+    return {"score": score(results), "axes": results, "swept": swept,
+            "validation": knobs.validate(values, read, controls=controls, kinds=starts.kinds)}
 
 def to_runtime_axes(report: dict[str, Any]) -> list[Axis]:
     """The chosen axes as :class:`runtime.model.Axis` (``z = anchor + value * scale * direction``)."""
