@@ -68,9 +68,9 @@ def _add_play(sub) -> None:
             "carries it; the latency it adds, none, is reported to JACK); elsewhere PortAudio plays it and "
             "python-rtmidi reads a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns "
             "and the output peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), s = save the "
-            "current sound (WAV + preset), q = quit. SIGUSR1 saves too; SIGUSR2 prints every thread's stack. Ctrl-C stops "
-            "cleanly (exit status 0). If the audio stops under it (the JACK server quits or dies, the device goes away) "
-            "it says so and exits with status 1.", 79),
+            "current sound (WAV + preset), q = quit. SIGUSR1 saves too; SIGUSR2 prints every thread's stack. "
+            "Ctrl-C stops cleanly (exit status 0). If the audio stops under it (the JACK server quits or dies, the "
+            "device goes away) it says so and exits with status 1.", 79),
         epilog="examples:\n"
                "  runtime play --preset presets/kicks                      # virtual MIDI input, default device\n"
                "  runtime play --preset presets/kicks --midi-port nanoKONTROL --device 2\n"
