@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export.graph import FactorizedSTFT, MagnitudeToAudio  # noqa: E402
 from export.onnx import save_onnx  # noqa: E402
 from export.phase import DEFAULT_INIT, make_init  # noqa: E402
-from trainer.spec import SPECS, SpectrogramSpec, magnitude_scale, stft_bases  # noqa: E402
+from runtime.spec import SPECS, SpectrogramSpec  # noqa: E402
+from trainer.spec import magnitude_scale, stft_bases  # noqa: E402
 
 KS = (0, 2, 4, 8, 16, 32)
 

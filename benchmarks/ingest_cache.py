@@ -51,9 +51,10 @@ def synthetic_bank(root: Path, *, n: int, seed: int = 0) -> Path:
 
 def run(data: Path, *, cache: Path) -> dict:
     """Two passes over ``data`` with a cold cache in ``cache``; returns timings and counts."""
+    from runtime.spec import SpectrogramSpec
     from trainer.data.audio import Preprocess
     from trainer.data.ingest import ingest
-    from trainer.spec import SpectrogramSpec, waveform_to_features
+    from trainer.spec import waveform_to_features
 
     spec, preprocess = SpectrogramSpec(), Preprocess()
     waveform_to_features(np.zeros((1, spec.n_samples), np.float32), spec)  # warm imports and matrices

@@ -37,8 +37,8 @@ from export.onnx import save_onnx  # noqa: E402
 from export.package import DecoderGraph, EncoderGraph, _examples  # noqa: E402
 from export.phase import make_init  # noqa: E402
 from runtime import model as fmt  # noqa: E402
+from runtime.spec import SpectrogramSpec  # noqa: E402
 from trainer.model import ModelConfig, build_model  # noqa: E402
-from trainer.spec import SpectrogramSpec  # noqa: E402
 
 EXPORTERS = ("legacy", "dynamo")
 
@@ -49,7 +49,7 @@ def rebuild(preset: Path) -> tuple[nn.Module, SpectrogramSpec, fmt.ModelMetadata
     from onnx import numpy_helper
 
     meta = fmt.read_metadata(preset / fmt.DECODER_FILE)
-    spec = SpectrogramSpec.from_dict(meta.spec)
+    spec = meta.spec
     model = build_model(ModelConfig.from_dict(meta.training["model_config"])).eval()
     weights = {}
     for name in (fmt.DECODER_FILE, fmt.ENCODER_FILE):

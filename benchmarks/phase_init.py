@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.phase import PhaseGradient, make_init, pghi_heap  # noqa: E402
-from trainer.spec import (SPECS, LogMel, MelInverse, SpectrogramSpec, griffin_lim, magnitude_scale,  # noqa: E402
-                          waveform_to_features)
+from runtime.spec import SPECS, SpectrogramSpec  # noqa: E402
+from trainer.spec import LogMel, MelInverse, griffin_lim, magnitude_scale, waveform_to_features  # noqa: E402
 
 KS = (0, 2, 4, 8, 16, 32)
 DRUMS = os.environ.get("KICKSPACE_DRUMS", "/work/shared/data/drums")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/spec_ceiling.py [--spec kick kick-2048-htk kick-22k] [--limit 128] [--iters 32]
 
-DESIGN.md's measurement, repeated for every spec in ``trainer.spec.SPECS`` (including ones added since): real kicks
+DESIGN.md's measurement, repeated for every spec in ``runtime.spec.SPECS`` (including ones added since): real kicks
 (``/work/shared/data/drums/*/kick/*``, or ``$KICKSPACE_DRUMS``, prepared by the training pipeline's own loader) ->
 features at the spec's rate -> mel inverse + fast Griffin-Lim (``trainer.spec.features_to_waveform``) -> resampled
 to 44.1 kHz. Median over kicks of the RMS dB distance to the original prepared at 44.1 kHz (so a lower-rate spec
@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scipy import stats  # noqa: E402
 
+from runtime.spec import SPECS  # noqa: E402
 from trainer.data.audio import Preprocess, SkipFile, load_one_shot, resample  # noqa: E402
 from trainer.descriptors import DESCRIPTORS, control_units, describe_batch  # noqa: E402
-from trainer.spec import SPECS, features_to_waveform, waveform_to_features  # noqa: E402
+from trainer.spec import features_to_waveform, waveform_to_features  # noqa: E402
 
 DRUMS = os.environ.get("KICKSPACE_DRUMS", "/work/shared/data/drums")
 RATE = 44100

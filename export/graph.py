@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError
-from trainer.spec import (LogMel, MelInverse, SpectrogramSpec, features_to_power, magnitude_scale, render_envelope,
-                          window)
+from runtime.spec import SpectrogramSpec
+from trainer.spec import LogMel, MelInverse, features_to_power, magnitude_scale, render_envelope, window
 
 #: Measured overrides of the multiply-add rule below (1024: 32 x 32 beat 16 x 64 per transform, see
 #: benchmarks/README.md#the-in-graph-phase-pipeline-initial-phase-k-and-stft-formulation).

@@ -119,7 +119,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     axes_path = _optional(axes, analysis / "axes.json")
     centroids_path = _optional(centroids, analysis / "centroids.json")
     labels = tuple(ckpt.classes) if model.config.n_classes else ()  # a bank's folder name on an unconditioned VAE
-    metadata = ModelMetadata(spec=spec.to_dict(), latent=model.code_size, labels=labels,
+    metadata = ModelMetadata(spec=spec, latent=model.code_size, labels=labels,
                              axes=_read_axes(axes_path, latent=model.code_size), griffin_lim_iterations=n_iter,
                              preview_iterations=preview_iterations, phase_init=phase_init,
                              preparation=Preprocess.of_run(ckpt.config).preparation,

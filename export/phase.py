@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError
-from trainer.spec import SpectrogramSpec, window
+from runtime.spec import SpectrogramSpec
+from trainer.spec import window
 
 #: Gaussian ``lambda`` (in samples^2, relative to win_length^2) that best matches a Hann window (ltfat's pghi).
 HANN_GAMMA = 0.25645

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from runtime.errors import ConfigError, KickspaceError
-from runtime.schema import check_fields
+from runtime.schema import check_fields, require
 
 MAX_SOUND_LEVEL = 8.0  # sounds are clipped to +-8 (18 dB over full scale) when set: the mix stays finite
 BLOCK_MATRIX_MAX = 1 << 21  # entries (16 MB) of resample's one-matrix form; larger ratios loop over phases
@@ -211,22 +211,19 @@ class Preparation:
 def check_preparation(settings: Any, *, where: str) -> None:
     """Raise :class:`ConfigError` naming ``where.field`` unless ``settings`` (an object with the fields of
     :class:`Preparation`, e.g. the trainer's ``Preprocess``) holds valid preparation settings."""
-    def need(ok: bool, name: str, problem: str) -> None:
-        if not ok:
-            raise ConfigError(f"{where}.{name}", problem)
-
-    need(settings.loudness in LOUDNESS_MODES, "loudness",
-         f"must be 'lufs', 'peak' or 'none', got {settings.loudness!r}")
+    require(settings.loudness in LOUDNESS_MODES, f"{where}.loudness",
+            f"must be 'lufs', 'peak' or 'none', got {settings.loudness!r}")
     for name in ("target_lufs", "peak_dbfs", "fade_ms", "onset_db", "preroll_ms"):
         value = getattr(settings, name)
-        need(is_finite_number(value), name, f"must be a finite number, got {value!r}")
-    need(-70.0 <= settings.target_lufs <= 0.0, "target_lufs",
-         f"must be in [-70, 0] LUFS, got {settings.target_lufs}")
-    need(-60.0 <= settings.peak_dbfs <= 0.0, "peak_dbfs", f"must be in [-60, 0] dBFS, got {settings.peak_dbfs}")
-    need(settings.fade_ms >= 0.0, "fade_ms", f"must be >= 0 ms, got {settings.fade_ms}")
-    need(-120.0 < settings.onset_db < 0.0, "onset_db",
-         f"must be in (-120, 0) dB below the peak, got {settings.onset_db}")
-    need(settings.preroll_ms >= 0.0, "preroll_ms", f"must be >= 0 ms, got {settings.preroll_ms}")
+        require(is_finite_number(value), f"{where}.{name}", f"must be a finite number, got {value!r}")
+    require(-70.0 <= settings.target_lufs <= 0.0, f"{where}.target_lufs",
+            f"must be in [-70, 0] LUFS, got {settings.target_lufs}")
+    require(-60.0 <= settings.peak_dbfs <= 0.0, f"{where}.peak_dbfs",
+            f"must be in [-60, 0] dBFS, got {settings.peak_dbfs}")
+    require(settings.fade_ms >= 0.0, f"{where}.fade_ms", f"must be >= 0 ms, got {settings.fade_ms}")
+    require(-120.0 < settings.onset_db < 0.0, f"{where}.onset_db",
+            f"must be in (-120, 0) dB below the peak, got {settings.onset_db}")
+    require(settings.preroll_ms >= 0.0, f"{where}.preroll_ms", f"must be >= 0 ms, got {settings.preroll_ms}")
 
 
 def is_finite_number(value: object) -> bool:

@@ -8,7 +8,8 @@ This module imports numpy and onnxruntime only (never torch, never ``trainer``).
 Graph contracts (DESIGN.md, "Exported model"):
 
 - decoder: ``z`` float32 ``[B, latent]`` (+ ``label`` int64 ``[B]`` for a CVAE) -> ``audio`` float32
-  ``[B, samples]`` and ``logmel`` float32 ``[B, bins, frames]``;
+  ``[B, samples]`` and ``logmel`` float32 ``[B, bins, frames]``, with ``samples == spec.n_samples`` (the metadata's
+  spectrogram spec, :mod:`runtime.spec`, is the explicit buffer length; a graph that disagrees is refused on load);
 - encoder: ``audio`` float32 ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` float32 ``[B, latent]``;
 - preview decoder (optional): the decoder's inputs and outputs with fewer Griffin-Lim iterations
   (``preview_iterations``), so a knob that is moving can be heard at a fraction of the render cost; the full decoder
@@ -30,6 +31,7 @@ import numpy as np
 from runtime.dsp import Preparation
 from runtime.errors import ConfigError, KickspaceError
 from runtime.schema import check_fields
+from runtime.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,9 @@ class ModelMetadata:
 
     Parameters
     ----------
-    spec : dict
-        The spectrogram spec (``trainer.spec.SpectrogramSpec.to_dict()``): sample rate, sizes, dB scaling.
+    spec : SpectrogramSpec
+        The spectrogram spec: sample rate, sizes (the audio buffer is ``spec.n_samples`` long), dB scaling. Written
+        to JSON as ``spec.to_dict()`` and validated on load (every field required).
     latent : int
         Latent size of ``z``.
     labels : tuple of str
@@ -98,7 +101,7 @@ class ModelMetadata:
         Training summary (data, epochs, losses, ...).
     """
 
-    spec: dict[str, Any]
+    spec: SpectrogramSpec
     latent: int
     labels: tuple[str, ...] = ()
     axes: tuple[Axis, ...] = ()
@@ -112,11 +115,13 @@ class ModelMetadata:
 
     @property
     def sample_rate(self) -> int:
-        return int(self.spec["sample_rate"])
+        """The model's sample rate in Hz (``spec.sample_rate``)."""
+        return self.spec.sample_rate
 
     @property
     def n_samples(self) -> int:
-        return int(self.spec["frames"]) * int(self.spec["hop_length"])
+        """Samples in one rendered sound and one encoder input (``spec.n_samples``)."""
+        return self.spec.n_samples
 
     @property
     def conditional(self) -> bool:
@@ -155,11 +160,21 @@ class ModelMetadata:
             raise ConfigError("metadata.latent", f"must be a positive integer, got {latent!r}")
         axes = tuple(Axis.from_dict(a, where=f"metadata.axes[{i}]", latent=latent)
                      for i, a in enumerate(data.get("axes", ())))
-        return cls(spec=dict(data["spec"]), latent=latent, labels=tuple(data.get("labels", ())), axes=axes,
+        return cls(spec=_spec(data["spec"], source=source), latent=latent, labels=tuple(data.get("labels", ())),
+                   axes=axes,
                    griffin_lim_iterations=int(data.get("griffin_lim_iterations", 0)),
                    phase_init=str(data.get("phase_init", "")),
                    preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})),
                    preparation=_preparation(data.get("preparation"), source=source))
+
+
+def _spec(data: Any, *, source: str) -> SpectrogramSpec:
+    """The metadata's ``spec``, typed and validated: a missing, unknown or bad field fails on one line naming the file
+    and the field (``metadata.spec.hop_length``), before any size derived from it is used."""
+    try:
+        return SpectrogramSpec.from_dict(data, where="metadata.spec", complete=True)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err.field}", err.problem) from None
 
 
 def _preparation(data: Any, *, source: str) -> Preparation:
@@ -241,6 +256,24 @@ def _check_io(session, path: Path, *, inputs: dict[str, str], outputs: tuple[str
         raise KickspaceError(f"{path}: graph outputs {have_out} do not match the format's {list(outputs)}")
 
 
+def _check_length(args: list[Any], path: Path, spec: SpectrogramSpec) -> None:
+    """Refuse a graph whose ``audio`` tensor (in ``args``: a decoder's outputs or an encoder's inputs) has a static
+    length other than ``spec.n_samples``: the buffer length the runtime plays and prepares samples for comes from
+    the metadata, so the graph must agree with it. A dynamic length passes here and is checked by
+    :meth:`ExportedModel.warm_up`."""
+    shape = next(a.shape for a in args if a.name == "audio")
+    if shape and isinstance(shape[-1], int):
+        _check_samples(shape[-1], path, spec)
+
+
+def _check_samples(samples: int, path: Path, spec: SpectrogramSpec) -> None:
+    """Raise one line naming ``path`` unless its audio is ``spec.n_samples`` long."""
+    if samples != spec.n_samples:
+        raise KickspaceError(f"{path}: the graph's audio is {samples} samples long, its metadata's spec says "
+                             f"{spec.n_samples} (frames {spec.frames} x hop_length {spec.hop_length}); the graph "
+                             f"and its metadata do not match: re-export the model")
+
+
 class ExportedModel:
     """An exported model folder opened with onnxruntime.
 
@@ -259,6 +292,7 @@ class ExportedModel:
         self.metadata = _metadata_of(self._decoder, decoder_path)
         label = {"label": "tensor(int64)"} if self.metadata.conditional else {}
         _check_io(self._decoder, decoder_path, inputs={"z": "tensor(float)", **label}, outputs=("audio", "logmel"))
+        _check_length(self._decoder.get_outputs(), decoder_path, self.metadata.spec)
         encoder_path = self.folder / ENCODER_FILE
         self._encoder = None
         if encoder_path.exists():
@@ -268,6 +302,7 @@ class ExportedModel:
                 raise KickspaceError(f"{encoder_path}: encoder and decoder come from different exports")
             _check_io(self._encoder, encoder_path, inputs={"audio": "tensor(float)", **label},
                       outputs=("mu", "logvar"))
+            _check_length(self._encoder.get_inputs(), encoder_path, self.metadata.spec)
         self._preview = self._open_preview(threads=threads, inputs={"z": "tensor(float)", **label})
 
     def _open_preview(self, *, threads: int, inputs: dict[str, str]):
@@ -279,6 +314,7 @@ class ExportedModel:
             raise KickspaceError(f"{path}: the preview decoder and {DECODER_FILE} come from different exports; "
                                  f"re-export the model or delete {PREVIEW_FILE}")
         _check_io(session, path, inputs=inputs, outputs=("audio", "logmel"))
+        _check_length(session.get_outputs(), path, self.metadata.spec)
         return session
 
     @property
@@ -302,13 +338,21 @@ class ExportedModel:
 
     def warm_up(self, *, runs: int = 2) -> None:
         """Run each decoder graph ``runs`` times on a zero latent, so onnxruntime's first-run allocations (about
-        4 MB and a few ms per graph, measured) happen at load time instead of at the first hit or knob move."""
+        4 MB and a few ms per graph, measured) happen at load time instead of at the first hit or knob move.
+
+        The first run's audio length is checked against ``spec.n_samples`` (the check the constructor makes from
+        a static output shape, for a graph whose length is dynamic); a mismatch raises :class:`KickspaceError`.
+        """
         z = np.zeros((1, self.metadata.latent), dtype=np.float32)
         label = 0 if self.metadata.conditional else None
-        for _ in range(runs):
-            self.decode(z, label=label)
+        for run in range(runs):
+            audio, _ = self.decode(z, label=label)
+            if run == 0:
+                _check_samples(audio.shape[-1], self.folder / DECODER_FILE, self.metadata.spec)
             if self._preview is not None:
-                self.decode(z, label=label, preview=True)
+                audio, _ = self.decode(z, label=label, preview=True)
+                if run == 0:
+                    _check_samples(audio.shape[-1], self.folder / PREVIEW_FILE, self.metadata.spec)
 
     def decode(self, z: np.ndarray, *, label: np.ndarray | int | None = None, preview: bool = False,
                cancel: "CancelToken | None" = None) -> tuple[np.ndarray, np.ndarray]:

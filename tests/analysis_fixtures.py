@@ -15,9 +15,11 @@ import torch
 
 from runtime.spec import SpectrogramSpec
 from trainer.analysis.run import Run, load_corpus, load_run
+from trainer.config import TrainConfig
 from trainer.data import synth
+from trainer.data.arrays import TrainingArrays
 from trainer.data.ingest import Corpus
-from trainer.fit import TrainConfig, TrainingArrays, fit
+from trainer.fit import fit
 from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
 

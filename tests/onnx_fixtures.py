@@ -14,10 +14,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime import model as M
+from runtime.spec import SpectrogramSpec
 
-SPEC = {"sample_rate": 8000, "n_fft": 64, "hop_length": 16, "win_length": 64, "n_mels": 8, "fmin": 0.0,
-        "fmax": None, "mel_scale": "slaney", "mel_norm": "slaney", "frames": 4, "channels": 1, "top_db": 80.0,
-        "headroom_db": 6.0}
+SPEC = SpectrogramSpec(sample_rate=8000, n_fft=64, hop_length=16, win_length=64, n_mels=8, frames=4)
 LATENT, SAMPLES = 3, 64
 MELS, FRAMES = 8, 4
 
@@ -124,7 +123,9 @@ def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, l
     click = (np.exp(-t / 0.002) * np.cos(2 * np.pi * 1000 * t)).astype(np.float32)
     tone = (np.sin(2 * np.pi * 220 * t) * np.exp(-t / 0.1)).astype(np.float32)
     weights = np.stack([kick_shape(samples, sample_rate), click, tone])
-    spec = {**SPEC, "sample_rate": sample_rate, "hop_length": samples // FRAMES, "frames": FRAMES}
+    hop = samples // FRAMES
+    spec = dataclasses.replace(SPEC, sample_rate=sample_rate, hop_length=hop, frames=FRAMES,
+                               n_fft=max(SPEC.n_fft, hop), win_length=max(SPEC.win_length, hop))
     meta = metadata(spec=spec, labels=labels, preview_iterations=2 if preview else 0,
                     axes=(M.Axis("sub", (1.0, 0.0, 0.0), 0.5), M.Axis("click", (0.0, 1.0, 0.0), 1.0)))
     offsets = tuple(0.0 for _ in labels) or (0.0,)

@@ -153,7 +153,9 @@ def five_knob_run(tmp_path_factory: pytest.TempPathFactory):
     from runtime.spec import SpectrogramSpec
     from trainer.analysis.run import load_run
     from trainer.descriptors import describe_batch
-    from trainer.fit import TrainConfig, TrainingArrays, fit
+    from trainer.config import TrainConfig
+    from trainer.data.arrays import TrainingArrays
+    from trainer.fit import fit
     from trainer.model import ModelConfig
     from trainer.objective import ObjectiveConfig
     from trainer.spec import waveform_to_features

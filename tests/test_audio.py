@@ -9,10 +9,11 @@ import pytest
 
 from runtime.dsp import integrated_loudness
 from runtime.errors import ConfigError
+from runtime.spec import SpectrogramSpec
 from tests import badfiles
 from tests.signals import simple_kick
 from trainer.data.audio import Preprocess, SkipFile, hit_times, prepare, read_audio
-from trainer.spec import SpectrogramSpec, waveform_to_features
+from trainer.spec import waveform_to_features
 
 SR = 44100
 SPEC = SpectrogramSpec()

@@ -16,9 +16,9 @@ import pytest
 import soundfile
 
 from runtime.files import printable
+from runtime.spec import SpectrogramSpec
 from tests import badfiles
 from trainer.data.audio import Preprocess, SkipFile, load_one_shot
-from trainer.spec import SpectrogramSpec
 
 SPEC = SpectrogramSpec()
 PRE = Preprocess()
@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from trainer.data.audio import Preprocess
     from trainer.data.ingest import ingest
-    from trainer.spec import SpectrogramSpec
+    from runtime.spec import SpectrogramSpec
     root, cache = Path(sys.argv[1]), Path(sys.argv[2])
     passes = []
     for _ in range(2):

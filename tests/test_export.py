@@ -14,10 +14,11 @@ from export.phase import make_init
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import ExportedModel
 from runtime.preset import load_preset
+from runtime.spec import SpectrogramSpec
 from trainer.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from trainer.data.audio import Preprocess
 from trainer.model import ModelConfig, build_model
-from trainer.spec import SpectrogramSpec, waveform_to_features
+from trainer.spec import waveform_to_features
 
 TINY = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)
 
@@ -72,7 +73,7 @@ def test_export_writes_graphs_the_runtime_loads_with_parity(tmp_path, classes, r
     meta = loaded.metadata
     assert meta.latent == 4 and meta.griffin_lim_iterations == 4 and meta.phase_init == "pghi"
     assert meta.labels == tuple(classes or ()) and [a.name for a in meta.axes] == ["sub", "decay"]
-    assert meta.spec == TINY.to_dict() and meta.training["epochs"] == 1
+    assert meta.spec == TINY and meta.training["epochs"] == 1
     model, spec, _ = load_model(run / "best.pt")
     graph = DecoderGraph(model, spec, n_iter=4, init_phase=make_init("pghi", spec)).eval()
     for batch in (1, 8):

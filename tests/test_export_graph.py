@@ -11,8 +11,9 @@ import torch
 from export.graph import FactorizedSTFT, GriffinLim, MagnitudeToAudio
 from export.onnx import save_onnx
 from export.phase import PhaseGradient, random_phase
+from runtime.spec import SpectrogramSpec
 from tests.signals import simple_kick
-from trainer.spec import MelInverse, SpectrogramSpec, griffin_lim, waveform_to_features, window
+from trainer.spec import MelInverse, griffin_lim, waveform_to_features, window
 
 TINY = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)
 

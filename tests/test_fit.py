@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from runtime.errors import ConfigError, KickspaceError
+from runtime.spec import SpectrogramSpec
 from tests.signals import simple_kick
 from trainer import cli
 from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -24,7 +25,7 @@ from trainer.config import dumps_toml, load_run_config, load_toml, parse_overrid
 from trainer.fit import TrainConfig, TrainingArrays, TrainingDiverged, fit, lr_at, split_indices
 from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
-from trainer.spec import SpectrogramSpec, waveform_to_features
+from trainer.spec import waveform_to_features
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)

@@ -13,13 +13,13 @@ import pytest
 import soundfile
 from rich.console import Console
 
+from runtime.spec import SpectrogramSpec, get_spec
 from tests import badfiles
 from tests.badfiles import kick, write
 from tests.signals import simple_kick
 from trainer.data.audio import Preprocess
 from trainer.data.cache import FeatureCache
 from trainer.data.ingest import detect_layout, ingest, write_preview
-from trainer.spec import SpectrogramSpec, get_spec
 
 SPEC = SpectrogramSpec(n_mels=64, frames=64)  # 0.37 s examples: fast, and still the real code path
 PRE = Preprocess()

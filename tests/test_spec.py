@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from runtime.errors import ConfigError
+from runtime.spec import SpectrogramSpec, get_spec
 from tests.signals import simple_kick
 from trainer import spec as S
 
-SMALL = S.SpectrogramSpec(sample_rate=16000, n_fft=512, hop_length=128, win_length=512, n_mels=64, frames=64)
+SMALL = SpectrogramSpec(sample_rate=16000, n_fft=512, hop_length=128, win_length=512, n_mels=64, frames=64)
 
 
-def _librosa_features(audio: np.ndarray, spec: S.SpectrogramSpec) -> np.ndarray:
+def _librosa_features(audio: np.ndarray, spec: SpectrogramSpec) -> np.ndarray:
     """The documented feature definition written independently with librosa (float64)."""
     stft = librosa.stft(audio.astype(np.float64), n_fft=spec.n_fft, hop_length=spec.hop_length,
                         window=S.window(spec), center=True, pad_mode="constant")[:, : spec.frames]
@@ -28,10 +29,10 @@ def _librosa_features(audio: np.ndarray, spec: S.SpectrogramSpec) -> np.ndarray:
                                              fmin=spec.fmin, fmax=spec.fmax, htk=spec.mel_scale == "htk",
                                              norm=spec.mel_norm)
     db = 10 * np.log10(np.maximum(mel, 1e-10))
-    return np.clip((db - (spec.ref_db - spec.top_db)) / spec.top_db, 0, 1) * 2 - 1
+    return np.clip((db - (S.ref_db(spec) - spec.top_db)) / spec.top_db, 0, 1) * 2 - 1
 
 
-def _spectral_convergence_db(audio: np.ndarray, target_mag: np.ndarray, spec: S.SpectrogramSpec) -> float:
+def _spectral_convergence_db(audio: np.ndarray, target_mag: np.ndarray, spec: SpectrogramSpec) -> float:
     stft = librosa.stft(audio.astype(np.float64), n_fft=spec.n_fft, hop_length=spec.hop_length,
                         window=S.window(spec), center=True, pad_mode="constant")[:, : spec.frames]
     mag = np.abs(stft) * S.magnitude_scale(spec)
@@ -39,12 +40,12 @@ def _spectral_convergence_db(audio: np.ndarray, target_mag: np.ndarray, spec: S.
 
 
 def test_defaults_follow_design():
-    spec = S.SpectrogramSpec()
+    spec = SpectrogramSpec()
     assert (spec.sample_rate, spec.n_fft, spec.hop_length, spec.n_mels, spec.frames) == (44100, 1024, 256, 128, 128)
     assert spec.n_samples == 32768 and spec.shape == (1, 128, 128)
     assert abs(spec.duration - 0.743) < 1e-3
-    assert S.get_spec("nsynth").shape == (1, 80, 128)
-    assert S.get_spec("kick-2048-htk").mel_scale == "htk"
+    assert get_spec("nsynth").shape == (1, 80, 128)
+    assert get_spec("kick-2048-htk").mel_scale == "htk"
 
 
 @pytest.mark.parametrize("spec", [SMALL, dataclasses.replace(SMALL, mel_scale="htk"),
@@ -71,7 +72,7 @@ def test_level_is_absolute_not_per_file():
 
 
 def test_full_scale_sine_stays_below_the_ceiling():
-    spec = S.SpectrogramSpec()
+    spec = SpectrogramSpec()
     t = np.arange(spec.n_samples) / spec.sample_rate
     sines = np.stack([np.sin(2 * np.pi * f * t) for f in (40.0, 60.0, 1000.0, 12000.0)])
     feats = S.waveform_to_features(sines, spec)
@@ -94,7 +95,7 @@ def test_stereo_channels_are_independent():
 
 def test_round_trip_quality_on_a_synthetic_kick():
     """mel -> pseudo-inverse -> 32 fast Griffin-Lim iterations: spectral convergence better than -10 dB."""
-    spec = S.SpectrogramSpec()
+    spec = SpectrogramSpec()
     kick = simple_kick(sample_rate=spec.sample_rate, seconds=spec.duration)[: spec.n_samples]
     feats = S.waveform_to_features(kick, spec)
     target = S.MelInverse(spec)(feats)[0, 0].numpy()
@@ -111,7 +112,7 @@ def test_round_trip_quality_on_a_synthetic_kick():
 
 def test_griffin_lim_matches_librosa():
     """Our fast Griffin-Lim reaches the same spectral convergence as librosa's on the same magnitude."""
-    spec = S.SpectrogramSpec()
+    spec = SpectrogramSpec()
     kick = simple_kick(sample_rate=spec.sample_rate, seconds=spec.duration, click=0.0)[: spec.n_samples]
     target = S.MelInverse(spec)(S.waveform_to_features(kick, spec))
     ours = S.griffin_lim(target, spec, n_iter=16)[0, 0].numpy()
@@ -123,12 +124,12 @@ def test_griffin_lim_matches_librosa():
 
 
 def test_serialisation_and_digest():
-    spec = S.get_spec("kick-2048-htk")
-    again = S.SpectrogramSpec.from_dict(spec.to_dict())
+    spec = get_spec("kick-2048-htk")
+    again = SpectrogramSpec.from_dict(spec.to_dict())
     assert again == spec and again.digest() == spec.digest()
-    assert spec.digest() != S.SpectrogramSpec().digest()
+    assert spec.digest() != SpectrogramSpec().digest()
     with pytest.raises(ConfigError, match=r"spec\.hop_size: unknown field"):
-        S.SpectrogramSpec.from_dict({**spec.to_dict(), "hop_size": 3})
+        SpectrogramSpec.from_dict({**spec.to_dict(), "hop_size": 3})
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -141,9 +142,9 @@ def test_serialisation_and_digest():
 ])
 def test_invalid_fields_are_named(field, value, message):
     with pytest.raises(ConfigError, match=f"spec.{field}.*{message}"):
-        dataclasses.replace(S.SpectrogramSpec(), **{field: value})
+        dataclasses.replace(SpectrogramSpec(), **{field: value})
     with pytest.raises(ConfigError):
-        S.get_spec("nope")
+        get_spec("nope")
 
 
 def test_wrong_length_is_refused():
@@ -152,7 +153,7 @@ def test_wrong_length_is_refused():
 
 
 # ------------------------------------------------------------------------- what a render sounds like (issue 18)
-KICK22 = S.get_spec("kick-22k")
+KICK22 = get_spec("kick-22k")
 
 
 def _level_db(x: np.ndarray, peak: float) -> float:

@@ -142,7 +142,7 @@ def _fit_arrays(args: argparse.Namespace, run, spec):
     from trainer import distributed
     from trainer.data.audio import Preprocess
     from trainer.data.ingest import ingest
-    from trainer.fit import TrainingArrays, load_npz
+    from trainer.data.arrays import TrainingArrays, load_npz
 
     if len(args.data) == 1 and args.data[0].suffix == ".npz":
         return load_npz(args.data[0])

@@ -7,7 +7,7 @@ sections or keys raise :class:`~runtime.errors.ConfigError` naming the dotted ke
 
 Sections
 --------
-``[data]``       spec (a name from ``trainer.spec.SPECS`` or a table of spec fields), channels, layout, loudness
+``[data]``       spec (a name from ``runtime.spec.SPECS`` or a table of spec fields), channels, layout, loudness
 ``[model]``      preset ("kick" or "timbre"), conditioning (list of "class", "pitch"), and ``ModelConfig`` fields
                  except ``input_shape`` and ``n_classes``, which come from the spec and the data
 ``[objective]``  ``ObjectiveConfig`` fields
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from runtime.errors import ConfigError
+from runtime.spec import SpectrogramSpec, get_spec
 from trainer.fit import TrainConfig
 from trainer.model import ModelConfig, get_model_config
 from trainer.objective import ObjectiveConfig
-from trainer.spec import SpectrogramSpec, get_spec
 
 LAYOUTS = ("auto", "flat", "bank", "nsynth")
 LOUDNESS = ("lufs", "peak", "none")

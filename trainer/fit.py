@@ -31,13 +31,13 @@ from torch import nn
 
 from runtime.errors import ConfigError, KickspaceError
 from runtime.files import remove_stale_temporaries, write_text, write_wav
+from runtime.spec import SpectrogramSpec
 from trainer import distributed as dist_
 from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.distributed import DistContext
 from trainer.model import VAE, ModelConfig, build_model
 from trainer.objective import LossParts, ObjectiveConfig, latent_stats, vae_loss
 from trainer.descriptors import DESCRIPTORS, control_units
-from trainer.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError
-from runtime.schema import check_fields
+from runtime.schema import check_fields, require
 from trainer.descriptors import DESCRIPTORS
 
 NORMS = ("batch", "group", "none")
@@ -99,29 +99,30 @@ class ModelConfig:
         object.__setattr__(self, "controls", tuple(str(v) for v in self.controls))
         object.__setattr__(self, "control_mean", tuple(float(v) for v in self.control_mean))
         object.__setattr__(self, "control_std", tuple(float(v) for v in self.control_std))
-        _check(len(self.input_shape) == 3 and min(self.input_shape) > 0, "input_shape",
-               f"must be three positive sizes (channels, bins, frames), got {self.input_shape}")
-        _check(len(self.widths) > 0 and min(self.widths) > 0, "widths", f"must be positive, got {self.widths}")
+        require(len(self.input_shape) == 3 and min(self.input_shape) > 0, "model.input_shape",
+                f"must be three positive sizes (channels, bins, frames), got {self.input_shape}")
+        require(len(self.widths) > 0 and min(self.widths) > 0, "model.widths", f"must be positive, got {self.widths}")
         factor = 2 ** len(self.widths)
         for axis, size in zip(("bins", "frames"), self.input_shape[1:]):
-            _check(size % factor == 0, "widths",
-                   f"{len(self.widths)} stride-2 blocks need {axis} divisible by {factor}, got {size}")
-        _check(self.kernel >= 2, "kernel", f"must be >= 2, got {self.kernel}")
-        _check(self.norm in NORMS, "norm", f"must be one of {NORMS}, got {self.norm!r}")
-        _check(self.activation in ACTIVATIONS, "activation",
-               f"must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-        _check(self.output in OUTPUTS, "output", f"must be one of {OUTPUTS}, got {self.output!r}")
-        _check(self.latent > 0, "latent", f"must be positive, got {self.latent}")
-        _check(self.n_classes >= 0, "n_classes", f"must be >= 0, got {self.n_classes}")
-        _check(self.class_dim > 0 and self.pitch_dim > 0, "class_dim", "embedding sizes must be positive")
+            require(size % factor == 0, "model.widths",
+                    f"{len(self.widths)} stride-2 blocks need {axis} divisible by {factor}, got {size}")
+        require(self.kernel >= 2, "model.kernel", f"must be >= 2, got {self.kernel}")
+        require(self.norm in NORMS, "model.norm", f"must be one of {NORMS}, got {self.norm!r}")
+        require(self.activation in ACTIVATIONS, "model.activation",
+                f"must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+        require(self.output in OUTPUTS, "model.output", f"must be one of {OUTPUTS}, got {self.output!r}")
+        require(self.latent > 0, "model.latent", f"must be positive, got {self.latent}")
+        require(self.n_classes >= 0, "model.n_classes", f"must be >= 0, got {self.n_classes}")
+        require(self.class_dim > 0 and self.pitch_dim > 0, "model.class_dim", "embedding sizes must be positive")
         unknown = [c for c in self.controls if c not in DESCRIPTORS]
-        _check(not unknown, "controls", f"unknown descriptor(s) {unknown} (known: {', '.join(DESCRIPTORS)})")
-        _check(len(set(self.controls)) == len(self.controls), "controls", f"repeat a name: {list(self.controls)}")
+        require(not unknown, "model.controls", f"unknown descriptor(s) {unknown} (known: {', '.join(DESCRIPTORS)})")
+        require(len(set(self.controls)) == len(self.controls), "model.controls",
+                f"repeat a name: {list(self.controls)}")
         for name in ("control_mean", "control_std"):
-            _check(len(getattr(self, name)) in (0, len(self.controls)), name,
-                   f"needs one value per control ({len(self.controls)}), got {len(getattr(self, name))}")
-        _check(all(v > 0 for v in self.control_std), "control_std", "must be positive")
-        _check(self.control_dim > 0, "control_dim", f"must be positive, got {self.control_dim}")
+            require(len(getattr(self, name)) in (0, len(self.controls)), f"model.{name}",
+                    f"needs one value per control ({len(self.controls)}), got {len(getattr(self, name))}")
+        require(all(v > 0 for v in self.control_std), "model.control_std", "must be positive")
+        require(self.control_dim > 0, "model.control_dim", f"must be positive, got {self.control_dim}")
 
     @property
     def conditional(self) -> bool:
@@ -162,11 +163,6 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Inverse of :meth:`to_dict`; unknown fields are refused by name."""
         return cls(**check_fields(data, cls, where="model"))
-
-
-def _check(ok: bool, name: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(f"model.{name}", problem)
 
 
 #: Seed configurations. ``kick``: 4 stride-2 blocks 16-32-64-128, latent 16, on the 128 x 128 kick spec.

@@ -1,8 +1,9 @@
-"""THE spectrogram spec and the audio <-> feature transforms.
+"""THE audio <-> feature transforms of the spectrogram spec.
 
 Every part of Kickspace that turns audio into features or back (ingestion, training, the exported encoder and
-decoder graphs, evaluation, previews) goes through this module, so the parameters cannot drift. The spec is a
-frozen dataclass that is saved inside every checkpoint and every exported model (``to_dict``/``from_dict``).
+decoder graphs, evaluation, previews) goes through this module, so the parameters cannot drift. The spec itself
+(:class:`runtime.spec.SpectrogramSpec`: fields, validation, sizes, named specs) is torch-free and lives in the
+runtime, which reads it from every exported model; this module adds what needs torch or the mel filterbank.
 
 Feature definition
 ------------------
@@ -10,7 +11,7 @@ Feature definition
    ``n_samples = frames * hop_length`` samples. Magnitudes are scaled by ``2 / sum(window)`` so that a full-scale
    sine has magnitude ~1 in its peak bin (levels are absolute, not relative to each file's maximum).
 2. Power -> mel bands (librosa's filters, Slaney or HTK scale) or kept linear (``mel_scale="linear"``).
-3. Power -> dB, clipped to the ``top_db`` range below a fixed ceiling ``ref_db`` (the loudest band level a
+3. Power -> dB, clipped to the ``top_db`` range below a fixed ceiling :func:`ref_db` (the loudest band level a
    full-scale sine reaches, plus ``headroom_db``), then scaled to [-1, 1]: -1 is ``ref_db - top_db`` or quieter,
    +1 is ``ref_db``.
 
@@ -25,12 +26,7 @@ Shapes: audio is ``[B, N]`` (mono) or ``[B, C, N]``; features are always ``[B, C
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +34,8 @@ from torch import nn
 
 from runtime.dsp import fade_out_curve
 from runtime.errors import ConfigError
-from runtime.schema import check_fields
+from runtime.spec import SpectrogramSpec
 
-MEL_SCALES = ("slaney", "htk", "linear")
 _AMIN = 1e-10
 #: Every render rises from exact silence over its first ``RENDER_ONSET_MS`` (raised cosine). The preparation puts a
 #: sound's onset (its first sample within 30 dB of the peak) 1 ms after the start (``runtime.dsp.Preparation``), so
@@ -52,136 +47,6 @@ RENDER_ONSET_MS = 1.0
 RENDER_TAIL_MS = 100.0
 #: Features within this many dB of the floor decode to silence (:func:`features_to_power`).
 FLOOR_GATE_DB = 3.0
-
-
-@dataclass(frozen=True)
-class SpectrogramSpec:
-    """Parameters of the log-mel representation (see the module docstring for the exact definition).
-
-    Parameters
-    ----------
-    sample_rate : int
-        Model sample rate in Hz; every file is resampled to it.
-    n_fft, hop_length, win_length : int
-        STFT size, hop and Hann window length (``win_length <= n_fft``; the window is centred in the frame).
-    n_mels : int
-        Number of mel bands (ignored when ``mel_scale == "linear"``).
-    fmin, fmax : float
-        Mel filterbank range in Hz; ``fmax=None`` means Nyquist.
-    mel_scale : {"slaney", "htk", "linear"}
-        Mel formula (librosa's ``htk`` flag) or a linear-frequency spectrogram of ``n_fft // 2 + 1`` bins.
-    mel_norm : {"slaney", None}
-        Filter area normalisation (librosa's ``norm``).
-    frames : int
-        Number of STFT frames kept; the audio length is ``frames * hop_length`` samples.
-    channels : int
-        1 (mono, files are downmixed) or 2 (stereo).
-    top_db : float
-        Dynamic range kept below the ceiling, in dB.
-    headroom_db : float
-        Room above the loudest full-scale-sine band level before values clip at +1.
-    """
-
-    sample_rate: int = 44100
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = None
-    mel_scale: str = "slaney"
-    mel_norm: str | None = "slaney"
-    frames: int = 128
-    channels: int = 1
-    top_db: float = 80.0
-    headroom_db: float = 6.0
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, name: str, problem: str) -> None:
-            if not ok:
-                raise ConfigError(f"spec.{name}", problem)
-
-        for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "frames"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value > 0, name,
-                 f"must be a positive integer, got {value!r}")
-        need(self.win_length <= self.n_fft, "win_length", f"{self.win_length} is longer than n_fft {self.n_fft}")
-        need(self.hop_length <= self.win_length, "hop_length", "must not exceed win_length (gaps between frames)")
-        need(self.mel_scale in MEL_SCALES, "mel_scale", f"must be one of {MEL_SCALES}, got {self.mel_scale!r}")
-        need(self.mel_norm in ("slaney", None), "mel_norm", f"must be 'slaney' or null, got {self.mel_norm!r}")
-        need(self.channels in (1, 2), "channels", f"must be 1 (mono) or 2 (stereo), got {self.channels!r}")
-        nyquist = self.sample_rate / 2
-        need(0 <= self.fmin < nyquist, "fmin", f"must be in [0, {nyquist}) Hz, got {self.fmin}")
-        need(self.fmax is None or self.fmin < self.fmax <= nyquist, "fmax",
-             f"must be in ({self.fmin}, {nyquist}] Hz or null, got {self.fmax}")
-        need(self.top_db > 0, "top_db", f"must be positive, got {self.top_db}")
-        if self.mel_scale != "linear" and self.n_mels > self.n_fft // 2 + 1:
-            raise ConfigError("spec.n_mels", f"{self.n_mels} bands exceed the {self.n_fft // 2 + 1} FFT bins")
-
-    # ----------------------------------------------------------------------------------------- derived sizes
-    @property
-    def n_samples(self) -> int:
-        """Length in samples of one example (``frames * hop_length``)."""
-        return self.frames * self.hop_length
-
-    @property
-    def duration(self) -> float:
-        """Length in seconds of one example."""
-        return self.n_samples / self.sample_rate
-
-    @property
-    def n_freq(self) -> int:
-        """Number of linear STFT bins (``n_fft // 2 + 1``)."""
-        return self.n_fft // 2 + 1
-
-    @property
-    def n_bins(self) -> int:
-        """Feature rows: mel bands, or linear bins when ``mel_scale == "linear"``."""
-        return self.n_freq if self.mel_scale == "linear" else self.n_mels
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Feature shape of one example, ``(channels, n_bins, frames)``."""
-        return (self.channels, self.n_bins, self.frames)
-
-    @property
-    def ref_db(self) -> float:
-        """Fixed dB ceiling that maps to +1 (see module docstring)."""
-        return _ref_db(self) + self.headroom_db
-
-    # ------------------------------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form saved in checkpoints and ONNX metadata."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SpectrogramSpec":
-        """Build a spec from ``to_dict`` output; unknown fields are refused by name."""
-        return cls(**check_fields(data, cls, where="spec"))
-
-    def digest(self) -> str:
-        """Short stable hash of every field (used to key feature caches)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.blake2b(blob, digest_size=8).hexdigest()
-
-
-#: Named specs. ``kick`` is DESIGN.md's default; ``kick-2048-htk`` is the measured contender for the low end;
-#: ``nsynth`` is the timbre seed's 80 x 128 log-mel at 16 kHz (4.1 s).
-SPECS: dict[str, SpectrogramSpec] = {
-    "kick": SpectrogramSpec(),
-    "kick-2048-htk": SpectrogramSpec(n_fft=2048, win_length=2048, mel_scale="htk"),
-    "kick-22k": SpectrogramSpec(sample_rate=22050, n_fft=1024, win_length=1024, hop_length=128, mel_scale="htk"),
-    "nsynth": SpectrogramSpec(sample_rate=16000, n_fft=1024, hop_length=512, win_length=1024, n_mels=80,
-                              fmax=8000.0),
-}
-
-
-def get_spec(name: str) -> SpectrogramSpec:
-    """Return a named spec from :data:`SPECS` (error lists the names)."""
-    try:
-        return SPECS[name]
-    except KeyError:
-        raise ConfigError("spec", f"unknown spec name {name!r} (known: {', '.join(SPECS)})") from None
 
 
 # ================================================================================ numpy: precomputed matrices
@@ -227,8 +92,13 @@ def mel_inverse(spec: SpectrogramSpec) -> np.ndarray:
     return inv
 
 
+def ref_db(spec: SpectrogramSpec) -> float:
+    """Fixed dB ceiling that maps to +1: :func:`_sine_peak_db` plus ``spec.headroom_db`` (see module docstring)."""
+    return _sine_peak_db(spec) + spec.headroom_db
+
+
 @lru_cache(maxsize=16)
-def _ref_db(spec: SpectrogramSpec) -> float:
+def _sine_peak_db(spec: SpectrogramSpec) -> float:
     """Loudest band power (dB) a full-scale sine reaches anywhere in the band range, per frame."""
     basis = mel_basis(spec)
     win = window(spec)
@@ -246,9 +116,10 @@ def render_envelope(spec: SpectrogramSpec) -> np.ndarray:
     """Gain ``[n_samples]`` (float64) Griffin-Lim imposes on the signal in every iteration and on its output.
 
     0 at the first sample, a raised-cosine rise to 1 over :data:`RENDER_ONSET_MS`, 1, then a cubed raised-cosine
-    fall over :data:`RENDER_TAIL_MS` (at most ``n_samples // 8``) to 0 at the last sample. Inside the iterations it is a time-support
-    constraint: the phase is retrieved for a signal that starts and ends in silence, so the magnitude of the first
-    frames (whose windows reach before the onset) is realised after it instead of as a click at sample 0.
+    fall over :data:`RENDER_TAIL_MS` (at most ``n_samples // 8``) to 0 at the last sample. Inside the iterations
+    it is a time-support constraint: the phase is retrieved for a signal that starts and ends in silence, so the
+    magnitude of the first frames (whose windows reach before the onset) is realised after it instead of as a click
+    at sample 0.
     """
     env = np.ones(spec.n_samples)
     rise = min(spec.n_samples, max(1, int(round(RENDER_ONSET_MS * 1e-3 * spec.sample_rate))))
@@ -317,7 +188,7 @@ class LogMel(nn.Module):
 def power_to_features(power: torch.Tensor, spec: SpectrogramSpec) -> torch.Tensor:
     """Band power (any shape) -> normalised dB in [-1, 1]."""
     db = 10.0 * torch.log10(torch.clamp(power, min=_AMIN))
-    floor = spec.ref_db - spec.top_db
+    floor = ref_db(spec) - spec.top_db
     return torch.clamp((db - floor) / spec.top_db, 0.0, 1.0) * 2.0 - 1.0
 
 
@@ -330,8 +201,8 @@ def features_to_power(features: torch.Tensor, spec: SpectrogramSpec) -> torch.Te
     128 floor-level bands are summed), and the map stays continuous. A band 10 dB above the floor comes back
     1.0 dB low, 20 dB above 0.09 dB low.
     """
-    db = (torch.clamp(features, -1.0, 1.0) + 1.0) * 0.5 * spec.top_db + (spec.ref_db - spec.top_db)
-    gate = 10.0 ** ((spec.ref_db - spec.top_db + FLOOR_GATE_DB) / 10.0)
+    db = (torch.clamp(features, -1.0, 1.0) + 1.0) * 0.5 * spec.top_db + (ref_db(spec) - spec.top_db)
+    gate = 10.0 ** ((ref_db(spec) - spec.top_db + FLOOR_GATE_DB) / 10.0)
     return torch.clamp(torch.pow(10.0, db / 10.0) - gate, min=0.0)
 
 

@@ -42,7 +42,8 @@ from runtime.dsp import (Preparation, check_preparation, fit_length, integrated_
                          prepare_one_shot)
 from runtime.errors import ConfigError, KickspaceError
 from runtime.files import printable
-from trainer.spec import SpectrogramSpec
+from runtime.schema import require
+from runtime.spec import SpectrogramSpec
 
 #: Extensions ingestion treats as audio (anything else in a data folder is ignored, not reported as bad).
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".mp3"})
@@ -124,19 +125,20 @@ class Preprocess(Preparation):
 
     def __post_init__(self) -> None:
         check_preparation(self, where="preprocess")
-        need = _field_checker("preprocess")
         for name in ("min_seconds", "max_seconds", "silence_dbfs", "clip_fraction", "hit_gap_ms"):
             value = getattr(self, name)
-            need(is_finite_number(value), name, f"must be a finite number, got {value!r}")
-        need(self.min_seconds >= 0.0, "min_seconds", f"must be >= 0 s, got {self.min_seconds}")
-        need(self.max_seconds > self.min_seconds, "max_seconds",
-             f"must be longer than min_seconds ({self.min_seconds} s), got {self.max_seconds}")
-        need(-140.0 < self.silence_dbfs < 0.0, "silence_dbfs", f"must be in (-140, 0) dBFS, got {self.silence_dbfs}")
-        need(0.0 < self.clip_fraction <= 1.0, "clip_fraction", f"must be in (0, 1], got {self.clip_fraction}")
+            require(is_finite_number(value), f"preprocess.{name}", f"must be a finite number, got {value!r}")
+        require(self.min_seconds >= 0.0, "preprocess.min_seconds", f"must be >= 0 s, got {self.min_seconds}")
+        require(self.max_seconds > self.min_seconds, "preprocess.max_seconds",
+                f"must be longer than min_seconds ({self.min_seconds} s), got {self.max_seconds}")
+        require(-140.0 < self.silence_dbfs < 0.0, "preprocess.silence_dbfs",
+                f"must be in (-140, 0) dBFS, got {self.silence_dbfs}")
+        require(0.0 < self.clip_fraction <= 1.0, "preprocess.clip_fraction",
+                f"must be in (0, 1], got {self.clip_fraction}")
         ratio = self.multi_hit_ratio
-        need(ratio is None or (is_finite_number(ratio) and 0.0 < ratio <= 1.0),
-             "multi_hit_ratio", f"must be in (0, 1] or null (no check), got {self.multi_hit_ratio!r}")
-        need(self.hit_gap_ms > 0.0, "hit_gap_ms", f"must be > 0 ms, got {self.hit_gap_ms}")
+        require(ratio is None or (is_finite_number(ratio) and 0.0 < ratio <= 1.0), "preprocess.multi_hit_ratio",
+                f"must be in (0, 1] or null (no check), got {self.multi_hit_ratio!r}")
+        require(self.hit_gap_ms > 0.0, "preprocess.hit_gap_ms", f"must be > 0 ms, got {self.hit_gap_ms}")
 
     @classmethod
     def of_run(cls, config: dict) -> "Preprocess":
@@ -156,13 +158,6 @@ class Preprocess(Preparation):
         """Short stable hash of every field and of :data:`PREPROCESS_VERSION` (used to key feature caches)."""
         blob = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True).encode()
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
-
-
-def _field_checker(prefix: str):
-    def need(ok: bool, name: str, problem: str) -> None:
-        if not ok:
-            raise ConfigError(f"{prefix}.{name}", problem)
-    return need
 
 
 # ==================================================================================================== reading

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.files import atomic_path
+from runtime.spec import SpectrogramSpec
 from trainer.data.audio import Preprocess, SkipFile
-from trainer.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
 

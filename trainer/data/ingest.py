@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 
 from runtime.files import atomic_path, printable, write_wav
+from runtime.spec import SpectrogramSpec
 from trainer.data.audio import Preprocess, SkipFile, check_path, load_one_shot, reject_too_long
 from trainer.data.cache import FeatureCache, content_key
 from trainer.data.layouts import LAYOUTS, Item, detect_layout, is_audio_name, scan_root  # noqa: F401 (re-exported)
-from trainer.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
 
