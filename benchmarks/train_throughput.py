@@ -31,7 +31,8 @@ def measure(*, batch: int, channels_last: bool, threads: int, compile: bool, ste
     """Time ``steps`` training steps after 2 warm-up steps; returns samples/s and peak RSS (MiB)."""
     import torch
 
-    from trainer.fit import _Batch, train_step
+    from trainer.batches import Batch
+    from trainer.fit import train_step
     from trainer.model import build_model, get_model_config
     from trainer.objective import ObjectiveConfig
 
@@ -49,7 +50,7 @@ def measure(*, batch: int, channels_last: bool, threads: int, compile: bool, ste
     for i in range(2 + steps):
         if i == 2:
             start = time.perf_counter()
-        train_step(net, optimizer, _Batch(x, None, None), step=i, objective=objective, grad_clip=1.0)
+        train_step(net, optimizer, Batch(x, None, None), step=i, objective=objective, grad_clip=1.0)
         optimizer.step()
     seconds = time.perf_counter() - start
     return {"samples_per_s": steps * batch / seconds, "threads": torch.get_num_threads(),

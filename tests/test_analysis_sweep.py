@@ -9,7 +9,7 @@ import numpy as np
 
 from tests.analysis_fixtures import MODEL, OBJECTIVE, SPEC, TRAIN, tiny_run  # noqa: F401
 from trainer.analysis.sweep import recommend, sweep_latent, top_components_share
-from trainer.fit import TrainingArrays
+from trainer.data.arrays import TrainingArrays
 
 
 def test_top_components_share_of_known_spectrum() -> None:

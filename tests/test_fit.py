@@ -21,8 +21,9 @@ from runtime.spec import SpectrogramSpec
 from tests.signals import simple_kick
 from trainer import cli
 from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
-from trainer.config import dumps_toml, load_run_config, load_toml, parse_overrides
-from trainer.fit import TrainConfig, TrainingArrays, TrainingDiverged, fit, lr_at, split_indices
+from trainer.config import TrainConfig, dumps_toml, load_run_config, load_toml, parse_overrides
+from trainer.data.arrays import TrainingArrays, split_indices
+from trainer.fit import TrainingDiverged, fit, lr_at
 from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
 from trainer.spec import waveform_to_features
@@ -90,7 +91,7 @@ def test_vae_beats_mean_spectrogram_without_posterior_collapse(tmp_path: Path) -
 
 def test_control_model_learns_its_standardisation_and_to_predict_the_controls(tmp_path: Path) -> None:
     from trainer.descriptors import DESCRIPTORS
-    from trainer.fit import standard_controls
+    from trainer.batches import standard_controls
 
     torch.set_num_threads(1)
     features = kick_features(64, seed=3)
@@ -404,7 +405,8 @@ def test_fit_over_the_bad_corpus_finishes_and_names_every_skip(tmp_path: Path, c
 
 
 def test_consistency_term_trains_the_decoder_through_a_frozen_critic() -> None:
-    from trainer.fit import _Batch, make_critic, train_step
+    from trainer.batches import Batch
+    from trainer.fit import make_critic, train_step
     from trainer.model import build_model
 
     torch.manual_seed(0)
@@ -416,7 +418,7 @@ def test_consistency_term_trains_the_decoder_through_a_frozen_critic() -> None:
     critic = make_critic(model, objective)
     assert all(not p.requires_grad for p in critic.parameters())
     before = {k: v.clone() for k, v in critic.state_dict().items()}
-    batch = _Batch(torch.as_tensor(kick_features(8)), None, None, torch.randn(8, 2))
+    batch = Batch(torch.as_tensor(kick_features(8)), None, None, torch.randn(8, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     parts = train_step(model, optimizer, batch, step=0, objective=objective, grad_clip=0.0, critic=critic)
     assert float(parts.consistency) > 0 and parts.total.requires_grad is False

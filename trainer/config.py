@@ -23,15 +23,21 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from runtime.errors import ConfigError
+from runtime.schema import check_fields, require
 from runtime.spec import SpectrogramSpec, get_spec
-from trainer.fit import TrainConfig
+from trainer.distributed import DEVICES
 from trainer.model import ModelConfig, get_model_config
 from trainer.objective import ObjectiveConfig
 
 LAYOUTS = ("auto", "flat", "bank", "nsynth")
 LOUDNESS = ("lufs", "peak", "none")
 CONDITIONING = ("class", "pitch")
+LR_SCHEDULES = ("constant", "cosine")
 _MODEL_DERIVED = ("input_shape", "n_classes")
+#: The keys a ``[model]`` table may hold: the preset, the conditioning, and every ModelConfig field not derived.
+_ModelTable = dataclasses.make_dataclass(
+    "_ModelTable", ["preset", "conditioning",
+                    *(f.name for f in dataclasses.fields(ModelConfig) if f.name not in _MODEL_DERIVED)])
 
 
 @dataclass(frozen=True)
@@ -44,15 +50,97 @@ class DataConfig:
     loudness: str = "lufs"
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ConfigError("data.layout", f"must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.loudness not in LOUDNESS:
-            raise ConfigError("data.loudness", f"must be one of {LOUDNESS}, got {self.loudness!r}")
+        require(self.layout in LAYOUTS, "data.layout", f"must be one of {LAYOUTS}, got {self.layout!r}")
+        require(self.loudness in LOUDNESS, "data.loudness", f"must be one of {LOUDNESS}, got {self.loudness!r}")
 
     def resolve_spec(self) -> SpectrogramSpec:
         """The spectrogram spec: a named one (optionally re-channelled) or a table of fields."""
         spec = get_spec(self.spec) if isinstance(self.spec, str) else SpectrogramSpec.from_dict(dict(self.spec))
         return spec if self.channels is None else dataclasses.replace(spec, channels=self.channels)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, validation, checkpointing and logging of one run (``[train]``).
+
+    Parameters
+    ----------
+    epochs : int
+        Total epochs of the run (a resumed run continues up to this number).
+    batch_size : int
+        Examples per optimiser step and process.
+    lr, weight_decay : float
+        Adam learning rate and (decoupled, AdamW) weight decay.
+    lr_schedule : {"constant", "cosine"}
+        After ``lr_warmup_steps`` of linear warm-up: constant, or cosine decay to ``lr_min`` at the last step.
+    lr_warmup_steps : int
+    lr_min : float
+    grad_clip : float
+        Max global gradient norm (0 disables).
+    val_fraction : float
+        Share held out for validation, stratified by label when labels exist.
+    patience : int
+        Early stopping: epochs without a ``min_delta`` improvement of validation reconstruction (0 disables).
+    min_delta : float
+    seed : int
+    device : {"auto", "cpu", "cuda", "mps"}
+    threads : int
+        torch intra-op threads (0 keeps torch's default).
+    channels_last : bool
+        Use the channels-last memory format (can speed up CPU convolutions).
+    log_every : int
+        Steps between per-step TensorBoard scalars.
+    media_every : int
+        Epochs between spectrogram images and audio in TensorBoard (0 disables).
+    n_media : int
+        Validation examples shown as images/audio, and samples written at the end.
+    griffin_lim_iters : int
+        Griffin-Lim iterations for audio previews.
+    progress : bool
+        Show a rich progress bar.
+    """
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    lr_min: float = 1e-5
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    patience: int = 20
+    min_delta: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    channels_last: bool = False
+    log_every: int = 20
+    media_every: int = 5
+    n_media: int = 4
+    griffin_lim_iters: int = 32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.epochs > 0, "train.epochs", f"must be positive, got {self.epochs}")
+        require(self.batch_size > 0, "train.batch_size", f"must be positive, got {self.batch_size}")
+        require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
+        require(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule", f"must be one of {LR_SCHEDULES}")
+        require(0 < self.val_fraction < 1, "train.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables)")
+        require(self.patience >= 0, "train.patience", "must be >= 0 (0 disables)")
+        require(self.device in DEVICES, "train.device", f"must be one of {DEVICES}")
+        require(self.log_every > 0, "train.log_every", "must be positive")
+        require(self.media_every >= 0 and self.n_media >= 0, "train.media_every", "must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (what checkpoints and ``config.toml`` store)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; an unknown key raises ConfigError naming ``train.KEY``."""
+        return cls(**check_fields(data, cls, where="train"))
 
 
 @dataclass(frozen=True)
@@ -146,28 +234,25 @@ def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (
 
 
 def _build(cls: type, section: str, values: Mapping[str, Any]) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"{section}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    """The ``section`` table as a ``cls`` instance; an unknown key raises ConfigError naming ``section.key``."""
     try:
-        return cls(**values)
+        return cls(**check_fields(dict(values), cls, where=section))
     except TypeError as err:
         raise ConfigError(section, str(err)) from None
 
 
 def _model_table(values: Mapping[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in dataclasses.fields(ModelConfig)} - set(_MODEL_DERIVED)
-    for key in values:
-        if key in _MODEL_DERIVED:
-            raise ConfigError(f"model.{key}", "is derived (input_shape from data.spec, n_classes from the data); "
-                                              "remove it")
-        if key not in known | {"preset", "conditioning"}:
-            raise ConfigError(f"model.{key}", f"unknown key (known: preset, conditioning, {', '.join(sorted(known))})")
+    """The ``[model]`` table checked (a preset name, conditioning, ModelConfig fields), with defaults filled in.
+
+    The fields are applied to the preset later (:meth:`RunConfig.model_config`), once the spec and classes are known.
+    """
+    for key in _MODEL_DERIVED:
+        require(key not in values, f"model.{key}",
+                "is derived (input_shape from data.spec, n_classes from the data); remove it")
+    check_fields(dict(values), _ModelTable, where="model")
     conditioning = list(values.get("conditioning", []))
     for item in conditioning:
-        if item not in CONDITIONING:
-            raise ConfigError("model.conditioning", f"items must be in {CONDITIONING}, got {item!r}")
+        require(item in CONDITIONING, "model.conditioning", f"items must be in {CONDITIONING}, got {item!r}")
     table = {"preset": "kick", **dict(values), "conditioning": conditioning}
     get_model_config(table["preset"])
     return table

@@ -21,7 +21,9 @@ from trainer.analysis import plots
 from trainer.analysis.run import encode
 from trainer.analysis.reports import fmt, table, write_json, write_text
 from trainer.checkpoint import load_model
-from trainer.fit import TrainConfig, TrainingArrays, fit
+from trainer.config import TrainConfig
+from trainer.data.arrays import TrainingArrays
+from trainer.fit import fit
 from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
 

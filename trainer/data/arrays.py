@@ -1,0 +1,87 @@
+"""The training data container: a corpus as plain arrays, and the train / validation split over it.
+
+:class:`TrainingArrays` is what :func:`trainer.fit.fit` consumes, so tests and benchmarks feed synthetic arrays and
+only the command edge runs ingestion. Arrays in, arrays out: no torch, so the split can be reused by analysis code
+that never trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ConfigError
+from runtime.schema import require
+from trainer.descriptors import DESCRIPTORS
+
+
+@dataclass(frozen=True)
+class TrainingArrays:
+    """What training needs from a corpus.
+
+    Attributes
+    ----------
+    features : ndarray ``[N, C, M, T]`` float32 in [-1, 1]
+    label_ids : ndarray ``[N]`` int64 or None (-1 = unlabelled)
+    pitch : ndarray ``[N]`` int64 or None (-1 = unknown MIDI pitch)
+    classes : tuple of str, the names of ``label_ids``
+    descriptors : ndarray ``[N, len(DESCRIPTORS)]`` float64 or None
+        Audio descriptors of each example (:func:`trainer.descriptors.describe_batch` of the prepared audio); needed
+        by a model with ``controls``.
+    """
+
+    features: np.ndarray
+    label_ids: np.ndarray | None = None
+    pitch: np.ndarray | None = None
+    classes: tuple[str, ...] = ()
+    descriptors: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        require(self.features.ndim == 4, "features", f"must be [N, C, M, T], got shape {self.features.shape}")
+        require(self.descriptors is None or np.shape(self.descriptors) == (n, len(DESCRIPTORS)), "descriptors",
+                f"must be [{n}, {len(DESCRIPTORS)}] ({', '.join(DESCRIPTORS)}), got shape {np.shape(self.descriptors)}")
+        for name in ("label_ids", "pitch"):
+            value = getattr(self, name)
+            if value is not None:
+                require(len(value) == n, name, f"has {len(value)} entries for {n} examples")
+
+
+def load_npz(path: str | Path) -> TrainingArrays:
+    """Arrays saved with ``np.savez(path, features=..., [label_ids=..., pitch=..., classes=..., descriptors=...])``.
+
+    Loaded without pickle (an ``.npz`` from elsewhere cannot run code); a file without ``features`` raises
+    :class:`ConfigError` naming the path.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        if "features" not in data:
+            raise ConfigError(str(path), "an .npz training set needs a 'features' array [N, C, M, T]")
+        get = (lambda k: np.asarray(data[k], dtype=np.int64) if k in data else None)
+        classes = tuple(str(c) for c in data["classes"]) if "classes" in data else ()
+        descriptors = np.asarray(data["descriptors"], dtype=np.float64) if "descriptors" in data else None
+        return TrainingArrays(np.asarray(data["features"], dtype=np.float32), get("label_ids"), get("pitch"),
+                              classes, descriptors)
+
+
+def split_indices(n: int, label_ids: np.ndarray | None, *, val_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train / validation positions, stratified by ``label_ids`` (-1 is its own stratum).
+
+    Each stratum of size >= 2 gives ``round(val_fraction * size)`` (at least 1) examples to validation; the
+    validation set is never empty and training keeps at least one example. The split depends only on ``seed``, so
+    a resumed run and an analysis of the run see the same validation examples.
+    """
+    require(n >= 2, "data", f"need at least 2 examples to hold out a validation split, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = np.full(n, -1) if label_ids is None else np.asarray(label_ids)
+    train, val = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        k = 0 if len(members) < 2 else min(len(members) - 1, max(1, round(val_fraction * len(members))))
+        val.extend(members[:k])
+        train.extend(members[k:])
+    if not val:
+        val.append(train.pop())
+    return np.sort(np.asarray(train)), np.sort(np.asarray(val))
