@@ -344,8 +344,8 @@ class Player:
             self.stop()
 
     def _learn(self, cc: int) -> None:
-        """MIDI learn: ``cc`` now moves the armed axis (:meth:`Controller.bind`: a CC already bound to another axis
-        is taken from it); learning is off again."""
+        """MIDI learn: ``cc`` now moves the armed axis (:meth:`runtime.controls.Controller.bind`: a CC already bound
+        to another axis is taken from it); learning is off again."""
         axis, self.learn_axis = self.learn_axis, None
         self.controller.bind(axis, cc=cc)
         self.messages.append(f"learned: CC {cc} -> {axis}")
