@@ -12,8 +12,10 @@ and only the command edge runs ingestion. It writes a run folder::
 Determinism: the split, the model init and each epoch's batch order depend only on ``seed`` (and the epoch);
 ``last.pt`` also carries the RNG state, so ``resume=True`` continues a single-process run exactly. Multi-process
 runs (torchrun) shard every epoch with ``DistributedSampler`` and average gradients with DDP; only rank 0 writes.
-"""
 
+The run configuration lives in :mod:`trainer.config`, the data container and split in :mod:`trainer.data.arrays`,
+TensorBoard, the progress bar and the sample WAVs in :mod:`trainer.observe`: this module is the loop itself.
+"""
 
 from __future__ import annotations
 
