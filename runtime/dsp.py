@@ -2,7 +2,8 @@
 
 - :func:`fade_out_curve`: the one fade shape of the project (stolen and choked voices, rendered buffers' tails,
   prepared one-shots);
-- :func:`sanitize` and :func:`dc_block`: what makes a rendered sound safe to play (finite, bounded, DC-free, faded);
+- :func:`sanitize` and :func:`dc_block`: what makes a rendered sound safe to play (finite, bounded, DC-free, ending
+  when its input ends, faded);
 - :func:`resample`: the render worker's rate conversion (below);
 - the one-shot preparation (:func:`prepare_one_shot`: :func:`align_onset`, :func:`fit_length`, :func:`normalise`,
   with its settings in :class:`Preparation`): how a sound at the model's rate becomes what the encoder was trained
@@ -35,6 +36,9 @@ MAX_SOUND_LEVEL = 8.0  # sounds are clipped to +-8 (18 dB over full scale) when 
 BLOCK_MATRIX_MAX = 1 << 21  # entries (16 MB) of resample's one-matrix form; larger ratios loop over phases
 BLOCK_MATRIX_MIN_PHASES = 8  # ratios with this many phases or fewer loop over them (faster there)
 LOUDNESS_MODES = ("lufs", "peak", "none")
+#: A rendered sound has ended once every later sample stays this far under its peak (dB): :func:`sanitize` stops
+#: DC-blocking there, so the blocker's held estimate does not outlast the sound.
+END_SILENCE_DB = -60.0
 
 
 def fade_out_curve(length: int) -> np.ndarray:
@@ -47,16 +51,59 @@ def fade_out_curve(length: int) -> np.ndarray:
 
 
 # ===================================================================================== rendered sounds
-def sanitize(audio: np.ndarray, sample_rate: int, *, fade_out_ms: float = 10.0,
-             dc_cutoff_hz: float = 5.0) -> np.ndarray:
-    """Finite, bounded, DC-free audio ``[B, samples]`` with a raised-cosine fade over its last ``fade_out_ms``."""
+def sanitize(audio: np.ndarray, sample_rate: int, *, fade_out_ms: float = 10.0, dc_cutoff_hz: float = 5.0,
+             silence_db: float = END_SILENCE_DB) -> np.ndarray:
+    """Finite, bounded, DC-free audio ``[B, samples]`` that ends when its input ends, faded over its last
+    ``fade_out_ms`` (raised cosine).
+
+    The DC blocker (:func:`dc_block`) holds the DC it has estimated (its input minus its output, a low-pass of the
+    input) for about ``1 / (2 pi dc_cutoff_hz)`` after its input stops (32 ms at 5 Hz), and a noise leaves that
+    estimate about 34 dB under the noise's level: a sound the decoder fades to silence would end in that decay
+    instead. So where a row's input has ended before the final fade (its last sample within ``silence_db`` of its
+    peak lies before the last ``fade_out_ms``), the estimate is faded out (raised cosine) over the ``fade_out_ms``
+    before that sample and the input passes as it is after it. A row that still sounds up to its end is only
+    DC-blocked (a constant offset stays removed up to the final fade). Allocates what the blocker does, plus
+    block-sized scratch while looking for each row's end.
+    """
     x = np.nan_to_num(np.asarray(audio, dtype=np.float64), nan=0.0, posinf=MAX_SOUND_LEVEL,
                       neginf=-MAX_SOUND_LEVEL)
     np.clip(x, -MAX_SOUND_LEVEL, MAX_SOUND_LEVEL, out=x)
-    x = dc_block(x, sample_rate, dc_cutoff_hz)
+    y = dc_block(x, sample_rate, dc_cutoff_hz)
     n = min(x.shape[-1], max(1, int(round(fade_out_ms * 1e-3 * sample_rate))))
-    x[..., -n:] *= fade_out_curve(n)
-    return x
+    for row in np.ndindex(x.shape[:-1]):
+        _release_at_end(x[row], y[row], fade=n, silence_db=silence_db)
+    y[..., -n:] *= fade_out_curve(n)
+    return y
+
+
+def _release_at_end(x: np.ndarray, y: np.ndarray, *, fade: int, silence_db: float) -> None:
+    """In place on the blocked row ``y`` ``[N]`` of input ``x`` ``[N]``: when ``x`` has ended more than ``fade``
+    samples before ``N`` (see :func:`sound_end`), cross-fade ``y`` into ``x`` over the ``fade`` samples before
+    that end and copy ``x`` after it."""
+    end = sound_end(x, silence_db)
+    if end > x.shape[-1] - fade:
+        return
+    k = min(fade, end)
+    if k:
+        y[end - k:end] += (1.0 - fade_out_curve(k)) * (x[end - k:end] - y[end - k:end])
+    y[end:] = x[end:]
+
+
+def sound_end(x: np.ndarray, silence_db: float = END_SILENCE_DB, *, block: int = 2048) -> int:
+    """One past the last sample of ``x`` ``[N]`` within ``silence_db`` (negative) of its peak; 0 for silence.
+
+    Scans back from the end ``block`` samples at a time, so a sound that sounds up to its end costs one block.
+    """
+    peak = max(float(np.max(x, initial=0.0)), -float(np.min(x, initial=0.0)))
+    if peak <= 0.0:
+        return 0
+    threshold = peak * 10.0 ** (silence_db / 20.0)
+    for stop in range(x.shape[-1], 0, -block):
+        start = max(0, stop - block)
+        loud = np.flatnonzero(np.abs(x[start:stop]) >= threshold)
+        if loud.size:
+            return start + int(loud[-1]) + 1
+    return 0
 
 
 def dc_block(x: np.ndarray, sample_rate: int, cutoff_hz: float = 5.0, *, chunk: int = 512) -> np.ndarray:

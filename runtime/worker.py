@@ -76,7 +76,7 @@ class RenderWorker:
     fade_out_ms : float
         Raised-cosine fade over the end of every buffer (the decoder's last frame may not reach zero).
     dc_cutoff_hz : float
-        Corner of the one-pole DC blocker applied to every buffer.
+        Corner of the one-pole DC blocker applied to every buffer until its sound ends (:func:`~runtime.dsp.sanitize`).
     """
 
     def __init__(self, engine: Engine, *, fade_out_ms: float = 10.0, dc_cutoff_hz: float = 5.0,
