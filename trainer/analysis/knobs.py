@@ -1,4 +1,4 @@
-"""Knob validation for ``trainer axes``: where sweeps start, and what they do by two implementations (issue 20).
+"""Knob validation for ``trainer axes``: where sweeps start, and what they do by two implementations.
 
 A knob is checked by sweeping it from many starting points (anchors) and reading every sweep with the project's
 descriptors (:mod:`trainer.descriptors`, what the model is conditioned on) and with an independent implementation

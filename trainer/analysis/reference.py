@@ -1,9 +1,9 @@
-"""A second, independent implementation of the five knob descriptors, to check the knobs against (issue 20).
+"""A second, independent implementation of the five knob descriptors, to check the knobs against.
 
 :mod:`trainer.descriptors` defines what each knob means and is what the model is conditioned on; a knob that only
 follows the project's own code could follow a quirk of that code. This module measures the same five meanings with
 librosa's STFT, RMS and spectral-centroid features instead of the project's filters and envelopes, with the bands
-and windows of the common definitions (the outside measurement of issue 20) rather than the project's:
+and windows of the common definitions (as measured outside the project) rather than the project's:
 
 ============  ======  ========================================================================================
 name          unit    definition (librosa 0.11; ``y`` from its onset, the first sample within 40 dB of the peak)
