@@ -58,8 +58,8 @@ from render_quality import bandwidth_khz  # noqa: E402
 from runtime.spec import SPECS, SpectrogramSpec  # noqa: E402
 from spec_ceiling import RATE, band_distance, mel_distance  # noqa: E402
 from trainer.data.audio import Preprocess, SkipFile, load_one_shot, resample  # noqa: E402
-from trainer.model import ModelConfig, build_model  # noqa: E402
 from trainer.spec import features_to_power, griffin_lim, mel_basis, mel_inverse, waveform_to_features  # noqa: E402
+from trainer.vae import ModelConfig, build_model  # noqa: E402
 
 DRUMS = os.environ.get("KICKSPACE_DRUMS", "/work/shared/data/drums")
 #: Crossover of a two-band candidate: the low band alone below the first frequency, the high band alone above the

@@ -38,7 +38,7 @@ from export.package import DecoderGraph, EncoderGraph, _examples  # noqa: E402
 from export.phase import make_init  # noqa: E402
 from runtime import model as fmt  # noqa: E402
 from runtime.spec import SpectrogramSpec  # noqa: E402
-from trainer.model import ModelConfig, build_model  # noqa: E402
+from trainer.vae import ModelConfig, build_model  # noqa: E402
 
 EXPORTERS = ("legacy", "dynamo")
 

@@ -28,7 +28,7 @@ from export.package import DEFAULT_ITERATIONS, DecoderGraph  # noqa: E402
 from export.phase import DEFAULT_INIT, make_init  # noqa: E402
 from runtime.spec import get_spec  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
-from trainer.model import build_model, get_model_config  # noqa: E402
+from trainer.vae import build_model, get_model_config  # noqa: E402
 
 KS = (0, 2, 4, 8, 16, 32)
 

@@ -33,8 +33,8 @@ def measure(*, batch: int, channels_last: bool, threads: int, compile: bool, ste
 
     from trainer.batches import Batch
     from trainer.fit import train_step
-    from trainer.model import build_model, get_model_config
     from trainer.objective import ObjectiveConfig
+    from trainer.vae import build_model, get_model_config
 
     if threads:
         torch.set_num_threads(threads)

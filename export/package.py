@@ -33,7 +33,7 @@ from runtime.preset import Pad, default_preset
 from runtime.spec import SpectrogramSpec
 from trainer.checkpoint import Checkpoint, load_model, resolve_checkpoint
 from trainer.data.audio import Preprocess
-from trainer.model import VAE
+from trainer.vae import VAE
 
 log = logging.getLogger(__name__)
 

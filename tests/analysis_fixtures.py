@@ -20,8 +20,8 @@ from trainer.data import synth
 from trainer.data.arrays import TrainingArrays
 from trainer.data.ingest import Corpus
 from trainer.fit import fit
-from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
+from trainer.vae import ModelConfig
 
 SPEC = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=64)
 MODEL = ModelConfig(input_shape=SPEC.shape, widths=(8, 16), latent=6)

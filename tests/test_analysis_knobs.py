@@ -156,9 +156,9 @@ def five_knob_run(tmp_path_factory: pytest.TempPathFactory):
     from trainer.config import TrainConfig
     from trainer.data.arrays import TrainingArrays
     from trainer.fit import fit
-    from trainer.model import ModelConfig
     from trainer.objective import ObjectiveConfig
     from trainer.spec import waveform_to_features
+    from trainer.vae import ModelConfig
 
     torch.set_num_threads(1)
     spec = SpectrogramSpec(sample_rate=16000, n_fft=1024, hop_length=128, win_length=1024, n_mels=64, frames=64)

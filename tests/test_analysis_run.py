@@ -12,7 +12,7 @@ from runtime.errors import KickspaceError
 from runtime.spec import SpectrogramSpec
 from trainer.analysis.run import load_run
 from trainer.checkpoint import LAST, Checkpoint, save_checkpoint
-from trainer.model import ModelConfig, build_model
+from trainer.vae import ModelConfig, build_model
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "trainer" / "analysis"
 

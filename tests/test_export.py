@@ -17,8 +17,8 @@ from runtime.preset import load_preset
 from runtime.spec import SpectrogramSpec
 from trainer.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from trainer.data.audio import Preprocess
-from trainer.model import ModelConfig, build_model
 from trainer.spec import waveform_to_features
+from trainer.vae import ModelConfig, build_model
 
 TINY = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)
 

@@ -24,9 +24,9 @@ from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
 from trainer.config import TrainConfig, dumps_toml, load_run_config, load_toml, parse_overrides
 from trainer.data.arrays import TrainingArrays, split_indices
 from trainer.fit import TrainingDiverged, fit, lr_at
-from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
 from trainer.spec import waveform_to_features
+from trainer.vae import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = SpectrogramSpec(sample_rate=8000, n_fft=128, hop_length=32, win_length=128, n_mels=32, frames=32)
@@ -407,7 +407,7 @@ def test_fit_over_the_bad_corpus_finishes_and_names_every_skip(tmp_path: Path, c
 def test_consistency_term_trains_the_decoder_through_a_frozen_critic() -> None:
     from trainer.batches import Batch
     from trainer.fit import make_critic, train_step
-    from trainer.model import build_model
+    from trainer.vae import build_model
 
     torch.manual_seed(0)
     config = dataclasses.replace(MODEL, controls=("decay", "punch"), control_mean=(0.0, 0.0), control_std=(1.0, 1.0))

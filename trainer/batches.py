@@ -17,7 +17,7 @@ from runtime.errors import ConfigError
 from trainer.data.arrays import TrainingArrays
 from trainer.descriptors import DESCRIPTORS, control_units
 from trainer.distributed import DistContext
-from trainer.model import VAE, ModelConfig
+from trainer.vae import VAE, ModelConfig
 
 
 @dataclass

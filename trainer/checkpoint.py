@@ -29,7 +29,7 @@ import torch
 from runtime.errors import KickspaceError
 from runtime.files import atomic_path
 from runtime.spec import SpectrogramSpec
-from trainer.model import VAE, ModelConfig, build_model
+from trainer.vae import VAE, ModelConfig, build_model
 
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "model_config", "spec", "train_config", "model_state")

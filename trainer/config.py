@@ -26,8 +26,8 @@ from runtime.errors import ConfigError
 from runtime.schema import check_fields, require
 from runtime.spec import SpectrogramSpec, get_spec
 from trainer.distributed import DEVICES
-from trainer.model import ModelConfig, get_model_config
 from trainer.objective import ObjectiveConfig
+from trainer.vae import ModelConfig, get_model_config
 
 LAYOUTS = ("auto", "flat", "bank", "nsynth")
 LOUDNESS = ("lufs", "peak", "none")

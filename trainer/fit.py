@@ -42,9 +42,9 @@ from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, dumps_toml
 from trainer.data.arrays import TrainingArrays, split_indices
 from trainer.distributed import DistContext
-from trainer.model import VAE, ModelConfig, build_model
 from trainer.objective import LossParts, ObjectiveConfig, latent_stats, vae_loss
 from trainer.observe import Observer, write_samples
+from trainer.vae import VAE, ModelConfig, build_model
 
 log = logging.getLogger(__name__)
 

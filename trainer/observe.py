@@ -22,9 +22,9 @@ from trainer.batches import DeviceData, reconstruct
 from trainer.checkpoint import load_model
 from trainer.config import TrainConfig
 from trainer.distributed import DistContext
-from trainer.model import VAE
 from trainer.objective import LossParts
 from trainer.spec import features_to_waveform
+from trainer.vae import VAE
 
 log = logging.getLogger(__name__)
 

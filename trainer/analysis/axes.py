@@ -16,7 +16,7 @@ Derivation (all in the space of posterior means ``z``, ``[N, L]``):
    - ``backward``: ridge regression of ``z`` on all standardised descriptors jointly, ``z - mean = B y``, whose
      column ``B[:, k]`` is the move of descriptor ``k`` with the others held fixed (partial regression).
 
-   - ``control`` (control-conditioned models, :mod:`trainer.model`): the decoder takes the standardised
+   - ``control`` (control-conditioned models, :mod:`trainer.vae`): the decoder takes the standardised
      descriptor itself as an input, so the axis is the unit vector on that column of the code; nothing is
      regressed, and the other descriptors are held by construction (to the extent the decoder honours them).
 
@@ -53,7 +53,7 @@ from trainer.analysis.run import Run, conditions, decode, describe_audio, encode
 from trainer.analysis.reports import read_json, table, write_json, write_text
 from trainer.data.ingest import Corpus
 from trainer.descriptors import DESCRIPTORS, control_units, describe_batch
-from trainer.model import ModelConfig
+from trainer.vae import ModelConfig
 
 CONTROLS: tuple[str, ...] = ("sub", "punch", "decay", "click", "brightness")
 HELD: tuple[str, ...] = ("pitch",)

@@ -25,8 +25,8 @@ from trainer.checkpoint import Checkpoint, load_model, resolve_checkpoint
 from trainer.data.audio import Preprocess
 from trainer.data.ingest import Corpus, ingest
 from trainer.descriptors import describe_batch
-from trainer.model import VAE
 from trainer.spec import features_to_waveform
+from trainer.vae import VAE
 
 
 # ================================================================================================ runs and data
@@ -102,7 +102,7 @@ def encode(model: VAE, features: np.ndarray, *, labels: np.ndarray | None = None
     """Posterior ``mu``, ``logvar`` ``[N, L]`` float64 of features ``[N, C, M, T]``.
 
     ``L`` is the model's code size: for a control-conditioned model the last columns are its predicted controls
-    (:meth:`trainer.model.VAE.encode_code`), so what this returns is what :func:`decode` takes.
+    (:meth:`trainer.vae.VAE.encode_code`), so what this returns is what :func:`decode` takes.
     """
     mus, logvars = [], []
     for start in range(0, len(features), batch_size):

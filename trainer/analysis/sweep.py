@@ -24,8 +24,8 @@ from trainer.checkpoint import load_model
 from trainer.config import TrainConfig
 from trainer.data.arrays import TrainingArrays
 from trainer.fit import fit
-from trainer.model import ModelConfig
 from trainer.objective import ObjectiveConfig
+from trainer.vae import ModelConfig
 
 TOP3_TARGET = 0.6
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from runtime.errors import ConfigError
-from trainer.model import CONTROL_LOGVAR, MODEL_CONFIGS, ModelConfig, build_model, get_model_config
+from trainer.vae import CONTROL_LOGVAR, MODEL_CONFIGS, ModelConfig, build_model, get_model_config
 
 SMALL = ModelConfig(input_shape=(1, 32, 32), widths=(8, 16), latent=4)
 
