@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.render_latency import _session  # noqa: E402
 from export.onnx import save_onnx  # noqa: E402
-from export.package import DecoderGraph, EncoderGraph, _examples  # noqa: E402
 from export.phase import make_init  # noqa: E402
+from export.preset_folder import DecoderGraph, EncoderGraph, _examples  # noqa: E402
 from runtime import model as fmt  # noqa: E402
 from runtime.spec import SpectrogramSpec  # noqa: E402
 from trainer.vae import ModelConfig, build_model  # noqa: E402
@@ -66,7 +66,7 @@ def rebuild(preset: Path) -> tuple[nn.Module, SpectrogramSpec, fmt.ModelMetadata
 
 def graphs(model: nn.Module, spec: SpectrogramSpec,
            meta: fmt.ModelMetadata) -> dict[str, tuple[nn.Module, tuple, tuple, tuple]]:
-    """name -> (module, examples, input names, output names), as export/package.py builds them."""
+    """name -> (module, examples, input names, output names), as export/preset_folder.py builds them."""
     init = make_init(meta.phase_init, spec)
     z, audio, example_label = _examples(model, spec)   # the export's own examples
     label = () if example_label is None else (example_label,)

@@ -24,8 +24,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.onnx import save_onnx  # noqa: E402
-from export.package import DEFAULT_ITERATIONS, DecoderGraph  # noqa: E402
 from export.phase import DEFAULT_INIT, make_init  # noqa: E402
+from export.preset_folder import DEFAULT_ITERATIONS, DecoderGraph  # noqa: E402
 from runtime.spec import get_spec  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
 from trainer.vae import build_model, get_model_config  # noqa: E402

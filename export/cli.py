@@ -12,8 +12,8 @@ from runtime.logs import add_log_flags, say
 
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
-    from export.package import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
     from export.phase import DEFAULT_INIT
+    from export.preset_folder import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
 
     p = sub.add_parser("onnx", help="export a run as ONNX decoder + encoder graphs with a default preset",
                        description="Write OUT/decoder.onnx (z [+ label] -> audio, logmel: the decoder, mel inverse, "
@@ -43,7 +43,7 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
-    from export.package import export_run
+    from export.preset_folder import export_run
 
     result = export_run(args.run, out=args.out, checkpoint=args.checkpoint, n_iter=args.iterations,
                         preview_iterations=args.preview_iterations, phase_init=args.phase_init, axes=args.axes,

@@ -111,9 +111,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
               f"phase init {phase_init}")
     path = resolve_checkpoint(run, checkpoint)
     model, spec, ckpt = load_model(path)
-    _check_exportable(model, spec, n_iter)
-    if not isinstance(preview_iterations, int) or preview_iterations < 0:
-        raise ConfigError("preview_iterations", f"must be a non-negative integer, got {preview_iterations!r}")
+    _check_exportable(model, spec, n_iter, preview_iterations)
     preview_iterations = preview_iterations if preview_iterations < n_iter else 0
     analysis = path.parent / "analysis"
     axes_path = _optional(axes, analysis / "axes.json")
@@ -127,33 +125,17 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     init = make_init(phase_init, spec)
     decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init).eval()
     encoder = EncoderGraph(model, spec).eval()
+    preview = (DecoderGraph(model, spec, n_iter=preview_iterations, init_phase=init).eval()
+               if preview_iterations else None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {fmt.METADATA_KEY: metadata.to_json()}
-    z, audio, label = _examples(model, spec)
-    label_in = ("label",) if label is not None else ()
-    extra = (label,) if label is not None else ()
-    save_onnx(encoder, out / fmt.ENCODER_FILE, (audio, *extra), input_names=("audio", *label_in),
-              output_names=("mu", "logvar"), metadata=meta, optimize=optimize)
-    preset = default_preset(metadata, out, name=out.name)
-    pads = _centroid_pads(centroids_path, latent=model.code_size, labels=metadata.labels)
-    if pads:
-        preset = dataclasses.replace(preset, pads=pads)
-    preset.save(out / PRESET_FILE)
-    graphs = {fmt.DECODER_FILE: decoder}
-    if preview_iterations:
-        graphs[fmt.PREVIEW_FILE] = DecoderGraph(model, spec, n_iter=preview_iterations, init_phase=init).eval()
-    else:
-        (out / fmt.PREVIEW_FILE).unlink(missing_ok=True)  # a stale preview of an earlier export
-    for name in sorted(graphs, key=lambda n: n == fmt.DECODER_FILE):  # the decoder last (see the module docstring)
-        save_onnx(graphs[name], out / name, (z, *extra), input_names=("z", *label_in),
-                  output_names=("audio", "logmel"), metadata=meta, optimize=optimize)
-    parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec,
-                          preview=graphs.get(fmt.PREVIEW_FILE))
+    _write_folder(out, model, metadata, decoder=decoder, encoder=encoder, preview=preview,
+                  centroids=centroids_path, optimize=optimize)
+    parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec, preview=preview)
     return ExportResult(folder=out, metadata=metadata, parity=parity)
 
 
-def _check_exportable(model: VAE, spec: SpectrogramSpec, n_iter: int) -> None:
+def _check_exportable(model: VAE, spec: SpectrogramSpec, n_iter: int, preview_iterations: int) -> None:
     if model.config.pitch_conditioning:
         raise ConfigError("model.conditioning", "pitch-conditioned models cannot be exported yet: the exported "
                                                 "format has z and label inputs only")
@@ -161,6 +143,33 @@ def _check_exportable(model: VAE, spec: SpectrogramSpec, n_iter: int) -> None:
         raise ConfigError("spec.channels", "only mono models can be exported (the decoder graph is mono)")
     if not isinstance(n_iter, int) or n_iter < 0:
         raise ConfigError("iterations", f"must be a non-negative integer, got {n_iter!r}")
+    if not isinstance(preview_iterations, int) or preview_iterations < 0:
+        raise ConfigError("preview_iterations", f"must be a non-negative integer, got {preview_iterations!r}")
+
+
+def _write_folder(out: Path, model: VAE, metadata: ModelMetadata, *, decoder: DecoderGraph, encoder: EncoderGraph,
+                  preview: DecoderGraph | None, centroids: Path | None, optimize: bool) -> None:
+    """Write the encoder, ``preset.json``, the preview decoder (or remove a stale one), then the decoder.
+
+    The decoder goes last so an interrupted export leaves a pair the loader recognises (the module docstring).
+    """
+    meta = {fmt.METADATA_KEY: metadata.to_json()}
+    z, audio, label = _examples(model, metadata.spec)
+    label_in = ("label",) if label is not None else ()
+    extra = (label,) if label is not None else ()
+    save_onnx(encoder, out / fmt.ENCODER_FILE, (audio, *extra), input_names=("audio", *label_in),
+              output_names=("mu", "logvar"), metadata=meta, optimize=optimize)
+    preset = default_preset(metadata, out, name=out.name)
+    pads = _centroid_pads(centroids, latent=model.code_size, labels=metadata.labels)
+    if pads:
+        preset = dataclasses.replace(preset, pads=pads)
+    preset.save(out / PRESET_FILE)
+    if preview is None:
+        (out / fmt.PREVIEW_FILE).unlink(missing_ok=True)  # a stale preview of an earlier export
+    for name, graph in ((fmt.PREVIEW_FILE, preview), (fmt.DECODER_FILE, decoder)):
+        if graph is not None:
+            save_onnx(graph, out / name, (z, *extra), input_names=("z", *label_in),
+                      output_names=("audio", "logmel"), metadata=meta, optimize=optimize)
 
 
 def _optional(given: str | Path | None, default: Path) -> Path | None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from export import cli as export_cli
-from export.package import DecoderGraph, EncoderGraph, export_run
 from export.phase import make_init
+from export.preset_folder import DecoderGraph, EncoderGraph, export_run
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import ExportedModel
 from runtime.preset import load_preset
@@ -84,7 +84,7 @@ def test_export_writes_graphs_the_runtime_loads_with_parity(tmp_path, classes, r
         with torch.no_grad():
             ref_audio, ref_logmel = graph(torch.from_numpy(z), None if label is None else torch.from_numpy(label))
         assert np.abs(logmel - ref_logmel.numpy()).max() < 1e-4
-        # relative to the peak (see PARITY_TOLERANCE in package.py for why trained models get a wider guard)
+        # relative to the peak (see PARITY_TOLERANCE in preset_folder.py for why trained models get a wider guard)
         assert np.abs(audio - ref_audio.numpy()).max() <= 1e-4 * float(ref_audio.abs().max())
         assert np.isfinite(audio).all()
         # the decoder's logmel is what the model decodes, and the audio's own features follow it

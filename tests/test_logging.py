@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 from export import cli as export_cli
-from export.package import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
 from export.phase import DEFAULT_INIT
+from export.preset_folder import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
 from runtime import cli as runtime_cli
 from runtime.logs import command_logging
 from tests import onnx_fixtures as fx
@@ -125,7 +125,7 @@ def test_an_error_is_one_line_whatever_the_level(tmp_path, capsys):
     assert export_cli.main(args + ["-q"]) == 2
     assert capsys.readouterr().err == error
     assert export_cli.main(args + ["-v"]) == 2
-    assert capsys.readouterr().err == (f"export.package: exporting {tmp_path / 'no-run'} (best.pt) to "
+    assert capsys.readouterr().err == (f"export.preset_folder: exporting {tmp_path / 'no-run'} (best.pt) to "
                                        f"{tmp_path / 'out'}: K={DEFAULT_ITERATIONS}, preview K="
                                        f"{DEFAULT_PREVIEW_ITERATIONS}, phase init {DEFAULT_INIT}\n" + error)
 
