@@ -112,3 +112,22 @@ def test_sound_end():
     assert sound_end(x) == 1501
     assert sound_end(x, -70.0) == 1701
     assert sound_end(x, block=64) == 1501
+
+
+def test_the_floor_gate_has_a_soft_knee():
+    """A band fading toward the floor keeps fading before it is gated (not silenced from near its own level);
+    bands 12 dB or more over the floor come back exactly."""
+    import torch
+
+    from runtime.spec import get_spec
+    from trainer.spec import FLOOR_GATE_DB, FLOOR_KNEE_DB, features_to_power, power_to_features, ref_db
+
+    spec = get_spec("kick-22k")
+    over = torch.tensor([FLOOR_GATE_DB - 0.1, FLOOR_GATE_DB + 0.4, FLOOR_GATE_DB + 3.0,
+                         FLOOR_GATE_DB + FLOOR_KNEE_DB, 40.0], dtype=torch.float64)  # dB over the floor
+    features = over / (0.5 * spec.top_db) - 1.0
+    power = features_to_power(features, spec)
+    loss_db = (over + ref_db(spec) - spec.top_db) - 10 * torch.log10(power)
+    assert power[0] == 0.0
+    assert loss_db[1] > 20.0 and 5.0 < loss_db[2] < 7.0
+    assert torch.allclose(power_to_features(power[3:], spec), features[3:], atol=1e-6)

@@ -45,8 +45,11 @@ RENDER_ONSET_MS = 1.0
 #: cubed: -18 dB 50 ms before the end of a 100 ms fall, -61 dB 20 ms before, -97 dB 10 ms before), so a sound that
 #: outlasts the buffer is faded, never cut.
 RENDER_TAIL_MS = 100.0
-#: Features within this many dB of the floor decode to silence (:func:`features_to_power`).
+#: Features within this many dB of the floor decode to silence (:func:`features_to_power`) ...
 FLOOR_GATE_DB = 3.0
+#: ... and the next this many dB fade in (a soft knee): a band falling toward the floor fades out instead of dropping
+#: to silence from a few dB above it.
+FLOOR_KNEE_DB = 9.0
 
 
 # ================================================================================ numpy: precomputed matrices
@@ -195,15 +198,17 @@ def power_to_features(power: torch.Tensor, spec: SpectrogramSpec) -> torch.Tenso
 def features_to_power(features: torch.Tensor, spec: SpectrogramSpec) -> torch.Tensor:
     """Band power (same shape) of normalised features: the inverse of :func:`power_to_features`, gated at the floor.
 
-    The power :data:`FLOOR_GATE_DB` above the floor (``ref_db - top_db``, where every quieter band sits at -1) is
-    subtracted and the result clamped at 0: -1, and the values a tanh decoder leaves just above it (-0.96 in a
-    trained decoder's silent frames), decode to exactly zero, not to a broadband hiss (~47 dB under the peak once
-    128 floor-level bands are summed), and the map stays continuous. A band 10 dB above the floor comes back
-    1.0 dB low, 20 dB above 0.09 dB low.
+    The power is scaled by a smoothstep of the band's level over the floor (``ref_db - top_db``, where every quieter
+    band sits at -1): 0 up to :data:`FLOOR_GATE_DB` above it, rising to 1 over the next :data:`FLOOR_KNEE_DB`. So -1,
+    and the values a tanh decoder leaves just above it (-0.96 in a trained decoder's silent frames), decode to
+    exactly zero, not to a broadband hiss (~47 dB under the peak once 128 floor-level bands are summed); a band
+    fading toward the floor keeps fading (0.4 dB above the gate it comes back 22 dB low, 3 dB above 6 dB low)
+    instead of dropping to silence from near its own level; bands :data:`FLOOR_GATE_DB` + :data:`FLOOR_KNEE_DB`
+    (12 dB) or more above the floor come back exactly. The map is continuous and monotonic.
     """
-    db = (torch.clamp(features, -1.0, 1.0) + 1.0) * 0.5 * spec.top_db + (ref_db(spec) - spec.top_db)
-    gate = 10.0 ** ((ref_db(spec) - spec.top_db + FLOOR_GATE_DB) / 10.0)
-    return torch.clamp(torch.pow(10.0, db / 10.0) - gate, min=0.0)
+    above = (torch.clamp(features, -1.0, 1.0) + 1.0) * (0.5 * spec.top_db)  # dB over the floor
+    knee = torch.clamp((above - FLOOR_GATE_DB) / FLOOR_KNEE_DB, 0.0, 1.0)
+    return torch.pow(10.0, (above + (ref_db(spec) - spec.top_db)) / 10.0) * (knee * knee * (3.0 - 2.0 * knee))
 
 
 class MelInverse(nn.Module):
