@@ -119,6 +119,9 @@ def candidates() -> dict[str, Candidate]:
             tag = "" if inv == "clamped" else " pinv"
             out.append(Candidate(f"two-band 22k+{m}{tag}", (Band(k22, inv, "low"), Band(spec, inv, "high")),
                                  f"kick-22k + {m} HTK mels 9-22 kHz of a 44.1 kHz n_fft 512 spec"))
+            out.append(Candidate(f"two-band 22k+{m} hK2{tag}",
+                                 (Band(k22, inv, "low"), Band(spec, inv, "high", n_iter=2)),
+                                 "the same, the high band at K = 2"))
             out.append(Candidate(f"two-band 22k+{m} noise{tag}",
                                  (Band(k22, inv, "low"), Band(spec, inv, "high", n_iter=0)),
                                  "the same, the high band as shaped noise (random phase, no iterations)"))
@@ -174,13 +177,22 @@ def to_output(audio: np.ndarray, band: Band) -> np.ndarray:
 
 
 def reconstruct(cand: Candidate, audio: dict[int, np.ndarray], init: str, n_iter: int) -> np.ndarray:
-    """Real kicks (prepared at each band's rate, ``audio[rate]``) through ``cand`` -> ``[B, N]`` at 44.1 kHz."""
+    """Real kicks (prepared at each band's rate, ``audio[rate]``) through ``cand`` -> ``[B, N]`` at 44.1 kHz.
+
+    ``init``: "random" or "pghi" (each band rendered on its own, resampled by soxr, ideal crossover), or "graph"
+    (the timed graph's synthesis, :meth:`CandidateGraph.synthesize`: in-graph PGHI, FIR upsampler)."""
+    if init == "graph":
+        rows = [waveform_to_features(torch.from_numpy(audio[b.spec.sample_rate][:, None]), b.spec)[:, 0]
+                for b in cand.bands]
+        with torch.no_grad():
+            y = CandidateGraph(cand, None, n_iter).synthesize(torch.cat(rows, dim=1)).numpy()
+        return to_output(y, Band(cand.bands[0].spec)) if len(cand.bands) == 1 else y
     out = None
     for band in cand.bands:
         x = torch.from_numpy(audio[band.spec.sample_rate][:, None])
         mag = band_magnitude(waveform_to_features(x, band.spec), band)
         k = n_iter if band.n_iter is None else band.n_iter
-        y = to_output(render_band(mag, band.spec, init, k), band)
+        y = to_output(render_band(mag, band.spec, "random" if band.n_iter == 0 else init, k), band)
         out = y if out is None else out + y
     return out
 
@@ -246,7 +258,7 @@ class Upsample2(nn.Module):
 class CandidateGraph(nn.Module):
     """``z`` -> VAE decoder -> each band's :class:`MagnitudeToAudio` (its own inverse) -> 44.1 kHz sum."""
 
-    def __init__(self, cand: Candidate, model: nn.Module, n_iter: int) -> None:
+    def __init__(self, cand: Candidate, model: nn.Module | None, n_iter: int) -> None:
         super().__init__()
         from export.phase import random_phase
 
@@ -263,12 +275,16 @@ class CandidateGraph(nn.Module):
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logmel = self.model.decode(z)[:, 0]
+        return self.synthesize(logmel), logmel
+
+    def synthesize(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Stacked bands' features ``[B, rows, T]`` -> audio ``[B, N]`` (44.1 kHz unless one 22.05 kHz band)."""
         out, row = None, 0
         for synth, up, rows in zip(self.synths, self.ups, self.rows):
             audio = up(synth(logmel[:, row:row + rows]))
             row += rows
             out = audio if out is None else out + audio
-        return out, logmel
+        return out
 
 
 def cost_key(cand: Candidate) -> tuple:
@@ -286,8 +302,9 @@ def random_decoder(rows: int) -> nn.Module:
 
 
 def time_graphs(cands: list[Candidate], ks: tuple[int, ...], runs: int) -> dict[tuple, dict[int, tuple]]:
-    """Median / p95 ms of each distinct candidate graph per K: exported, one onnxruntime thread, batch 1,
-    interleaved (every graph once per round), so a neighbour's load moves all of them alike."""
+    """Median / p95 wall ms and median CPU ms of each distinct candidate graph per K: exported, one onnxruntime
+    thread (it runs on the calling thread, so ``time.thread_time`` is the render's own CPU time, the figure a busy
+    shared machine disturbs least), batch 1, interleaved (every graph once per round)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -306,16 +323,17 @@ def time_graphs(cands: list[Candidate], ks: tuple[int, ...], runs: int) -> dict[
                           output_names=("audio", "logmel"), optimize=True)
                 sessions[(key, k)] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 feeds[(key, k)] = {"z": z.numpy()}
-    times: dict[tuple, list[float]] = {key: [] for key in sessions}
+    times: dict[tuple, list[tuple[float, float]]] = {key: [] for key in sessions}
     for round_ in range(runs + 5):
         for key, session in sessions.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             session.run(None, feeds[key])
             if round_ >= 5:
-                times[key].append((time.perf_counter() - start) * 1e3)
+                times[key].append(((time.perf_counter() - start) * 1e3, (time.thread_time() - cpu) * 1e3))
     out: dict[tuple, dict[int, tuple]] = {}
     for (key, k), t in times.items():
-        out.setdefault(key, {})[k] = (float(np.median(t)), float(np.percentile(t, 95)))
+        wall, cpu = np.asarray(t).T
+        out.setdefault(key, {})[k] = (float(np.median(wall)), float(np.percentile(wall, 95)), float(np.median(cpu)))
     return out
 
 
@@ -347,53 +365,59 @@ def _fmt(s: dict) -> list[str]:
     return [f"{s['full']:.2f}", f"{s['low']:.2f}", hf, f"{s['band']:.1f} ({s['band_n']})"]
 
 
-def main() -> None:
+def _parse() -> argparse.Namespace:
     names = list(candidates())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", nargs="+", default=names, metavar="NAME", help=f"of: {'; '.join(names)}")
     parser.add_argument("--limit", type=int, default=48, help="first N kick files, sorted by path (default 48)")
-    parser.add_argument("--renders", nargs="+", default=["random:32", "pghi:8"], help="INIT:K (default "
-                        "random:32 pghi:8)")
+    parser.add_argument("--renders", nargs="*", default=["random:32", "graph:8"],
+                        help="INIT:K with INIT random, pghi or graph (default random:32 graph:8; none: cost only)")
     parser.add_argument("--ks", type=int, nargs="+", default=[8, 2], help="K of the timed graphs (default 8 2)")
     parser.add_argument("--runs", type=int, default=30, help="timed renders per graph (default 30)")
     parser.add_argument("--no-cost", action="store_true", help="quality only")
     parser.add_argument("--through", type=Path, default=None, help="an exported model folder (see docstring)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _print_table(cands: list[Candidate], audio: dict[int, np.ndarray], renders: list[tuple[str, int]],
+                 cost: dict, ks: list[int]) -> None:
+    """One Markdown row per candidate: each render's four figures, then each timed K's."""
+    ref = audio[RATE]
+    cols = ["candidate", "rows"] + [f"{i} K={k}: {c}" if c == "full dB" else c for i, k in renders
+                                    for c in ("full dB", "20-250 Hz dB", ">11 kHz dB (kicks)", "band kHz (>11 kHz)")]
+    cols += [f"K={k} ms wall median / p95 / CPU" for k in ks] if cost else []
+    print("\n| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|")
+    band = np.array([bandwidth_khz(v.astype(np.float64), RATE) for v in ref])
+    real = ["-", "-", "-", f"{np.median(band):.1f} ({int((band * 1e3 > HF_EDGE).sum())})"] * len(renders)
+    print("| " + " | ".join(["real kicks (prepared, 44.1 kHz)", ""] + real + ["-"] * (len(cols) - 2 - len(real)))
+          + " |", flush=True)
+    for cand in cands:
+        start = time.perf_counter()
+        cells = [c for i, k in renders for c in _fmt(scores(ref, reconstruct(cand, audio, i, k)))]
+        timing = cost.get(cost_key(cand), {})
+        cells += [f"{timing[k][0]:.2f} / {timing[k][1]:.2f} / {timing[k][2]:.2f}" for k in ks if k in timing]
+        print("| " + " | ".join([cand.name, str(cand.rows)] + cells) + f" |  <!-- {time.perf_counter() - start:.0f} s"
+              " -->", flush=True)
+
+
+def main() -> None:
+    args = _parse()
     torch.set_num_threads(1)
     table = candidates()
     cands = [table[n] for n in args.candidates]
     renders = [(r.split(":")[0], int(r.split(":")[1])) for r in args.renders]
     files = sorted(glob.glob(f"{DRUMS}/*/kick/*"))[: args.limit]
     audio = load_kicks(files, {b.spec.sample_rate for c in cands for b in c.bands})
-    ref = audio[RATE]
-    print(f"# {len(ref)} kicks of {len(files)} files in {DRUMS}; {platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"# {len(audio[RATE])} kicks of {len(files)} files in {DRUMS}; {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f} at start; torch {torch.__version__}, one thread")
     cost = {} if args.no_cost else time_graphs(cands, tuple(args.ks), args.runs)
-    head = "| candidate | rows | " + " | ".join(
-        f"{i} K={k}: full dB | 20-250 Hz dB | >11 kHz dB (kicks) | band kHz (>11 kHz)" for i, k in renders)
-    head += "".join(f" | K={k} ms median / p95" for k in args.ks) + " |"
-    print("\n" + head + "\n" + "|---" * (head.count(" | ") + 1) + "|")
-    original = {"full": 0.0, "low": 0.0, "hf": float("nan"), "hf_n": 0, **_band_row(ref)}
-    print(f"| real kicks (prepared, 44.1 kHz) | | " + " | ".join(["-", "-", "-", f"{original['band']:.1f} "
-          f"({original['band_n']})"] * len(renders)) + " |" + " - |" * len(args.ks if cost else []), flush=True)
-    for cand in cands:
-        start = time.perf_counter()
-        cells = [c for i, k in renders for c in _fmt(scores(ref, reconstruct(cand, audio, i, k)))]
-        timing = cost.get(cost_key(cand), {})
-        cells += [f"{timing[k][0]:.2f} / {timing[k][1]:.2f}" for k in args.ks if k in timing]
-        print(f"| {cand.name} | {cand.rows} | " + " | ".join(cells) + f" |  <!-- {time.perf_counter() - start:.0f} s"
-              f" -->", flush=True)
+    _print_table(cands, audio, renders, cost, args.ks)
     if args.through is not None:
         print(f"\n| through {args.through} | full dB | 20-250 Hz dB | >11 kHz dB (kicks) | band kHz (>11 kHz) |")
         print("|---|---|---|---|---|")
         for name, s in through_model(args.through, audio, 8):
             print(f"| {name} | " + " | ".join(_fmt(s)) + " |", flush=True)
     print(f"\n# load average {os.getloadavg()[0]:.2f} at the end")
-
-
-def _band_row(ref: np.ndarray) -> dict:
-    band = np.array([bandwidth_khz(v.astype(np.float64), RATE) for v in ref])
-    return {"band": float(np.median(band)), "band_n": int((band * 1e3 > HF_EDGE).sum())}
 
 
 if __name__ == "__main__":
