@@ -2,13 +2,13 @@
 
     .venv/bin/python benchmarks/render_quality.py presets/kicks --real ../shared/data/drums [--latents 200]
 
-Renders, through the runtime's own render path (``runtime.worker.render_sounds``: the decoder graph, DC blocker,
-10 ms fade-out at the buffer end), every pad of the preset at its knob defaults, the first pad with each knob at
-its minimum (CC 0) and maximum (CC 127), and ``--latents`` random latents (standard normal in the model's code
-units; for a class-conditioned model, each class in turn), and measures them beside the real sounds of ``--class``
-(default: kick, or each class of a class-conditioned model) in ``--real``'s ``MANIFEST.tsv`` (the files as they
-are, mono, resampled to 44.1 kHz). The measures are written here,
-in numpy/scipy, apart from the project's descriptors, so they are an outside check:
+Renders, through the runtime's own render path (``runtime.worker.render_sounds``: the decoder graph, DC blocker
+until the sound ends, 10 ms fade-out at the buffer end), every pad of the preset at its knob defaults, the first
+pad with each knob at its minimum (CC 0) and maximum (CC 127), and ``--latents`` random latents (standard normal
+in the model's code units; for a class-conditioned model, each class in turn), and measures them beside the real
+sounds of ``--class`` (default: kick, or each class of a class-conditioned model) in ``--real``'s ``MANIFEST.tsv``
+(the files as they are, mono, resampled to 44.1 kHz). The measures are written here, in numpy/scipy, apart from
+the project's descriptors, so they are an outside check:
 
 * ``tail_db``: energy above 1 kHz (4th-order Butterworth high-pass, zero phase) in 0.35-0.6 s after the start,
   mean square re the squared peak, dB (-200 for digital silence; a sound shorter than 0.6 s counts as silent
