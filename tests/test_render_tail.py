@@ -1,10 +1,10 @@
-"""A rendered sound ends when the decoder ends it: the runtime's DC blocker does not outlast it (issue 18).
+"""A rendered sound ends when the decoder ends it: the runtime's DC blocker does not outlast it.
 
-The runtime's preparation of a decoded sound (``runtime.worker.render_sounds``: ``runtime.dsp.sanitize``, then the
-resampler) used to leave the one-pole blocker's estimate (about 34 dB under a noise's level, decaying over 32 ms)
-after a sound the decoder had faded to silence: the kit's claps ended at -44 dB. These tests pin the end of a
-synthetic clap (a noise sustained to the buffer's end, faded by the decoder's render envelope) and the level of a
-40 Hz kick (a kick's sub must survive the blocker).
+The one-pole blocker of the runtime's preparation (``runtime.worker.render_sounds``: ``runtime.dsp.sanitize``, then
+the resampler) holds its estimate (about 34 dB under a noise's level, decaying over 32 ms) after its input stops; a
+sound the decoder fades to silence must not end in that decay. These tests pin the end of a synthetic clap (a noise
+sustained to the buffer's end, faded by the decoder's render envelope), the level of 40 Hz and 25 Hz kicks (a
+kick's sub must survive the blocker) and the floor gate's soft knee.
 """
 
 from __future__ import annotations
