@@ -1,14 +1,15 @@
 """Full band for the kick model: candidate representations measured side by side (issue 18 item 4).
 
-    .venv/bin/python benchmarks/fullband.py [--candidates NAME ...] [--limit 48] [--runs 30] [--no-cost]
-                                            [--through presets/kicks]
+    .venv/bin/python benchmarks/fullband.py [--candidates NAME ...] [--renders random:32 graph:8 ...]
+                                            [--ks 8 2] [--limit 48] [--runs 30] [--no-cost] [--through presets/kicks]
 
 A candidate is one or two *bands*, each a :class:`runtime.spec.SpectrogramSpec` (the training pipeline's own
 features) with a mel inverse: ``clamped`` is ``trainer.spec.mel_inverse`` (the pseudo-inverse clamped at 0, what
 every render uses today), ``pinv`` the plain pseudo-inverse with the *power* clamped at 0 after it. A two-band
 candidate renders each band on its own and sums them through a power-complementary crossover (sine/cosine over
 ``CROSSOVER`` Hz): the low band at 22.05 kHz resampled to 44.1 kHz and low-passed, the high band's magnitude
-weighted by the high side before its Griffin-Lim.
+weighted by the high side before its Griffin-Lim. Variants: ``hK2`` renders the high band with 2 iterations
+whatever the low band's K, ``noise`` with none from a random phase (noise shaped by the high band's envelope).
 
 Quality, as ``benchmarks/spec_ceiling.py`` measures it (real kicks prepared by the training loader -> features ->
 inverse + Griffin-Lim -> 44.1 kHz; medians over kicks; lower is better): full band (96-band mel dB), 20-250 Hz
@@ -20,12 +21,15 @@ inverse + Griffin-Lim -> 44.1 kHz; medians over kicks; lower is better): full ba
 * ``band``: ``benchmarks/render_quality.py``'s bandwidth (highest frequency within 60 dB of the Welch peak), median
   over kicks, and how many kicks reach above 11 kHz; the originals' figures head the table.
 
-Each candidate is rendered the way the ceiling is measured (random init, 32 iterations, ``trainer.spec``) and the
-way the exported decoder renders (in-graph PGHI init, K iterations: ``export.graph.GriffinLim``).
+Renders (``--renders INIT:K``): ``random`` is the ceiling's synthesis (``trainer.spec.griffin_lim``, random init);
+``pghi`` each band through ``export.graph.GriffinLim`` from the in-graph PGHI phase, soxr resampling and an ideal
+crossover; ``graph`` the timed graph's own synthesis (:meth:`CandidateGraph.synthesize`: PGHI, FIR upsampler).
 
 Cost: the candidate's whole decoder graph (a randomly initialised VAE of the shipped kick model's architecture,
 rows = the candidate's bands stacked, -> each band's ``export.graph.MagnitudeToAudio`` -> 2x polyphase upsampler for
-a 22.05 kHz band -> sum) saved as ``python -m export onnx`` saves it and timed in onnxruntime, one thread, batch 1.
+a 22.05 kHz band -> sum) saved as ``python -m export onnx`` saves it and timed in onnxruntime, one thread, batch 1:
+wall-clock median and p95, and the median CPU time of the calling thread (onnxruntime with one thread computes on
+it), which a busy shared machine disturbs less.
 
 ``--through PRESET`` also renders real kicks encoded and decoded by an exported model (its ``encoder.onnx`` and the
 ``logmel`` output of its ``decoder.onnx``) through each inverse of that model's spec: does an inverse that helps on
@@ -239,20 +243,29 @@ def load_kicks(files: list[str], rates: set[int]) -> dict[int, np.ndarray]:
 
 # ====================================================================================================== cost
 class Upsample2(nn.Module):
-    """``[B, N]`` at 22.05 kHz -> ``[B, 2N]`` at 44.1 kHz: zero-stuffing and a linear-phase FIR in one
-    ConvTranspose1d (stride 2), the crossover's low-pass folded into the taps (centred: no delay)."""
+    """``[B, N]`` at 22.05 kHz -> ``[B, 2N]`` at 44.1 kHz: a linear-phase FIR (``taps`` odd, centred: no delay) on
+    the zero-stuffed signal, the crossover's low-pass folded into the taps, computed polyphase: one Conv1d with a
+    kernel per output phase, interleaved (in onnxruntime 3x faster than the equivalent ConvTranspose1d)."""
 
     def __init__(self, taps: int = 63) -> None:
         super().__init__()
         from scipy import signal
 
         h = 2.0 * signal.firwin(taps, cutoff=sum(CROSSOVER) / 2, fs=2 * 22050)
-        self.register_buffer("h", torch.tensor(h, dtype=torch.float32).reshape(1, 1, -1))
-        self.pad = (taps - 1) // 2
+        half = (taps - 1) // 2
+        self.pad = (half + 1) // 2
+        width = 2 * self.pad + 1
+        kernel = np.zeros((2, 1, width))
+        for phase in range(2):  # y[2q + phase] = sum_t kernel[phase, t] * x[q + t - pad]
+            for t in range(width):
+                index = 2 * (self.pad - t) + half + phase
+                if 0 <= index < taps:
+                    kernel[phase, 0, t] = h[index]
+        self.register_buffer("kernel", torch.tensor(kernel, dtype=torch.float32))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        up = nn.functional.conv_transpose1d(audio[:, None], self.h, stride=2, padding=self.pad, output_padding=1)
-        return up[:, 0]
+        padded = nn.functional.pad(audio[:, None], (self.pad, self.pad))
+        return nn.functional.conv1d(padded, self.kernel).transpose(1, 2).reshape(audio.shape[0], -1)
 
 
 class CandidateGraph(nn.Module):
