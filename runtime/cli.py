@@ -36,7 +36,7 @@ def list_ports() -> str:
         lines.extend(f"  {i}: {port}" for i, port in enumerate(ports))
         if not ports:
             lines.append("  (none)")
-    from runtime.jack_client import listing
+    from runtime.jack_session import listing
 
     return "\n".join(lines + listing())
 

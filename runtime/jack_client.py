@@ -1,9 +1,10 @@
 """Live play on a JACK server as ONE JACK client (the ``JACK-Client`` package): a MIDI input and the audio outputs.
 
-Where a JACK server runs (jackd, or PipeWire's JACK layer), :func:`plan_output` opens the client ``NAME`` with the
-ports ``NAME:midi_in`` and ``NAME:out_0`` (``NAME:out_1``). Its process callback (:meth:`JackOutput._process`)
-does, once per JACK cycle, what :mod:`runtime.audio`'s sounddevice callback does and the MIDI reading that
-:mod:`runtime.midi` leaves to RtMidi:
+Where a JACK server runs (jackd, or PipeWire's JACK layer), :func:`runtime.output_plan.plan_output` opens the
+client ``NAME``; :class:`JackOutput` registers the ports ``NAME:midi_in`` and ``NAME:out_0`` (``NAME:out_1``). Its
+process callback (:meth:`JackOutput._process`) does, once per JACK cycle, what
+:mod:`runtime.portaudio_output`'s sounddevice callback does and the MIDI reading that :mod:`runtime.midi` leaves to
+RtMidi:
 
 1. read the MIDI events of THIS cycle; each one's bytes go into a preallocated, lock-free hand-off
    (:class:`runtime.jack_midi.MidiRing`) for the control path, and a well-formed note-on on an accepted channel
@@ -15,8 +16,8 @@ It never logs, blocks or waits on a lock, and allocates no numpy data: the array
 of JACK's port buffers (as python-sounddevice's ``outdata`` is of PortAudio's). So a note at
 frame ``f`` of a cycle sounds from frame ``f`` of the same cycle: note -> onset is constant to the sample and the
 client adds no latency of its own (:data:`ADDED_LATENCY` = 0 frames). It says so to the JACK graph through JACK's
-latency API, which JACK-Client 0.5.7 does not wrap: :class:`LatencyApi` binds the three calls it needs with cffi (the
-package JACK-Client is built on) and the client's latency callback sets, per JACK's recipe, the capture latency
+latency API, which JACK-Client 0.5.7 does not wrap (:class:`runtime.jack_session.LatencyApi` binds the calls with
+cffi): the client's latency callback sets, per JACK's recipe, the capture latency
 of each output to the MIDI input's plus :data:`ADDED_LATENCY`, and the playback latency of the MIDI input to the
 outputs' plus the same; hosts that compensate latency (Ardour) read these, and so does ``jack_lsp -l``.
 
@@ -24,144 +25,25 @@ Server xruns reach the client's xrun callback (counted as the player's ``underfl
 server going away reaches its shutdown callback (:attr:`JackOutput.lost`: the player ends with one line). On a
 server without realtime scheduling the process thread asks for ``SCHED_FIFO`` on its first cycle
 (:func:`runtime.process.realtime_thread`), and the GIL switch interval is shortened as for PortAudio
-(:data:`runtime.audio.SWITCH_INTERVAL_S`).
-
-``KICKSPACE_AUDIO=none|no-portaudio`` (:data:`runtime.audio.AUDIO_ENV`) hides the JACK server too: it simulates a
-machine without any audio.
+(:data:`runtime.output.SWITCH_INTERVAL_S`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from runtime.audio import (AUDIO_ENV, JACK_STOPPED, SWITCH_INTERVAL_S, OutputMeter, find_output_device,
-                           set_jack_client_name)
-from runtime.errors import KickspaceError
 from runtime.jack_midi import MidiRing
+from runtime.jack_session import CAPTURE, PLAYBACK, LatencyApi, route
+from runtime.output import JACK_STOPPED, SWITCH_INTERVAL_S, OutputMeter
 from runtime.process import REALTIME_PRIORITY, realtime_thread
 
 ADDED_LATENCY = 0  # frames between a MIDI event and its sound beyond the event's own frame: none (same cycle)
-CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
 CLOSE_TIMEOUT_S = 3.0  # closing a client whose server died must not hang the exit
-
-
-def jack_module():
-    """The ``jack`` module (JACK-Client), or None without libjack (``import jack`` raises OSError then)."""
-    try:
-        import jack
-    except (ImportError, OSError):
-        return None
-    return jack
-
-
-def open_client(name: str, *, exact: bool = True):
-    """A ``jack.Client`` on the running server (never starts one), or None when no server runs or libjack is
-    missing. ``exact``: refuse a name in use with one line naming ``--client-name``."""
-    jack = jack_module()
-    if jack is None or os.environ.get(AUDIO_ENV) in ("none", "no-portaudio"):
-        return None
-    if len(name.encode()) >= jack.client_name_size():
-        raise KickspaceError(f"--client-name {name!r} is too long for JACK")
-    quiet = lambda message: None  # noqa: E731 - no server is an answer here, not libjack's lines on stderr
-    jack.set_error_function(quiet)
-    jack.set_info_function(quiet)
-    try:
-        return jack.Client(name, use_exact_name=exact, no_start_server=True)
-    except jack.JackOpenError as err:
-        if err.status.name_not_unique:
-            raise KickspaceError(f"a JACK client named {name!r} is already running; stop it or pass another "
-                                 f"--client-name") from None
-        return None
-    finally:
-        jack.set_error_function(None)
-        jack.set_info_function(None)
-
-
-# --------------------------------------------------------------------------------------- JACK's latency API
-
-class LatencyApi:
-    """``jack_port_{get,set}_latency_range`` and ``jack_set_latency_callback`` of the libjack JACK-Client loaded,
-    bound with cffi in ABI mode (JACK-Client 0.5.7 has no call for them)."""
-
-    _CDEF = """
-        typedef struct { uint32_t min; uint32_t max; } jack_latency_range_t;
-        typedef void (*JackLatencyCallback)(int mode, void *arg);
-        void jack_port_get_latency_range(void *port, int mode, jack_latency_range_t *range);
-        void jack_port_set_latency_range(void *port, int mode, jack_latency_range_t *range);
-        int jack_set_latency_callback(void *client, JackLatencyCallback callback, void *arg);
-    """
-    _instance: "LatencyApi | None" = None
-
-    def __init__(self) -> None:
-        import cffi
-
-        jack = jack_module()
-        self.ffi = cffi.FFI()
-        self.ffi.cdef(self._CDEF)
-        self.lib = self.ffi.dlopen(jack._libname)
-        self._jack_ffi = jack._ffi
-        self._range = self.ffi.new("jack_latency_range_t *")
-
-    @classmethod
-    def get(cls) -> "LatencyApi":
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
-
-    def pointer(self, owner):
-        """The C pointer of a JACK-Client ``Client`` or ``Port`` as this binding's ``void *``."""
-        return self.ffi.cast("void *", int(self._jack_ffi.cast("uintptr_t", owner._ptr)))
-
-    def range(self, port, mode: int) -> tuple[int, int]:
-        self.lib.jack_port_get_latency_range(self.pointer(port), mode, self._range)
-        return int(self._range.min), int(self._range.max)
-
-    def set_range(self, port, mode: int, low: int, high: int) -> None:
-        self._range.min, self._range.max = low, high
-        self.lib.jack_port_set_latency_range(self.pointer(port), mode, self._range)
-
-    def set_callback(self, client, callback: Callable[[int], None]):
-        """Register ``callback(mode)`` as the client's latency callback (before activation); returns the cffi
-        callback object, which must stay alive as long as the client."""
-        def on_latency(mode, _arg):
-            try:
-                callback(int(mode))
-            except Exception:  # noqa: BLE001 - a JACK notification thread: nothing may escape into C
-                pass
-
-        handle = self.ffi.callback("JackLatencyCallback", on_latency)
-        self.lib.jack_set_latency_callback(self.pointer(client), handle, self.ffi.NULL)
-        return handle
-
-
-def port_latency(client, port: str, mode: int = PLAYBACK) -> tuple[int, int]:
-    """``(min, max)`` frames of ``port``'s capture (``mode`` :data:`CAPTURE`) or playback latency as JACK reports
-    it, read through ``client`` (any JACK-Client ``Client``); (0, 0) for a port that does not exist."""
-    try:
-        handle = client.get_port_by_name(port)
-    except Exception:  # noqa: BLE001 - jack.JackError: no such port
-        return 0, 0
-    return LatencyApi.get().range(handle, mode)
-
-
-def route(client, ports: list[str], *, connect: bool) -> None:
-    """Connect ``ports`` (our outputs) to the system playback ports in turn (``connect``), or leave them unconnected:
-    a connection made by someone else is taken away."""
-    playback = [p.name for p in client.get_ports(is_audio=True, is_input=True, is_physical=True)]
-    for i, port in enumerate(ports):
-        current = [p.name for p in client.get_all_connections(port)]
-        if connect and playback and not current:
-            client.connect(port, playback[i % len(playback)])
-        elif not connect:
-            for other in current:
-                client.disconnect(port, other)
 
 
 # ------------------------------------------------------------------------------------------------- the client
@@ -307,63 +189,3 @@ def _close_client(client, deactivate: bool) -> None:
         client.close(ignore_errors=True)
     except Exception:  # noqa: BLE001 - a dead server: nothing left to release
         pass
-
-
-# ------------------------------------------------------------------------------------------ choosing a path
-
-@dataclass
-class OutputPlan:
-    """Where live play sounds: a JACK client (``client``) or a PortAudio device (``device``), at ``samplerate``."""
-
-    device: dict
-    samplerate: int
-    client: object | None = None
-    client_name: str = "kickspace"
-
-    def output(self, engine, *, blocksize: int, connect: bool, rt_priority: int):
-        """The output object for ``engine``: :class:`JackOutput` or :class:`runtime.audio.AudioOutput`."""
-        if self.client is not None:
-            return JackOutput(self.client, engine, connect=connect, rt_priority=rt_priority)
-        from runtime.audio import AudioOutput
-
-        return AudioOutput(engine, self.device, samplerate=self.samplerate, blocksize=blocksize,
-                           client_name=self.client_name, connect=connect, rt_priority=rt_priority)
-
-
-def plan_output(device: str | None, client_name: str, samplerate: int | None) -> OutputPlan:
-    """Open the JACK client ``client_name`` when no ``device`` (or a JACK one) is asked for and a server runs;
-    else find the PortAudio ``device``. Raises :class:`KickspaceError` for a ``samplerate`` JACK does not run at, a
-    name in use, and what :func:`runtime.audio.find_output_device` raises."""
-    wants_jack = device is None or device == "" or "jack" in str(device).lower()
-    client = open_client(client_name) if wants_jack else None
-    if client is None:
-        set_jack_client_name(client_name)
-        found = find_output_device(device)
-        return OutputPlan(found, int(samplerate or found["default_samplerate"]), client_name=client_name)
-    rate = int(client.samplerate)
-    if samplerate is not None and int(samplerate) != rate:
-        client.close()
-        raise KickspaceError(f"JACK runs at {rate} Hz, not {samplerate}: leave out --samplerate or start jackd with "
-                             f"-r {samplerate}")
-    found = {"index": None, "name": f"JACK client {client_name}", "hostapi_name": "JACK (JACK-Client)",
-             "max_output_channels": 2, "default_samplerate": rate}
-    return OutputPlan(found, rate, client=client, client_name=client_name)
-
-
-def listing() -> list[str]:
-    """``runtime list``'s JACK lines: the running server (rate, period) and the MIDI output ports ``--midi-port``
-    connects the player's input to; one line saying none runs otherwise."""
-    client = open_client("kickspace-list", exact=False)
-    if client is None:
-        return ["JACK: no server running (the player then plays through PortAudio)"]
-    try:
-        midi = [p.name for p in client.get_ports(is_midi=True, is_output=True)]
-        playback = [p.name for p in client.get_ports(is_audio=True, is_input=True, is_physical=True)]
-        lines = [f"JACK server at {client.samplerate} Hz, period {client.blocksize} frames: `runtime play` is a "
-                 f"JACK client (NAME:midi_in, NAME:out_0/out_1); --connect routes to "
-                 f"{', '.join(playback[:2]) or 'no playback port'}",
-                 "JACK MIDI outputs (use --midi-port NUMBER or a name substring):"]
-        lines.extend(f"  {i}: {port}" for i, port in enumerate(midi))
-        return lines + ([] if midi else ["  (none)"])
-    finally:
-        client.close()

@@ -16,7 +16,7 @@ Timestamps: python-rtmidi gives each event the time since the previous one (meas
 event came in, e.g. in JACK's process cycle), not an absolute time. The thread sums those deltas and anchors the sum
 to ``time.monotonic()`` with a running minimum of ``seen - sum``: the anchor is the earliest sighting, so event
 times are free of the polling delay and never later than the actual arrival. The control thread turns them into a
-sample offset in the next audio block (see :meth:`runtime.audio.AudioOutput.offset_for`).
+sample offset in the next audio block (see :meth:`runtime.output.OutputMeter.offset_for`).
 
 Hostile input: a live instrument never stops listening. Every event is checked against the MIDI message grammar
 (:func:`malformed`) before mido sees it, and anything else that goes wrong decoding it is caught too: a bad event

@@ -17,7 +17,7 @@ Threads (DESIGN.md, "Runtime threads"):
   itself): renders the latest requested state per pad and swaps the buffers in. The engine, the worker and the
   controller are built together by :func:`runtime.instrument.build_instrument`, as offline render builds them.
 - Audio callback: the player's one JACK client's process callback (:mod:`runtime.jack_client`: this cycle's MIDI
-  in, voices mixed out), or PortAudio's (:mod:`runtime.audio`: voices mixed out); nothing else.
+  in, voices mixed out), or PortAudio's (:mod:`runtime.portaudio_output`: voices mixed out); nothing else.
 - Status view (:mod:`runtime.status`): a thread that hands the counters 4 times a second to a rich view drawn by
   a child process (out of this process's GIL), or nothing with ``--quiet``.
 
@@ -33,7 +33,7 @@ summary (:func:`runtime.status.run_stats`, :func:`runtime.status.summary_line`).
 audio stream: when it ends on its own (the JACK server stopped, the device went away) the player stops too, prints
 why on one stderr line and exits with status 1 instead of playing silence forever; so it does when the MIDI
 thread ends on its own (:attr:`runtime.midi.MidiInput.failure`) instead of playing on deaf. Nothing at shutdown
-may block for long then: the lost stream is left alone (see :mod:`runtime.audio`) and the MIDI port gets
+may block for long then: the lost stream is left alone (see :mod:`runtime.portaudio_output`) and the MIDI port gets
 :data:`MIDI_CLOSE_TIMEOUT_S` to close.
 """
 
@@ -55,11 +55,11 @@ from pathlib import Path
 from runtime.errors import AudioUnavailable, ConfigError, KickspaceError
 from runtime.files import write_text, write_wav
 from runtime.instrument import build_instrument
-from runtime.jack_client import plan_output
 from runtime.jack_midi import open_midi_input
 from runtime.live_worker import LiveWorker
 from runtime.midi import MidiThread
 from runtime.osc import OscInput, apply as apply_osc, is_event as is_osc_event
+from runtime.output_plan import plan_output
 from runtime.preset import Pad, Preset, load_preset
 from runtime.process import REALTIME_PRIORITY, GcPauses, dump_stacks_on, freeze_gc, pin_mmap_threshold, rss_mb
 from runtime.status import StatusView, run_stats, summary_line
@@ -135,7 +135,7 @@ class Player:
         if config.channel is not None:
             preset = dataclasses.replace(preset, midi_channel=None)  # MidiInput filters --channel for every preset
         self.preset_path = Path(config.preset)
-        # where a JACK server runs, the player's one JACK client opens here (runtime.jack_client); else PortAudio's
+        # where a JACK server runs, the player's one JACK client opens here (runtime.output_plan); else PortAudio's
         plan = plan_output(config.device, config.client_name, config.samplerate)
         self.device, self.samplerate = plan.device, plan.samplerate
         blocksize = ANY_BLOCK if plan.client is not None else config.blocksize or ANY_BLOCK  # JACK: any period

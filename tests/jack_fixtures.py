@@ -274,8 +274,8 @@ class Recorder:
 
     def port_latency(self, port: str, mode: int = 1) -> int:
         """Latency (max, frames) JACK reports for ``port``: playback (``mode`` 1) or capture (0)
-        (:func:`runtime.jack_client.port_latency`: JACK-Client 0.5.7 has no call for it)."""
-        from runtime.jack_client import port_latency
+        (:func:`runtime.jack_session.port_latency`: JACK-Client 0.5.7 has no call for it)."""
+        from runtime.jack_session import port_latency
 
         return port_latency(self.client, port, mode)[1]
 

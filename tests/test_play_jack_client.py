@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from runtime.jack_client import CAPTURE, PLAYBACK, port_latency
+from runtime.jack_session import CAPTURE, PLAYBACK, port_latency
 from tests.jack_fixtures import PERIOD, RATE, PlayerProcess, Rig, jack_server, write_test_preset  # noqa: F401
 
 THRESHOLD = 1e-3
@@ -35,7 +35,7 @@ class FrameSender:
     def __init__(self, name: str) -> None:
         import jack
 
-        from runtime.jack_client import LatencyApi
+        from runtime.jack_session import LatencyApi
 
         self.client = jack.Client(name, no_start_server=True)
         self.out = self.client.midi_outports.register("out")
@@ -140,7 +140,7 @@ def test_the_player_is_one_jack_client_with_a_midi_input_and_audio_outputs(jack_
 def test_midi_port_connects_a_jack_output_to_the_input_and_runtime_list_names_it(jack_server, preset, tmp_path):
     import jack
 
-    from runtime.jack_client import listing  # runtime list's JACK lines (its PortAudio part would open a client here)
+    from runtime.jack_session import listing  # runtime list's JACK lines (its PortAudio part would open a client here)
 
     sender = FrameSender("ks-pick")
     try:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from runtime import cli
-from runtime.audio import UNDERFLOW_LOG
+from runtime.output import UNDERFLOW_LOG
 from runtime.process import REALTIME_PRIORITY, WORKER_NICE, realtime_permitted
 from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
                                  onsets_after, sender, sound_starts, thread_scheduling, underflows_between,

@@ -1,22 +1,18 @@
-"""Audio output for live play: a sounddevice (PortAudio) stream whose callback steps the engine.
+"""Live play through PortAudio: find an output device, and a sounddevice stream whose callback steps the engine.
 
 The callback does what DESIGN.md allows and nothing more: note the block's start time, count the output underflows
 PortAudio reports in its status flags, fill the block with :meth:`runtime.engine.Engine.process`, track the output
 peak in a preallocated scratch array. No inference, logging, locks or numpy allocation of its own. On its first
 block only, it asks for realtime scheduling of its own thread where the server did not give it
-(:func:`runtime.process.realtime_thread`).
-
-The callback is Python and needs the GIL: :meth:`AudioOutput.start` shortens CPython's switch interval (5 ms by
-default, longer than a 128-frame period) to :data:`SWITCH_INTERVAL_S`, so another Python thread holds the GIL for at
-most that long before the callback gets it (DESIGN.md, "Realtime audio": 1,577 underflows of ~3,000 blocks beside
-one busy thread with the default, 3 with 0.2 ms).
+(:func:`runtime.process.realtime_thread`). :meth:`AudioOutput.start` shortens the GIL switch interval
+(:data:`runtime.output.SWITCH_INTERVAL_S` says why).
 
 On JACK, PortAudio is a JACK client: :func:`set_jack_client_name` names it (ports ``NAME:out_0``, ``NAME:out_1``),
 and since PortAudio connects its ports to the device's ports by itself, :class:`AudioOutput` undoes that unless
 ``connect`` is set (``--connect``: to the system playback ports), through a helper client of the JACK-Client
-package. This is the path for PortAudio's other hosts (ALSA, CoreAudio, WASAPI) and for ``--device`` naming a
-PortAudio device: where a JACK server runs and no other device is asked for, the player is a JACK client of its own
-(:mod:`runtime.jack_client`).
+package (:mod:`runtime.jack_session`). This is the path for PortAudio's other hosts (ALSA, CoreAudio, WASAPI) and
+for ``--device`` naming a PortAudio device: where a JACK server runs and no other device is asked for, the player is
+a JACK client of its own (:mod:`runtime.jack_client`; :func:`runtime.output_plan.plan_output` chooses).
 
 When the JACK server goes away under a running stream (jackd killed or stopped), PortAudio's JACK host API marks the
 stream inactive from libjack's shutdown callback (measured: ``stream.active`` False within 5 ms of SIGKILL to jackd,
@@ -34,21 +30,14 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from runtime.errors import AudioUnavailable, KickspaceError
+from runtime.jack_session import open_client, route
+from runtime.output import AUDIO_ENV, JACK_STOPPED, SWITCH_INTERVAL_S, OutputMeter
 from runtime.process import REALTIME_PRIORITY, realtime_thread
 
-SWITCH_INTERVAL_S = 0.0002
-WAIT_BINS = 100  # callback wait histogram: 0.1 ms bins up to 10 ms
-UNDERFLOW_LOG = 256  # the times of the first this-many underflows are kept (when in the run they came)
 NO_DEVICE_HELP = ("Run `runtime list` to see the devices PortAudio finds, start a JACK server (e.g. `jackd -d alsa` "
                   "for a sound card, or `jackd --no-realtime -d dummy -r 48000 -p 128` to run without one), or "
                   "render offline with `runtime render`.")
-# KICKSPACE_AUDIO=none: PortAudio finds no output device; =no-portaudio: as if libportaudio were not installed
-# (tests of the no-device path, and a way to try `runtime play --fallback-render` on a machine with sound)
-AUDIO_ENV = "KICKSPACE_AUDIO"
-JACK_STOPPED = "the JACK server stopped (audio stream ended); restart jackd and run again"
 _client_name_buffer = None  # PortAudio keeps the pointer PaJack_SetClientName gets: keep the bytes alive
 
 
@@ -117,82 +106,6 @@ def find_output_device(spec: str | int | None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- the stream
-
-class OutputMeter:
-    """What every audio output keeps for the player (status view, ``--stats-json``), written by its audio callback
-    only (plain attribute stores: atomic under the GIL; preallocated scratch, no numpy allocation).
-
-    Parameters
-    ----------
-    engine : Engine
-        What the callback plays.
-    samplerate, blocksize : int
-        The output's rate and frames per callback (0: the device's own period).
-    """
-
-    is_jack = False
-
-    def __init__(self, engine, *, samplerate: int, blocksize: int) -> None:
-        self.engine = engine
-        self.samplerate = int(samplerate)
-        self.blocksize = int(blocksize)
-        self.channels = engine.channels
-        self.ports: list[str] = []
-        self.block_time = 0.0
-        self.block_frames = max(1, self.blocksize)
-        self.blocks = 0
-        self.underflows = 0
-        self.callback_errors = 0
-        self.peak = 0.0
-        self.max_callback_s = 0.0
-        # blocks by the wait from the start of the cycle (PortAudio: its C callback) to this Python callback (the
-        # GIL, cffi), in 0.1 ms bins (the last: 10 ms and more). On PortAudio's JACK stream clock a wait across a
-        # server xrun reads high.
-        self.wait_histogram = [0] * WAIT_BINS
-        #: ``time.monotonic()`` at the callback of each of the first :data:`UNDERFLOW_LOG` underflows
-        self.underflow_times = [0.0] * UNDERFLOW_LOG
-        #: the callback thread's scheduling, set on the first block ("" until then)
-        self.thread_policy = ""
-        self.latency_s = 0.0
-        self._mag = np.zeros((engine.blocksize, engine.channels), np.float32)
-
-    def count_underflow(self, t: float) -> None:
-        """One underflow (an xrun) at ``t`` (``time.monotonic()``)."""
-        if self.underflows < UNDERFLOW_LOG:
-            self.underflow_times[self.underflows] = t
-        self.underflows += 1
-
-    def count_block(self, out: np.ndarray, t: float, wait: float) -> None:
-        """One block ``out`` ``[frames, channels]`` played, its callback begun at ``t`` after ``wait`` seconds."""
-        mag = self._mag[:out.shape[0]]
-        np.abs(out, out=mag)
-        peak = float(mag.max())
-        if peak > self.peak:
-            self.peak = peak
-        self.blocks += 1
-        spent = time.monotonic() - t
-        if spent > self.max_callback_s:
-            self.max_callback_s = spent
-        self.wait_histogram[min(int(wait * 1e4), WAIT_BINS - 1) if wait > 0 else 0] += 1
-
-    def offset_for(self, event_time: float) -> int:
-        """Sample offset in the next block for an event at ``event_time`` (``time.monotonic()`` seconds).
-
-        The next block plays one period after the current one began; placing the event at its distance from the
-        current block's start keeps note-on to onset latency constant (one period) instead of jittering with the
-        moment the event reached Python. An event older than the current block starts at offset 0 (as soon as
-        possible); the engine clamps offsets past the block's end.
-        """
-        start = self.block_time
-        if not start or event_time <= start:
-            return 0
-        return min(int((event_time - start) * self.samplerate), self.block_frames - 1)
-
-    def take_peak(self) -> float:
-        """The output peak since the last call (for a meter), then reset."""
-        peak, self.peak = self.peak, 0.0
-        return peak
-
 
 class AudioOutput(OutputMeter):
     """A sounddevice output stream that plays an engine.
@@ -288,8 +201,6 @@ class AudioOutput(OutputMeter):
         if self.is_jack:
             # one helper client for the whole stream, opened before it starts and closed after it stops: on a
             # loaded JACK server a client opening or closing was measured to coincide with a server xrun
-            from runtime.jack_client import open_client
-
             self._jack = open_client("kickspace-ports", exact=False)
             if self._jack is not None and self._jack.get_ports(f"^{_re(self.client_name)}:"):
                 self.close()
@@ -315,8 +226,6 @@ class AudioOutput(OutputMeter):
             self._route_jack_ports()
 
     def _route_jack_ports(self) -> None:
-        from runtime.jack_client import route
-
         if self._jack is None:
             return
         self.ports = [p.name for p in self._jack.get_ports(f"^{_re(self.client_name)}:", is_output=True)]
