@@ -11,7 +11,7 @@ from runtime.bounce import DEFAULT_RATE, FORMATS
 from runtime.errors import ConfigError
 from runtime.command import run_command
 from runtime.logs import add_log_flags, say
-from runtime.process import REALTIME_PRIORITY
+from runtime.scheduling import REALTIME_PRIORITY
 
 
 def list_ports() -> str:

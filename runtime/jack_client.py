@@ -24,7 +24,7 @@ outputs' plus the same; hosts that compensate latency (Ardour) read these, and s
 Server xruns reach the client's xrun callback (counted as the player's ``underflows``, with their times), the
 server going away reaches its shutdown callback (:attr:`JackOutput.lost`: the player ends with one line). On a
 server without realtime scheduling the process thread asks for ``SCHED_FIFO`` on its first cycle
-(:func:`runtime.process.realtime_thread`), and the GIL switch interval is shortened as for PortAudio
+(:func:`runtime.scheduling.realtime_thread`), and the GIL switch interval is shortened as for PortAudio
 (:data:`runtime.output.SWITCH_INTERVAL_S`).
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 from runtime.jack_midi import MidiRing
 from runtime.jack_session import CAPTURE, PLAYBACK, LatencyApi, route
 from runtime.output import JACK_STOPPED, SWITCH_INTERVAL_S, OutputMeter
-from runtime.process import REALTIME_PRIORITY, realtime_thread
+from runtime.scheduling import REALTIME_PRIORITY, realtime_thread
 
 ADDED_LATENCY = 0  # frames between a MIDI event and its sound beyond the event's own frame: none (same cycle)
 CLOSE_TIMEOUT_S = 3.0  # closing a client whose server died must not hang the exit

@@ -11,7 +11,7 @@ and keeps the figures ``runtime play`` reports (:func:`runtime.status.run_stats`
 - ``render_ms``: the whole render, all pads; ``cpu_s``: the worker thread's CPU seconds.
 
 The timings live in preallocated ring buffers (:class:`Timings`), so a long session adds nothing to the player's
-memory. The worker thread runs at nice ``nice`` (:data:`runtime.process.WORKER_NICE`; None leaves it): when JACK's
+memory. The worker thread runs at nice ``nice`` (:data:`runtime.scheduling.WORKER_NICE`; None leaves it): when JACK's
 threads are not realtime, the scheduler runs them first when they wake instead of sharing the core with it.
 """
 
@@ -23,7 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from runtime.engine import Engine
-from runtime.process import WORKER_NICE, lower_thread_priority, thread_nice
+from runtime.scheduling import WORKER_NICE, lower_thread_priority, thread_nice
 from runtime.worker import PadRequest, RenderWorker
 
 

@@ -48,7 +48,7 @@ from typing import Callable, Sequence
 import mido
 
 from runtime.errors import KickspaceError
-from runtime.process import thread_failure
+from runtime.scheduling import thread_failure
 
 APIS = ("auto", "jack", "alsa")
 DEFAULT_CLIENT = "kickspace"

@@ -48,7 +48,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from runtime.errors import ConfigError
-from runtime.process import thread_failure
+from runtime.scheduling import thread_failure
 
 ROOT = "/kickspace"
 POLL_S = 0.2  # how often the server thread checks for shutdown between datagrams

@@ -23,7 +23,7 @@ Threads (DESIGN.md, "Runtime threads"):
 
 The audio stream starts last (on JACK: the client is activated): the render worker, the MIDI input, the control
 thread and the status view's drawing process come first, then every object alive is frozen out of the garbage
-collector's reach (the render worker also runs at a higher nice value; :mod:`runtime.process` says what each is
+collector's reach (the render worker also runs at a higher nice value; :mod:`runtime.scheduling` says what each is
 worth). So no JACK client opens and no long GIL hold happens while the stream plays: on this project's test server a
 client opening mid-stream coincided with server xruns, and a full collection holds the GIL for milliseconds.
 
@@ -61,7 +61,7 @@ from runtime.midi import MidiThread
 from runtime.osc import OscInput, apply as apply_osc, is_event as is_osc_event
 from runtime.output_plan import plan_output
 from runtime.preset import Pad, Preset, load_preset
-from runtime.process import REALTIME_PRIORITY, GcPauses, dump_stacks_on, freeze_gc, pin_mmap_threshold, rss_mb
+from runtime.scheduling import REALTIME_PRIORITY, GcPauses, dump_stacks_on, freeze_gc, pin_mmap_threshold, rss_mb
 from runtime.status import StatusView, run_stats, summary_line
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class Player:
         if not config.quiet:
             self._view = StatusView(self)
             self._view.prepare()
-        self.frozen_objects = freeze_gc()  # everything alive now: out of the collector's reach (runtime.process)
+        self.frozen_objects = freeze_gc()  # everything alive now: out of the collector's reach (runtime.scheduling)
         self.gc_pauses.start()
         self.audio.start()
         self.started = time.monotonic()

@@ -4,7 +4,7 @@ The callback does what DESIGN.md allows and nothing more: note the block's start
 PortAudio reports in its status flags, fill the block with :meth:`runtime.engine.Engine.process`, track the output
 peak in a preallocated scratch array. No inference, logging, locks or numpy allocation of its own. On its first
 block only, it asks for realtime scheduling of its own thread where the server did not give it
-(:func:`runtime.process.realtime_thread`). :meth:`AudioOutput.start` shortens the GIL switch interval
+(:func:`runtime.scheduling.realtime_thread`). :meth:`AudioOutput.start` shortens the GIL switch interval
 (:data:`runtime.output.SWITCH_INTERVAL_S` says why).
 
 On JACK, PortAudio is a JACK client: :func:`set_jack_client_name` names it (ports ``NAME:out_0``, ``NAME:out_1``),
@@ -33,7 +33,7 @@ import time
 from runtime.errors import AudioUnavailable, KickspaceError
 from runtime.jack_session import open_client, route
 from runtime.output import AUDIO_ENV, JACK_STOPPED, SWITCH_INTERVAL_S, OutputMeter
-from runtime.process import REALTIME_PRIORITY, realtime_thread
+from runtime.scheduling import REALTIME_PRIORITY, realtime_thread
 
 NO_DEVICE_HELP = ("Run `runtime list` to see the devices PortAudio finds, start a JACK server (e.g. `jackd -d alsa` "
                   "for a sound card, or `jackd --no-realtime -d dummy -r 48000 -p 128` to run without one), or "
@@ -126,7 +126,7 @@ class AudioOutput(OutputMeter):
         On JACK: connect the outputs to the system playback ports; otherwise leave them unconnected.
     rt_priority : int
         ``SCHED_FIFO`` priority the callback's thread asks for on its first block when it is not realtime already
-        (:func:`runtime.process.realtime_thread`); 0 leaves its scheduling alone.
+        (:func:`runtime.scheduling.realtime_thread`); 0 leaves its scheduling alone.
     """
 
     def __init__(self, engine, device: dict, *, samplerate: int, blocksize: int = 0, client_name: str = "kickspace",

@@ -17,7 +17,7 @@ import pytest
 
 from runtime import cli
 from runtime.output import UNDERFLOW_LOG
-from runtime.process import REALTIME_PRIORITY, WORKER_NICE, realtime_permitted
+from runtime.scheduling import REALTIME_PRIORITY, WORKER_NICE, realtime_permitted
 from tests.jack_fixtures import (PERIOD, ROOT, PlayerProcess, Rig, count_onsets, jack_server,  # noqa: F401
                                  onsets_after, sender, sound_starts, thread_scheduling, underflows_between,
                                  write_test_preset)
@@ -165,7 +165,7 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
                f"recorder saw {rig.recorder.xruns} xrun callbacks; realtime={jack_server.realtime}")
     print(context)
     assert rc == 0 and stats["errors"] == 0 and stats["dropped_notes"] == 0
-    # live play ran with the start-up heap frozen out of the collector and the render worker niced (runtime.process)
+    # live play ran with the start-up heap frozen out of the collector and the render worker niced (runtime.scheduling)
     assert stats["gc"]["frozen_objects"] > 10_000 and stats["worker_nice"] == WORKER_NICE
     # exact unless a MIDI client missed cycles, each of which JACK may repeat or drop (tests/jack_fixtures.py)
     misses = jack_server.midi_misses(rig.midi_clients, log_at)
@@ -184,7 +184,7 @@ def test_twenty_seconds_of_notes_and_cc_sweeps_stay_glitch_free(jack_server, sen
     if len(calm) < 20:
         pytest.skip(f"only {len(calm)} of {sent} notes came with no server xrun near them: too loaded to judge")
     assert silent == 0 and onsets <= stats["notes"], heard
-    if realtime_permitted():  # the audio thread asked for SCHED_FIFO (runtime.process.realtime_thread) and got it
+    if realtime_permitted():  # the audio thread asked for SCHED_FIFO (runtime.scheduling.realtime_thread) and got it
         assert stats["audio_thread"].startswith("SCHED_FIFO"), context
 
 
@@ -284,7 +284,7 @@ def test_musician_errors(jack_server, preset, tmp_path, capsys):
 
 def test_the_audio_thread_runs_sched_fifo_where_permitted_unless_told_not_to(jack_server, preset, tmp_path):
     """Under ``jackd --no-realtime`` libjack leaves the player's process thread an ordinary one; the callback asks
-    for SCHED_FIFO on its first block (runtime.process.realtime_thread). Seen from outside, in /proc: exactly one
+    for SCHED_FIFO on its first block (runtime.scheduling.realtime_thread). Seen from outside, in /proc: exactly one
     thread of the player runs SCHED_FIFO at the default priority, and none with ``--rt-priority 0``."""
     if not realtime_permitted():
         pytest.skip("this process may not use realtime scheduling (not root, no rtprio limit)")

@@ -1,4 +1,4 @@
-"""Process settings of live play (runtime.process): frozen garbage collector, GC pause timing, worker niceness,
+"""Scheduling settings of live play (runtime.scheduling): frozen garbage collector, GC pause timing, worker niceness,
 the audio thread's realtime scheduling."""
 
 import gc
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from runtime.process import (REALTIME_PRIORITY, GcPauses, freeze_gc, lower_thread_priority, realtime_permitted,
+from runtime.scheduling import (REALTIME_PRIORITY, GcPauses, freeze_gc, lower_thread_priority, realtime_permitted,
                              realtime_thread, thread_nice)
 
 
@@ -132,7 +132,7 @@ def test_sigusr2_prints_every_threads_stack():
 
     if not hasattr(signal, "SIGUSR2"):
         pytest.skip("no SIGUSR2 on this platform")
-    code = ("import os, signal, threading, time; from runtime.process import dump_stacks_on; "
+    code = ("import os, signal, threading, time; from runtime.scheduling import dump_stacks_on; "
             "assert dump_stacks_on(); t = threading.Thread(target=time.sleep, args=(2,), daemon=True); t.start(); "
             "os.kill(os.getpid(), signal.SIGUSR2); time.sleep(0.2); print('still here')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -1,4 +1,5 @@
-"""Process- and thread-wide settings of live play: what keeps the audio callback from waiting on the rest of Python.
+"""Scheduling of live play: the process- and thread-wide settings that keep the audio callback from waiting on the
+rest of Python (thread priorities and niceness, the garbage collector, the heap).
 
 The audio callback runs on a JACK process thread and needs the GIL (on JACK it reads the cycle's MIDI there too:
 :mod:`runtime.jack_client`). Whatever holds the GIL or the CPU when the cycle starts makes it late, and a late
