@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from export.graph import GriffinLim, MagnitudeToAudio  # noqa: E402
-from export.onnx import save_onnx  # noqa: E402
+from export.onnx_file import save_onnx  # noqa: E402
 from export.phase import PhaseGradient  # noqa: E402
 from render_quality import bandwidth_khz  # noqa: E402
 from runtime.spec import SPECS, SpectrogramSpec  # noqa: E402

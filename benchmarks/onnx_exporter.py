@@ -4,8 +4,9 @@ For a shipped preset folder (``presets/kicks``, ``presets/kit``) the torch model
 architecture, spec, K and phase init from its metadata, weights from the ``model.*`` initialisers of its
 ``decoder.onnx`` and ``encoder.onnx`` (every parameter must be found there). Each graph export writes
 (``encoder.onnx``, ``decoder.onnx``, ``decoder_preview.onnx``) is then saved twice through
-``export.onnx.save_onnx`` with onnxruntime's basic optimisations, as the export does: once by the legacy TorchScript
-exporter (what the shipped files were written with) and once by the torch.export-based one. Per graph it prints:
+``export.onnx_file.save_onnx`` with onnxruntime's basic optimisations, as the export does: once by the legacy
+TorchScript exporter (what the shipped files were written with) and once by the torch.export-based one. Per graph it
+prints:
 
 * parity: max abs and max relative (to the legacy output's peak) difference of every output, both files run by
   onnxruntime on the same seeded inputs (batch 4);
@@ -33,7 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.render_latency import _session  # noqa: E402
-from export.onnx import save_onnx  # noqa: E402
+from export.onnx_file import save_onnx  # noqa: E402
 from export.phase import make_init  # noqa: E402
 from export.preset_folder import DecoderGraph, EncoderGraph, _examples  # noqa: E402
 from runtime import model as fmt  # noqa: E402

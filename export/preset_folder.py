@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from export.graph import FactorizedLogMel, MagnitudeToAudio
-from export.onnx import save_onnx
+from export.onnx_file import save_onnx
 from export.phase import DEFAULT_INIT, make_init
 from runtime import model as fmt
 from runtime.errors import ConfigError, KickspaceError

@@ -246,7 +246,7 @@ def test_encoder_file_stays_small_at_n_fft_2048(tmp_path):
                                mel_scale="htk", n_mels=32)
     audio = torch.from_numpy(np.random.default_rng(0).standard_normal((2, spec.n_samples)).astype(np.float32))
     assert torch.allclose(FactorizedLogMel(spec)(audio), waveform_to_features(audio, spec), atol=1e-4)
-    from export.onnx import save_onnx
+    from export.onnx_file import save_onnx
 
     path = save_onnx(FactorizedLogMel(spec), tmp_path / "front.onnx", (audio,), input_names=("audio",),
                      output_names=("features",))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from export.graph import FactorizedSTFT, GriffinLim, MagnitudeToAudio
-from export.onnx import save_onnx
+from export.onnx_file import save_onnx
 from export.phase import PhaseGradient, random_phase
 from runtime.spec import SpectrogramSpec
 from tests.signals import simple_kick
@@ -86,7 +86,7 @@ def _export_and_run(module, feats: np.ndarray, tmp_path, batch_sizes=(1, 8)):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         save_onnx(module, path, (torch.as_tensor(feats[:1]),), input_names=["features"], output_names=["audio"])
-    # torch.export-based exporter (opset 18): no deprecation warning, nor any other (export/onnx.py)
+    # torch.export-based exporter (opset 18): no deprecation warning, nor any other (export/onnx_file.py)
     assert [str(w.message) for w in caught] == []
     model = onnx.load(path)
     assert model.ir_version <= 13
@@ -168,7 +168,7 @@ def test_a_failed_export_leaves_the_previous_file_and_nothing_else(tmp_path, mon
     """The export writes a temporary beside the file and renames it at the end: a module torch.export cannot trace,
     or a failure after the graph was written, leaves the old file as it was, no temporary and no exporter report
     (the working folder is watched too)."""
-    import export.onnx
+    import export.onnx_file
 
     class Untraceable(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +183,7 @@ def test_a_failed_export_leaves_the_previous_file_and_nothing_else(tmp_path, mon
     path.write_bytes(b"previous model")
     with pytest.raises(torch.onnx.OnnxExporterError, match="torch.export"):
         save_onnx(Untraceable(), path, (torch.ones(2, 3),), input_names=["x"], output_names=["y"])
-    monkeypatch.setattr(export.onnx, "_optimize", interrupted)
+    monkeypatch.setattr(export.onnx_file, "_optimize", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_onnx(torch.nn.Identity(), path, (torch.ones(2, 3),), input_names=["x"], output_names=["y"], optimize=True)
     assert path.read_bytes() == b"previous model" and list(tmp_path.iterdir()) == [path]
