@@ -3,7 +3,7 @@
 When PortAudio is missing or finds no output device (:class:`runtime.errors.AudioUnavailable`), the player says
 why in one line, renders the demo groove (``--fallback-midi``, default :data:`DEMO_GROOVE`) through the preset
 offline (:func:`runtime.render.render_midi`, 48 kHz, as ``runtime render`` does) to FILE plus a spectrogram PNG
-beside it (:mod:`runtime.spectrogram`), and prints the one command that enables live play on this system
+beside it (:mod:`runtime.spectrogram_png`), and prints the one command that enables live play on this system
 (:func:`live_play_command`: the distribution's PortAudio or JACK package, or the JACK server to start). It exits 0:
 the user got a file. ``make play`` passes the option, so the README's first command always ends in sound or a file.
 """
@@ -105,7 +105,7 @@ def render_instead(preset: str | Path, error: AudioUnavailable, out: str | Path,
         The preset, the MIDI file or the model is unusable (one line, as ``runtime render`` says it).
     """
     from runtime.render import render_midi
-    from runtime.spectrogram import write_spectrogram_png
+    from runtime.spectrogram_png import write_spectrogram_png
 
     midi = DEMO_GROOVE if midi is None else Path(midi)
     path, fmt = output_file(out, None, "demo")

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from runtime.fallback import DEMO_GROOVE, JACK_DUMMY, live_play_command, os_release
-from runtime.spectrogram import log_spectrogram, png_bytes, write_spectrogram_png
+from runtime.spectrogram_png import log_spectrogram, png_bytes, write_spectrogram_png
 from tests import onnx_fixtures as fx
 
 ROOT = Path(__file__).resolve().parents[1]
