@@ -151,6 +151,14 @@ class ModelMetadata:
                 f"{source}: model format version {version!r} is not supported by this runtime (it reads version "
                 f"{FORMAT_VERSION}); re-export the model with this version's `python -m export onnx` or update "
                 f"Kickspace")
+        try:
+            return cls._from_fields(data)
+        except ConfigError as err:  # every field error names the file too
+            raise ConfigError(f"{source}: {err.field}", err.problem) from None
+
+    @classmethod
+    def _from_fields(cls, data: dict[str, Any]) -> "ModelMetadata":
+        """The typed metadata from its JSON fields; a missing, unknown or bad field raises ConfigError naming it."""
         data = _fields(cls, data, "metadata")
         for name in ("spec", "latent"):
             if name not in data:
@@ -160,32 +168,21 @@ class ModelMetadata:
             raise ConfigError("metadata.latent", f"must be a positive integer, got {latent!r}")
         axes = tuple(Axis.from_dict(a, where=f"metadata.axes[{i}]", latent=latent)
                      for i, a in enumerate(data.get("axes", ())))
-        return cls(spec=_spec(data["spec"], source=source), latent=latent, labels=tuple(data.get("labels", ())),
-                   axes=axes,
+        # the spec is typed with every field required: the sizes derived from it must not come from defaults
+        spec = SpectrogramSpec.from_dict(data["spec"], where="metadata.spec", complete=True)
+        return cls(spec=spec, latent=latent, labels=tuple(data.get("labels", ())), axes=axes,
                    griffin_lim_iterations=int(data.get("griffin_lim_iterations", 0)),
                    phase_init=str(data.get("phase_init", "")),
                    preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})),
-                   preparation=_preparation(data.get("preparation"), source=source))
+                   preparation=_preparation(data.get("preparation")))
 
 
-def _spec(data: Any, *, source: str) -> SpectrogramSpec:
-    """The metadata's ``spec``, typed and validated: a missing, unknown or bad field fails on one line naming the file
-    and the field (``metadata.spec.hop_length``), before any size derived from it is used."""
-    try:
-        return SpectrogramSpec.from_dict(data, where="metadata.spec", complete=True)
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err.field}", err.problem) from None
-
-
-def _preparation(data: Any, *, source: str) -> Preparation:
-    """The metadata's ``preparation`` (typed, validated; a bad field fails naming the file and the field), or
+def _preparation(data: Any) -> Preparation:
+    """The metadata's ``preparation`` (typed, validated; a bad field raises ConfigError naming it), or
     :data:`LEGACY_PREPARATION` for a model exported before the field existed."""
     if data is None:
         return LEGACY_PREPARATION
-    try:
-        return Preparation.from_dict(data, where="metadata.preparation")
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err.field}", err.problem) from None
+    return Preparation.from_dict(data, where="metadata.preparation")
 
 
 def _fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:

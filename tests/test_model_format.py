@@ -32,6 +32,10 @@ def test_unknown_version_and_fields_are_refused_by_name():
     bad_axis = {**data, "axes": [{"name": "sub", "direction": [1.0, 2.0]}]}
     with pytest.raises(ConfigError, match=r"metadata.axes\[0\].direction: has 2 values, the latent size is 3"):
         M.ModelMetadata.from_json(json.dumps(bad_axis))
+    for bad, field in ((bad_axis, r"metadata.axes\[0\].direction"), ({**data, "latent": 0}, "metadata.latent"),
+                       ({**data, "colour": 1}, "metadata.colour")):  # every field error names the file too
+        with pytest.raises(ConfigError, match=rf"^x/decoder.onnx: {field}: "):
+            M.ModelMetadata.from_json(json.dumps(bad), source="x/decoder.onnx")
     with pytest.raises(KickspaceError, match="not a Kickspace model"):
         M.ModelMetadata.from_json(json.dumps({"format": "other"}))
 
