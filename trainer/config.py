@@ -137,11 +137,6 @@ class TrainConfig:
         """Plain dict of every field (what checkpoints and ``config.toml`` store)."""
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; an unknown key raises ConfigError naming ``train.KEY``."""
-        return cls(**check_fields(data, cls, where="train"))
-
 
 @dataclass(frozen=True)
 class RunConfig:
