@@ -1,0 +1,225 @@
+"""The five knobs as defined time-frequency gains on the decoded spectrogram: each knob means what its name means.
+
+The VAE's latent space carries *which* kick (pads, random draws, morphs, a user's sample); latent directions fitted
+to descriptors could not carry the knobs: on both shipped presets two knobs ran against their names by descriptors
+the project did not write, and every knob dragged others with it (|rho| 0.93-0.98; issue 20). The knobs are
+therefore a last stage of the decoder graph: a gain over (frequency, time) on the linear power spectrum that the
+mel pseudo-inverse returns, before Griffin-Lim retrieves the phase. Each knob owns one region of the kick, where the
+definition producers and the literature use puts it, so a knob moves its own descriptor on any sound, of any model,
+and moves the others only where physics ties them:
+
+============  =============================================================================================  ========
+knob          what it changes (its definition)                                                               range
+============  =============================================================================================  ========
+sub           the level below ~80 Hz of the body (from 25 ms on): the sub layer of a kick synthesiser;       ±12 dB
+              the descriptor is the share of power below 80 Hz (Ramires et al. 2020's "boominess" / the
+              AudioCommons booming model weigh the same band)
+punch         the 150 Hz-1 kHz energy of the first ~40 ms: the upper part of the pitch sweep, the "initial    ±12 dB
+              transient / pitch-envelope impact" of kick synth manuals; descriptor: the 150 Hz-1 kHz share
+              of 20 Hz-1 kHz in the first 30 ms
+decay         the slope of the level after the attack, the same at every frequency (an exponential          -36/+18
+              envelope change, as a synth's amp-envelope decay): -36 dB / +18 dB at the end of the buffer;   dB
+              descriptor: time from the peak to -20 dB (the RMS decay time of the MPEG-7 temporal
+              descriptors' family)
+click         the energy above 2 kHz in the first ~15 ms: the beater click; descriptor: the share of power   ±18 dB
+              above 2 kHz in the first 15 ms
+brightness    a spectral tilt above 500 Hz after the attack (±4 dB per octave; click owns the attack's top):   ±4 dB/oct
+              descriptor: the spectral centroid (librosa) over the first 100 ms
+============  =============================================================================================  ========
+
+A knob value ``v`` in [-1, 1] scales its gain: ``gain_db = relu(v) * up + relu(-v) * down`` with the table's
+``up`` / ``down`` shapes, and the five add in dB. Gains multiply power, so a band the decoder left silent stays
+silent (the floor gate of :func:`trainer.spec.features_to_power` is not undone) and every knob at 0 is the identity.
+The shapes are smooth (raised-cosine edges in log-frequency and time) so no knob makes a spectral or temporal edge
+Griffin-Lim would ring on. The graph computes ``relu(v), relu(-v)`` ``[B, 10]`` times a precomputed basis
+``[10, F*T]``: one small MatMul and an Exp per render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from runtime.spec import SpectrogramSpec
+from trainer.spec import features_to_power
+
+#: The knobs, in the order of the decoder graph's ``controls`` input.
+KNOBS: tuple[str, ...] = ("sub", "punch", "decay", "click", "brightness")
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a knob acts: frequencies ``lo_hz``..``hi_hz`` and times ``start_s``..``end_s``, each edge a raised
+    cosine over ``*_edge`` (octaves for frequency, seconds for time; the region's gain is full inside the edges)."""
+
+    lo_hz: float = 0.0
+    hi_hz: float = float("inf")
+    start_s: float = 0.0
+    end_s: float = float("inf")
+    freq_edge_oct: float = 0.5
+    time_edge_s: float = 0.02
+
+
+#: Regions of the level knobs and their gain in dB at +1 and -1.
+SUB = Region(hi_hz=80.0, start_s=0.06, freq_edge_oct=0.6, time_edge_s=0.03)
+PUNCH = Region(lo_hz=150.0, hi_hz=1000.0, end_s=0.03, freq_edge_oct=0.4, time_edge_s=0.03)
+CLICK = Region(lo_hz=2000.0, end_s=0.012, freq_edge_oct=0.4, time_edge_s=0.015)
+LEVEL_DB: dict[str, tuple[float, float]] = {"sub": (12.0, -12.0), "punch": (12.0, -12.0), "click": (18.0, -18.0)}
+#: decay: from DECAY_START_S on, a frame ``drop`` dB under the sound's loudest frame comes out at
+#: ``drop * (1 + k)``, k = DECAY_SLOPE[0] at +1 (0.5: the decay to any level up to DECAY_HOLD_DB takes twice as long
+#: on an exponential decay) and DECAY_SLOPE[1] at -1 (the level falls twice as fast). Lengthening fades out between
+#: DECAY_HOLD_DB and DECAY_FLOOR_DB, so a frame at or under DECAY_FLOOR_DB is left where it is: the floor and the
+#: buffer's end are not lifted (an expander's release, as the sustain control of a transient designer).
+DECAY_SLOPE = (-0.5, 1.0)
+DECAY_HOLD_DB = 30.0
+DECAY_FLOOR_DB = 60.0
+DECAY_CUT_DB = 60.0
+DECAY_START_S = 0.04
+DECAY_EDGE_S = 0.01
+#: brightness: dB per octave above BRIGHT_PIVOT_HZ at +1 / -1, faded in over the attack (click owns the first ms).
+BRIGHT_DB_PER_OCT = (6.0, -6.0)
+BRIGHT_CAP_DB = 18.0
+BRIGHT_PIVOT_HZ = 150.0
+BRIGHT_START_S = 0.0
+BRIGHT_EDGE_S = 0.0
+
+
+def _rise(x: np.ndarray, start: float, width: float) -> np.ndarray:
+    """0 up to ``start``, a raised cosine to 1 over ``width``, then 1."""
+    if width <= 0:
+        return (x >= start).astype(np.float64)
+    u = np.clip((x - start) / width, 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * u)
+
+
+def _band(x: np.ndarray, lo: float, hi: float, edge: float) -> np.ndarray:
+    """1 on [lo, hi], a raised-cosine edge of width ``edge`` outside each finite end, 0 beyond."""
+    out = np.ones_like(x, dtype=np.float64)
+    if np.isfinite(lo):
+        out = out * _rise(x, lo - edge, edge)
+    if np.isfinite(hi):
+        out = out * (1.0 - _rise(x, hi, edge))
+    return out
+
+
+def _axes(spec: SpectrogramSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Bin frequencies ``[F]`` (Hz) and frame-centre times ``[T]`` (s; frame t is centred on sample t * hop)."""
+    freqs = np.arange(spec.n_freq) * spec.sample_rate / spec.n_fft
+    times = np.arange(spec.frames) * spec.hop_length / spec.sample_rate
+    return freqs, times
+
+
+def _region(region: Region, freqs: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The region's shape ``[F, T]`` in [0, 1] (frequency edges in octaves)."""
+    octs = np.log2(np.maximum(freqs, 1.0))
+    lo = np.log2(region.lo_hz) if region.lo_hz > 0 else -np.inf
+    hi = np.log2(region.hi_hz) if np.isfinite(region.hi_hz) else np.inf
+    start = region.start_s if region.start_s > 0 else -np.inf
+    return np.outer(_band(octs, lo, hi, region.freq_edge_oct), _band(times, start, region.end_s, region.time_edge_s))
+
+
+def gain_basis(spec: SpectrogramSpec) -> np.ndarray:
+    """dB gain shapes ``[2 * len(KNOBS), n_freq, frames]`` float64: row ``2k`` is knob k at +1, row ``2k + 1`` at -1.
+
+    ``gain_db = relu(v) @ basis[0::2] + relu(-v) @ basis[1::2]`` for knob values ``v [B, len(KNOBS)]``. The decay
+    rows are zero: decay depends on the sound's own envelope (:func:`decay_gain_db`).
+    """
+    freqs, times = _axes(spec)
+    basis = np.zeros((2 * len(KNOBS), spec.n_freq, spec.frames))
+    regions = {"sub": SUB, "punch": PUNCH, "click": CLICK}
+    for name, region in regions.items():
+        k = KNOBS.index(name)
+        shape = _region(region, freqs, times)
+        basis[2 * k], basis[2 * k + 1] = LEVEL_DB[name][0] * shape, LEVEL_DB[name][1] * shape
+    k = KNOBS.index("brightness")
+    tilt = np.minimum(np.maximum(np.log2(np.maximum(freqs, 1.0) / BRIGHT_PIVOT_HZ), 0.0), BRIGHT_CAP_DB / BRIGHT_DB_PER_OCT[0])
+    after = _rise(times, BRIGHT_START_S - BRIGHT_EDGE_S, BRIGHT_EDGE_S) if BRIGHT_EDGE_S > 0 else np.ones_like(times)
+    basis[2 * k] = BRIGHT_DB_PER_OCT[0] * np.outer(tilt, after)
+    basis[2 * k + 1] = BRIGHT_DB_PER_OCT[1] * np.outer(tilt, after)
+    return basis
+
+
+def decay_time_weight(spec: SpectrogramSpec) -> np.ndarray:
+    """Where decay acts, ``[frames]`` in [0, 1]: from DECAY_START_S on, faded in over DECAY_EDGE_S before it."""
+    _, times = _axes(spec)
+    return _rise(times, DECAY_START_S - DECAY_EDGE_S, DECAY_EDGE_S)
+
+
+def decay_gain_db(drop_db: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """dB gain of frames ``drop_db`` (<= 0: each frame's level re the loudest, ``[B, T]``) for decay values ``[B]``.
+
+    Longer (value > 0): ``-k * value * f(drop)`` with ``f(d) = d`` down to ``-DECAY_HOLD_DB``, then falling back to
+    0 at ``-DECAY_FLOOR_DB``; shorter (value < 0): ``k * |value| * max(d, -DECAY_CUT_DB)``.
+    """
+    d = np.minimum(drop_db, 0.0)
+    held = np.where(d >= -DECAY_HOLD_DB, d, -DECAY_HOLD_DB * np.clip((d + DECAY_FLOOR_DB)
+                                                                     / (DECAY_FLOOR_DB - DECAY_HOLD_DB), 0.0, 1.0))
+    v = np.asarray(value, dtype=np.float64)[:, None]
+    return np.maximum(v, 0.0) * DECAY_SLOPE[0] * held + np.maximum(-v, 0.0) * DECAY_SLOPE[1] * np.maximum(d, -DECAY_CUT_DB)
+
+
+def _drop_np(frame_power: np.ndarray) -> np.ndarray:
+    db = 10.0 * np.log10(np.maximum(frame_power, 1e-20))
+    return db - db.max(axis=-1, keepdims=True)
+
+
+def power_gain_np(spec: SpectrogramSpec, values: np.ndarray, frame_power: np.ndarray) -> np.ndarray:
+    """Power gain ``[B, n_freq, frames]`` (float64) of knob values ``[B, len(KNOBS)]`` for sounds whose power per
+    frame is ``frame_power [B, frames]`` (numpy reference of :class:`Shaping`)."""
+    v = np.clip(np.atleast_2d(np.asarray(values, dtype=np.float64)), -1.0, 1.0)
+    basis = gain_basis(spec)
+    db = np.einsum("bk,kft->bft", np.maximum(v, 0.0), basis[0::2]) \
+        + np.einsum("bk,kft->bft", np.maximum(-v, 0.0), basis[1::2])
+    decay = decay_gain_db(_drop_np(np.atleast_2d(frame_power)), v[:, KNOBS.index("decay")])
+    db = db + (decay * decay_time_weight(spec)[None])[:, None, :]
+    return 10.0 ** (db / 10.0)
+
+
+class Shaping(nn.Module):
+    """Knob values ``[B, len(KNOBS)]`` and the sound's power per frame ``[B, T]`` -> power gain ``[B, rows, T]``.
+
+    ``rows`` selects and orders the STFT bins (the exported graph's FFT layout gathers them; ``None`` keeps natural
+    order). Values are clamped to [-1, 1]. Ops: MatMul, Relu, Log, ReduceMax, Clip, Exp (ONNX-exportable).
+    """
+
+    def __init__(self, spec: SpectrogramSpec, rows: torch.Tensor | np.ndarray | None = None) -> None:
+        super().__init__()
+        basis = gain_basis(spec)
+        if rows is not None:
+            basis = basis[:, np.asarray(rows)]
+        self.rows, self.frames = basis.shape[1], basis.shape[2]
+        flat = basis.reshape(basis.shape[0], -1) * (np.log(10.0) / 10.0)  # dB -> natural log of power
+        self.register_buffer("up", torch.tensor(flat[0::2], dtype=torch.float32))
+        self.register_buffer("down", torch.tensor(flat[1::2], dtype=torch.float32))
+        self.register_buffer("when", torch.tensor(decay_time_weight(spec), dtype=torch.float32))
+        self.decay = KNOBS.index("decay")
+        self.spec = spec
+
+    def _decay_db(self, v: torch.Tensor, frame_power: torch.Tensor) -> torch.Tensor:
+        db = 10.0 * torch.log10(torch.clamp(frame_power, min=1e-20))
+        d = torch.clamp(db - torch.amax(db, dim=-1, keepdim=True), max=0.0)
+        span = DECAY_FLOOR_DB - DECAY_HOLD_DB
+        held = torch.maximum(d, -DECAY_HOLD_DB * torch.clamp((d + DECAY_FLOOR_DB) / span, 0.0, 1.0))
+        held = torch.where(d >= -DECAY_HOLD_DB, d, held)
+        value = v[:, self.decay:self.decay + 1]
+        return (torch.relu(value) * DECAY_SLOPE[0] * held
+                + torch.relu(-value) * DECAY_SLOPE[1] * torch.clamp(d, min=-DECAY_CUT_DB)) * self.when
+
+    def forward(self, values: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+        """Power gain ``[B, rows, T]`` for knob values ``[B, K]`` and the decoded band power ``[B, M, T]``
+        (:func:`trainer.spec.features_to_power` of the features; only its sum per frame is used, for decay)."""
+        frame_power = power.sum(dim=-2)
+        v = torch.clamp(values, -1.0, 1.0)
+        log_gain = torch.matmul(torch.relu(v), self.up) + torch.matmul(torch.relu(-v), self.down)
+        log_gain = log_gain.reshape(-1, self.rows, self.frames) \
+            + (self._decay_db(v, frame_power) * (np.log(10.0) / 10.0))[:, None, :]
+        return torch.exp(log_gain)
+
+    def magnitude(self, features: torch.Tensor, magnitude: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Shape ``magnitude [B, C, F, T]`` (``MelInverse(spec)(features)``, natural bin order) by knob values
+        ``[B, K]``; ``features [B, C, M, T]`` give the frame power (channels summed), as in the exported graph."""
+        power = features_to_power(features, self.spec).sum(dim=1)
+        return magnitude * torch.sqrt(self(values, power))[:, None]
