@@ -7,9 +7,12 @@ This module imports numpy and onnxruntime only (never torch, never ``trainer``).
 
 Graph contracts (DESIGN.md, "Exported model"):
 
-- decoder: ``z`` float32 ``[B, latent]`` (+ ``label`` int64 ``[B]`` for a CVAE) -> ``audio`` float32
-  ``[B, samples]`` and ``logmel`` float32 ``[B, bins, frames]``, with ``samples == spec.n_samples`` (the metadata's
-  spectrogram spec, :mod:`runtime.spec`, is the explicit buffer length; a graph that disagrees is refused on load);
+- decoder: ``z`` float32 ``[B, latent]`` (+ ``label`` int64 ``[B]`` for a CVAE, + ``controls`` float32
+  ``[B, len(metadata.controls)]`` when the model has shaping controls) -> ``audio`` float32 ``[B, samples]`` and
+  ``logmel`` float32 ``[B, bins, frames]``, with ``samples == spec.n_samples`` (the metadata's spectrogram spec,
+  :mod:`runtime.spec`, is the explicit buffer length; a graph that disagrees is refused on load). ``controls`` are
+  the shaping knobs (``trainer.shaping``), a last stage of the graph: values in [-1, 1], all zeros = the decoder's
+  own sound; ``logmel`` is the decoder's features before them;
 - encoder: ``audio`` float32 ``[B, samples]`` (+ ``label``) -> ``mu``, ``logvar`` float32 ``[B, latent]``;
 - preview decoder (optional): the decoder's inputs and outputs with fewer Griffin-Lim iterations
   (``preview_iterations``), so a knob that is moving can be heard at a fraction of the render cost; the full decoder
@@ -30,7 +33,7 @@ import numpy as np
 
 from runtime.dsp import Preparation
 from runtime.errors import ConfigError, KickspaceError
-from runtime.schema import check_fields
+from runtime.schema import check_fields, require
 from runtime.spec import SpectrogramSpec
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,10 @@ class ModelMetadata:
         Class names for a CVAE (index = ``label`` input); empty for an unconditional VAE.
     axes : tuple of Axis
         Named knob directions; may be empty.
+    controls : tuple of str
+        Names of the decoder graphs' shaping controls, in the column order of their ``controls`` input; empty for a
+        model without them (every model exported before they existed). A name is never also an axis name, so a
+        preset knob's ``axis`` names one or the other unambiguously (:meth:`knob_names`).
     griffin_lim_iterations : int
         K, the Griffin-Lim iterations inside the decoder graph.
     phase_init : str
@@ -105,6 +112,7 @@ class ModelMetadata:
     latent: int
     labels: tuple[str, ...] = ()
     axes: tuple[Axis, ...] = ()
+    controls: tuple[str, ...] = ()
     griffin_lim_iterations: int = 0
     phase_init: str = ""
     preview_iterations: int = 0
@@ -126,6 +134,14 @@ class ModelMetadata:
     @property
     def conditional(self) -> bool:
         return bool(self.labels)
+
+    def knob_names(self) -> tuple[str, ...]:
+        """Every name a knob may move: the shaping controls, then the latent axes."""
+        return self.controls + tuple(a.name for a in self.axes)
+
+    def control_index(self, name: str) -> int | None:
+        """Column of ``name`` in the decoder's ``controls`` input, or None when it is not a shaping control."""
+        return self.controls.index(name) if name in self.controls else None
 
     def axis(self, name: str) -> Axis:
         for axis in self.axes:
@@ -168,13 +184,31 @@ class ModelMetadata:
             raise ConfigError("metadata.latent", f"must be a positive integer, got {latent!r}")
         axes = tuple(Axis.from_dict(a, where=f"metadata.axes[{i}]", latent=latent)
                      for i, a in enumerate(data.get("axes", ())))
+        controls = _controls(data.get("controls", ()), axes)
         # the spec is typed with every field required: the sizes derived from it must not come from defaults
         spec = SpectrogramSpec.from_dict(data["spec"], where="metadata.spec", complete=True)
-        return cls(spec=spec, latent=latent, labels=tuple(data.get("labels", ())), axes=axes,
+        return cls(spec=spec, latent=latent, labels=tuple(data.get("labels", ())), axes=axes, controls=controls,
                    griffin_lim_iterations=int(data.get("griffin_lim_iterations", 0)),
                    phase_init=str(data.get("phase_init", "")),
                    preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})),
                    preparation=_preparation(data.get("preparation")))
+
+
+def _controls(data: Any, axes: tuple[Axis, ...]) -> tuple[str, ...]:
+    """The metadata's ``controls``: unique non-empty names, none of them an axis name (a preset knob's ``axis``
+    must name one or the other unambiguously); a bad one raises ConfigError naming ``metadata.controls[i]``."""
+    require(isinstance(data, (list, tuple)), "metadata.controls",
+            f"must be a list of names, got {type(data).__name__}")
+    axis_names = {a.name for a in axes}
+    names: list[str] = []
+    for i, name in enumerate(data):
+        where = f"metadata.controls[{i}]"
+        require(isinstance(name, str) and bool(name.strip()), where, f"must be a non-empty name, got {name!r}")
+        require(name not in names, where, f"{name!r} is listed twice")
+        require(name not in axis_names, where, f"{name!r} is also the name of a latent axis (metadata.axes); "
+                                               f"a knob could not tell which it moves")
+        names.append(name)
+    return tuple(names)
 
 
 def _preparation(data: Any) -> Preparation:
@@ -288,7 +322,9 @@ class ExportedModel:
         self._decoder = _session(decoder_path, threads=threads)
         self.metadata = _metadata_of(self._decoder, decoder_path)
         label = {"label": "tensor(int64)"} if self.metadata.conditional else {}
-        _check_io(self._decoder, decoder_path, inputs={"z": "tensor(float)", **label}, outputs=("audio", "logmel"))
+        controls = {"controls": "tensor(float)"} if self.metadata.controls else {}
+        decoder_inputs = {"z": "tensor(float)", **label, **controls}
+        _check_io(self._decoder, decoder_path, inputs=decoder_inputs, outputs=("audio", "logmel"))
         _check_length(self._decoder.get_outputs(), decoder_path, self.metadata.spec)
         encoder_path = self.folder / ENCODER_FILE
         self._encoder = None
@@ -300,7 +336,7 @@ class ExportedModel:
             _check_io(self._encoder, encoder_path, inputs={"audio": "tensor(float)", **label},
                       outputs=("mu", "logvar"))
             _check_length(self._encoder.get_inputs(), encoder_path, self.metadata.spec)
-        self._preview = self._open_preview(threads=threads, inputs={"z": "tensor(float)", **label})
+        self._preview = self._open_preview(threads=threads, inputs=decoder_inputs)
 
     def _open_preview(self, *, threads: int, inputs: dict[str, str]):
         path = self.folder / PREVIEW_FILE
@@ -333,6 +369,25 @@ class ExportedModel:
             raise KickspaceError(f"label index out of range 0..{len(self.metadata.labels) - 1}: {ids.tolist()}")
         return {"label": ids}
 
+    def _controls_feed(self, controls: np.ndarray | None, batch: int) -> dict[str, np.ndarray]:
+        """The ``controls`` feed ``[batch, len(metadata.controls)]`` float32 (zeros when None: the decoder's own
+        sound); a model without shaping controls takes none, and refuses non-zero values (one line)."""
+        names = self.metadata.controls
+        if not names:
+            if controls is not None and np.any(np.asarray(controls) != 0):
+                axes = ", ".join(self.metadata.knob_names()) or "none"
+                raise KickspaceError(f"{self.folder}: this model has no shaping controls (it was exported without "
+                                     f"them); its knobs move latent axes instead ({axes})")
+            return {}
+        if controls is None:
+            return {"controls": np.zeros((batch, len(names)), dtype=np.float32)}
+        values = np.asarray(controls, dtype=np.float32)
+        values = values[None] if values.ndim == 1 else values
+        if values.ndim != 2 or values.shape[1] != len(names) or values.shape[0] not in (1, batch):
+            raise KickspaceError(f"controls have shape {list(np.shape(controls))}, the model wants [{batch}, "
+                                 f"{len(names)}] (columns: {', '.join(names)})")
+        return {"controls": np.ascontiguousarray(np.broadcast_to(values, (batch, len(names))))}
+
     def warm_up(self, *, runs: int = 2) -> None:
         """Run each decoder graph ``runs`` times on a zero latent, so onnxruntime's first-run allocations (about
         4 MB and a few ms per graph, measured) happen at load time instead of at the first hit or knob move.
@@ -351,9 +406,13 @@ class ExportedModel:
                 if run == 0:
                     _check_samples(audio.shape[-1], self.folder / PREVIEW_FILE, self.metadata.spec)
 
-    def decode(self, z: np.ndarray, *, label: np.ndarray | int | None = None, preview: bool = False,
-               cancel: "CancelToken | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, z: np.ndarray, *, label: np.ndarray | int | None = None, controls: np.ndarray | None = None,
+               preview: bool = False, cancel: "CancelToken | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """Latent ``[B, latent]`` -> (audio ``[B, samples]``, logmel ``[B, bins, frames]``), float32.
+
+        ``controls``: the shaping controls' values ``[B, len(metadata.controls)]`` (or one row for every sound) in
+        the order of ``metadata.controls``; None plays every control at 0 (no shaping). A model without shaping
+        controls takes no such feed: non-zero values for it raise :class:`KickspaceError`.
 
         ``preview=True`` runs the preview decoder when the model has one (the same sound with
         ``metadata.preview_iterations`` Griffin-Lim iterations), else the full one. ``cancel``: a token another
@@ -363,7 +422,7 @@ class ExportedModel:
         if z.shape[1] != self.metadata.latent:
             raise KickspaceError(f"z has {z.shape[1]} dimensions, the model's latent size is {self.metadata.latent}")
         session = self._preview if preview and self._preview is not None else self._decoder
-        feed = {"z": z, **self._label_feed(label, z.shape[0])}
+        feed = {"z": z, **self._label_feed(label, z.shape[0]), **self._controls_feed(controls, z.shape[0])}
         try:
             audio, logmel = session.run(["audio", "logmel"], feed, run_options=cancel and cancel.run_options)
         except Exception:

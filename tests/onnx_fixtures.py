@@ -38,9 +38,13 @@ def save_graph(graph: onnx.GraphProto, path, meta_json: str | None) -> None:
 
 
 def write_decoder(path, meta_json: str | None, *, weights: np.ndarray | None = None, conditional: bool = False,
-                  offsets: tuple[float, ...] = (0.0, 10.0), out_name: str = "audio", slow: int = 0) -> None:
+                  offsets: tuple[float, ...] = (0.0, 10.0), out_name: str = "audio", slow: int = 0,
+                  controls: np.ndarray | None = None) -> None:
     """``audio = z @ W`` with ``W`` ``[latent, samples]`` (default: seeded random ``[3, 64]``), ``logmel`` a
     reshape of ``z @ V``; with ``conditional`` a ``label`` input adds ``offsets[label]`` to every sample.
+
+    ``controls`` ``[K, samples]``: a ``controls`` input ``[B, K]`` (shaping controls) adds ``controls_in @ controls``
+    to the audio; ``logmel`` stays the decoder's own (as an export's does).
 
     ``slow``: that many ``[256, 512] @ [512, 512]`` matmuls on a z-dependent tensor, added to the audio times 0 (the
     same sound, tens of milliseconds per run: a render that can be cancelled while it runs)."""
@@ -54,6 +58,11 @@ def write_decoder(path, meta_json: str | None, *, weights: np.ndarray | None = N
     nodes = [helper.make_node("MatMul", ["z", "W"], ["a0"]), helper.make_node("MatMul", ["z", "V"], ["m0"]),
              helper.make_node("Reshape", ["m0", "shape"], ["logmel"])]
     inputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["B", latent])]
+    if controls is not None:
+        inits.append(numpy_helper.from_array(np.asarray(controls, dtype=np.float32), "C"))
+        nodes = [helper.make_node("MatMul", ["z", "W"], ["zw"]), helper.make_node("MatMul", ["controls", "C"], ["cw"]),
+                 helper.make_node("Add", ["zw", "cw"], ["a0"])] + nodes[1:]
+        inputs.append(helper.make_tensor_value_info("controls", TensorProto.FLOAT, ["B", len(controls)]))
     if conditional:
         table = np.asarray(offsets, dtype=np.float32)[:, None]
         inits.append(numpy_helper.from_array(table, "offsets"))
@@ -109,13 +118,14 @@ PREVIEW_LEVEL = 0.5
 
 def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, labels: tuple[str, ...] = (),
                       encoder: bool = False, preview: bool = False, preview_level: float = PREVIEW_LEVEL,
-                      slow: int = 0) -> Path:
+                      slow: int = 0, controls: tuple[str, ...] = ()) -> Path:
     """A model folder whose decoder plays ``z[0] * kick + z[1] * click + z[2] * tone`` (latent 3).
 
     Axes: ``sub`` along latent 0 with scale 0.5 (the kick's amplitude), ``click`` along latent 1. Spec: ``samples``
     long at ``sample_rate``. A pad anchored at ``(1, 0, 0)`` with ``sub = v`` plays ``(1 + 0.5 v) * kick``. With
     ``preview`` the folder also has a preview decoder playing ``preview_level`` times the same sound; ``slow``
-    makes the full decoder take longer (see :func:`write_decoder`).
+    makes the full decoder take longer (see :func:`write_decoder`). ``controls``: names of shaping controls; control
+    ``k``'s value ``c`` adds ``(k + 1) * c * tone`` (a sound no latent point of the pads' anchors makes alone).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,14 +136,17 @@ def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, l
     hop = samples // FRAMES
     spec = dataclasses.replace(SPEC, sample_rate=sample_rate, hop_length=hop, frames=FRAMES,
                                n_fft=max(SPEC.n_fft, hop), win_length=max(SPEC.win_length, hop))
-    meta = metadata(spec=spec, labels=labels, preview_iterations=2 if preview else 0,
-                    axes=(M.Axis("sub", (1.0, 0.0, 0.0), 0.5), M.Axis("click", (0.0, 1.0, 0.0), 1.0)))
+    axes = tuple(a for a in (M.Axis("sub", (1.0, 0.0, 0.0), 0.5), M.Axis("click", (0.0, 1.0, 0.0), 1.0))
+                 if a.name not in controls)
+    meta = metadata(spec=spec, labels=labels, preview_iterations=2 if preview else 0, axes=axes, controls=controls)
     offsets = tuple(0.0 for _ in labels) or (0.0,)
+    shaping = np.stack([(k + 1) * tone for k in range(len(controls))]) if controls else None
     write_decoder(folder / M.DECODER_FILE, meta.to_json(), weights=weights, conditional=bool(labels),
-                  offsets=offsets, slow=slow)
+                  offsets=offsets, slow=slow, controls=shaping)
     if preview:
         write_decoder(folder / M.PREVIEW_FILE, meta.to_json(), weights=preview_level * weights,
-                      conditional=bool(labels), offsets=offsets)
+                      conditional=bool(labels), offsets=offsets,
+                      controls=None if shaping is None else preview_level * shaping)
     if encoder:
         write_encoder(folder / M.ENCODER_FILE, meta.to_json(), samples=samples)
     return folder
