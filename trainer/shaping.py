@@ -8,31 +8,40 @@ mel pseudo-inverse returns, before Griffin-Lim retrieves the phase. Each knob ow
 definition producers and the literature use puts it, so a knob moves its own descriptor on any sound, of any model,
 and moves the others only where physics ties them:
 
-============  =============================================================================================  ========
-knob          what it changes (its definition)                                                               range
-============  =============================================================================================  ========
-sub           the level below ~80 Hz of the body (from 25 ms on): the sub layer of a kick synthesiser;       ±12 dB
-              the descriptor is the share of power below 80 Hz (Ramires et al. 2020's "boominess" / the
-              AudioCommons booming model weigh the same band)
-punch         the 150 Hz-1 kHz energy of the first ~40 ms: the upper part of the pitch sweep, the "initial    ±12 dB
-              transient / pitch-envelope impact" of kick synth manuals; descriptor: the 150 Hz-1 kHz share
-              of 20 Hz-1 kHz in the first 30 ms
-decay         the slope of the level after the attack, the same at every frequency (an exponential          -36/+18
-              envelope change, as a synth's amp-envelope decay): -36 dB / +18 dB at the end of the buffer;   dB
-              descriptor: time from the peak to -20 dB (the RMS decay time of the MPEG-7 temporal
-              descriptors' family)
-click         the energy above 2 kHz in the first ~15 ms: the beater click; descriptor: the share of power   ±18 dB
-              above 2 kHz in the first 15 ms
-brightness    a spectral tilt above 500 Hz after the attack (±4 dB per octave; click owns the attack's top):   ±4 dB/oct
-              descriptor: the spectral centroid (librosa) over the first 100 ms
-============  =============================================================================================  ========
+============  =============================================================================================
+knob          what it changes, where, and the definition it follows
+============  =============================================================================================
+sub           below 80 Hz (edge to ~120 Hz), from 60 ms on (fading in from 30 ms): the body's fundamental,
+              the sub layer of a kick synthesiser. ±12 dB. Read as the share of power below 80 Hz / 60 Hz
+              (the band the AudioCommons "booming" model and Ramires et al. 2020's boominess weigh).
+punch         150 Hz-1 kHz in the first 30 ms (fading out by 60 ms): the energy the pitch sweep puts above
+              the fundamental at the hit. Kick synthesisers' punch "adds energy to the very start of the
+              sound ... increases the depth of pitch modulation" (Knobula Kickain manual). ±12 dB. Read as
+              the 150 Hz-1 kHz share of 20 Hz-1 kHz in the first 30 ms.
+decay         the fall of the level after 40 ms, the same gain at every frequency: a frame ``d`` dB under
+              the loudest comes out at ``d * (1 - k v)``-like (see :data:`DECAY_SLOPE`): the envelope
+              length of LMMS Kicker's Length / an amp envelope's decay, done as a transient designer's
+              sustain (an expander on the sound's own envelope). Read as the time from the peak until the
+              level first falls 20 dB (librosa RMS) / 30 dB (own) under it.
+click         above 2 kHz in the first 12 ms (fading out by 27 ms): the beater click ("adds a click/punch to
+              the beginning of the kick", LMMS Kicker; "filtered clicks at the start", Kickain). ±18 dB.
+              Read as the share of power above 2 kHz / 5 kHz in the first 15 / 10 ms.
+brightness    a tilt of +-6 dB per octave above 150 Hz (at most +-18 dB), the whole sound: a tone control.
+              Read as the spectral centroid over the first 100 ms (librosa's spectral_centroid; MPEG-7's
+              spectral centroid, Peeters 2004), the AudioCommons brightness model's main feature.
+============  =============================================================================================
+
+Ratio descriptors share their denominators, so a knob that adds power anywhere lowers every "share of all power"
+a little (punch lowers the sub share; a longer decay holds more of the sub-heavy tail): rank correlations report
+such side effects as |rho| near 1 however small they are; ``trainer axes`` and ``benchmarks/knob_reference.py``
+report their size next to rho, in units of the real kicks' spread.
 
 A knob value ``v`` in [-1, 1] scales its gain: ``gain_db = relu(v) * up + relu(-v) * down`` with the table's
-``up`` / ``down`` shapes, and the five add in dB. Gains multiply power, so a band the decoder left silent stays
+``up`` / ``down`` shapes (decay's depends on the sound's envelope), and the five add in dB. Gains multiply power, so a band the decoder left silent stays
 silent (the floor gate of :func:`trainer.spec.features_to_power` is not undone) and every knob at 0 is the identity.
 The shapes are smooth (raised-cosine edges in log-frequency and time) so no knob makes a spectral or temporal edge
-Griffin-Lim would ring on. The graph computes ``relu(v), relu(-v)`` ``[B, 10]`` times a precomputed basis
-``[10, F*T]``: one small MatMul and an Exp per render.
+Griffin-Lim would ring on. The graph computes ``relu(v), relu(-v)`` ``[B, 5]`` each times a precomputed basis
+``[5, F*T]``, the decay gain from the frame sums of the decoded power, and one Exp per render.
 """
 
 from __future__ import annotations
