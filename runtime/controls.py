@@ -1,8 +1,11 @@
 """Control state and the control logic: MIDI messages -> knob values, latent points per pad, engine and worker calls.
 
-:class:`ControlState` is the pure part: knob values per axis (CC -> value through the knob's curve and range) and
-each pad's latent rows ``z = anchor + sum(value * scale * direction)`` (one row per velocity layer when velocity
-moves an axis). :class:`Controller` is the control thread's job from DESIGN.md: it applies CC and program changes to
+:class:`ControlState` is the pure part: knob values per name (CC -> value through the knob's curve and range) and
+each pad's decoder inputs, one row per velocity layer when velocity moves a knob: latent rows
+``z = anchor + sum(value * scale * direction)`` over the knobs on latent axes, and the shaping controls' row (the
+values of the knobs on the model's shaping controls, ``metadata.controls``, fed to the decoder graph's ``controls``
+input; issue 20). A knob name is one or the other, never both (the metadata refuses a name that is both); a model
+without shaping controls moves every knob through its latent axes, as before. :class:`Controller` is the control thread's job from DESIGN.md: it applies CC and program changes to
 the state and asks the render worker for the sounds the new state needs; note-ons go straight to the engine (no
 inference on the note path). Offline render drives the same :class:`Controller` and renders synchronously. An OSC
 knob (:mod:`runtime.osc`) is a position 0..1 on the same knob, through the same curve and range as a CC
@@ -70,7 +73,7 @@ def bind_control(preset: Preset, axis: str, *, cc: int | None = None, osc: str |
 
 
 def velocity_layer_offsets(layers: int, amount: float) -> np.ndarray:
-    """Axis offset of each velocity layer ``[layers]``: ``amount * (2 * v / 127 - 1)`` at the layer's centre
+    """Axis (or shaping control) offset of each velocity layer ``[layers]``: ``amount * (2 * v / 127 - 1)`` at the layer's centre
     velocity (the engine picks layer ``velocity * layers // 128``)."""
     centres = (np.arange(layers) + 0.5) * 128.0 / layers
     return amount * (2.0 * np.minimum(centres, 127.0) / 127.0 - 1.0)
@@ -84,7 +87,7 @@ class ControlState:
     preset : Preset
         Checked against ``metadata`` here (axes, labels, anchor sizes).
     metadata : ModelMetadata
-        The model's axes, labels and latent size.
+        The model's axes, shaping controls, labels and latent size.
     anchors : dict, optional
         Note -> latent anchor ``[latent]`` for pads whose anchor is not in the preset (user samples, encoded by
         :func:`encode_samples`); pads without either sit at the origin.
@@ -112,7 +115,7 @@ class ControlState:
     def set_position(self, axis: str, position: float) -> bool:
         """Move ``axis`` to ``position`` 0..1 of its knob's travel, through the knob's curve and range as a CC
         would (:func:`knob_position`; an axis the preset has no knob for travels -1..1 linearly); True when it
-        moved. Raises :class:`ConfigError` for a name that is not one of the model's axes."""
+        moved. ``axis`` may name a latent axis or a shaping control; any other name raises :class:`ConfigError`."""
         knob = next((k for k in self.preset.knobs if k.axis == axis), None)
         if knob is None:
             self.check_axis(axis)
@@ -123,35 +126,55 @@ class ControlState:
         return changed
 
     def set_axis(self, name: str, value: float) -> None:
-        """Set an axis value directly (one-shot render, tests); the name must be one of the model's axes."""
+        """Set a knob value directly (one-shot render, tests); the name must be one of the model's axes or shaping
+        controls."""
         self.check_axis(name)
         if not math.isfinite(value):
             raise ConfigError(f"axes.{name}", f"must be a finite number, got {value}")
         self.values[name] = float(value)
 
     def check_axis(self, name: str) -> None:
-        """Raise :class:`ConfigError` unless ``name`` is one of the model's axes."""
-        known = [a.name for a in self.metadata.axes]
+        """Raise :class:`ConfigError` unless ``name`` is one of the model's knob names (shaping controls and latent
+        axes, :meth:`~runtime.model.ModelMetadata.knob_names`)."""
+        known = self.metadata.knob_names()
         if name not in known:
-            raise ConfigError("axes", f"the model has no axis named {name!r} (it has: {', '.join(known) or 'none'})")
+            what = "axis or shaping control" if self.metadata.controls else "axis"
+            raise ConfigError("axes", f"the model has no {what} named {name!r} (it has: {', '.join(known) or 'none'})")
 
     @property
     def layers(self) -> int:
-        """Velocity layers per pad (1 unless velocity moves an axis)."""
+        """Velocity layers per pad (1 unless velocity moves an axis or a shaping control)."""
         return self.preset.velocity.layers if self.preset.velocity.axis is not None else 1
 
     def pad_z(self, note: int) -> np.ndarray:
-        """Latent rows of a pad ``[layers, latent]`` float32 for the current knob values."""
+        """Latent rows of a pad ``[layers, latent]`` float32 for the current values of the knobs on latent axes
+        (knobs on shaping controls leave z alone: :meth:`pad_controls`)."""
+        controls = self.metadata.controls
         z = self._anchors[note].copy()
         for name, value in self.values.items():
-            axis = self.metadata.axis(name)
-            z += value * axis.scale * np.asarray(axis.direction)
+            if name not in controls:
+                axis = self.metadata.axis(name)
+                z += value * axis.scale * np.asarray(axis.direction)
         rows = np.repeat(z[None], self.layers, axis=0)
         velocity = self.preset.velocity
-        if velocity.axis is not None:
+        if velocity.axis is not None and velocity.axis not in controls:
             axis = self.metadata.axis(velocity.axis)
             offsets = velocity_layer_offsets(self.layers, velocity.amount)
             rows += offsets[:, None] * axis.scale * np.asarray(axis.direction)[None]
+        return rows.astype(np.float32)
+
+    def pad_controls(self, note: int) -> np.ndarray:
+        """The shaping controls' rows of a pad ``[layers, len(metadata.controls)]`` float32, columns in the order
+        of ``metadata.controls`` (the decoder graph's ``controls`` input): each control's knob value (0, no shaping,
+        for a control no knob moves), plus the velocity layer's offset (:func:`velocity_layer_offsets`) when
+        velocity moves that control. ``[layers, 0]`` for a model without shaping controls. The same for every pad
+        today; ``note`` keeps the per-pad contract of :meth:`pad_z`."""
+        controls = self.metadata.controls
+        row = np.array([self.values.get(name, 0.0) for name in controls], dtype=np.float64)
+        rows = np.repeat(row[None], self.layers, axis=0)
+        velocity = self.preset.velocity
+        if velocity.axis is not None and velocity.axis in controls:
+            rows[:, controls.index(velocity.axis)] += velocity_layer_offsets(self.layers, velocity.amount)
         return rows.astype(np.float32)
 
     def pad_label(self, note: int) -> int | None:
@@ -160,8 +183,11 @@ class ControlState:
         return None if pad is None or pad.label is None else self.metadata.labels.index(pad.label)
 
     def requests(self, model: ExportedModel) -> list[PadRequest]:
-        """One render request per pad for the current state."""
-        return [PadRequest(p.note, model, self.pad_z(p.note), self.pad_label(p.note)) for p in self.preset.pads]
+        """One render request per pad for the current state (with its shaping controls' rows when the model has
+        shaping controls, else ``controls=None``)."""
+        shaped = bool(self.metadata.controls)
+        return [PadRequest(p.note, model, self.pad_z(p.note), self.pad_label(p.note),
+                           self.pad_controls(p.note) if shaped else None) for p in self.preset.pads]
 
 
 def encode_samples(preset: Preset, model: ExportedModel) -> dict[int, np.ndarray]:
@@ -288,8 +314,8 @@ class Controller:
         """MIDI or OSC learn: ``axis`` moves with CC ``cc`` or OSC address ``osc`` from now on (:func:`bind_control`);
         returns the axis's knob. The current preset (what "save current sound" writes) keeps the binding.
 
-        Raises :class:`ConfigError` for a name that is not one of the model's axes: a knob on an unknown axis would
-        break every later render.
+        Raises :class:`ConfigError` for a name that is neither one of the model's axes nor one of its shaping
+        controls: a knob on an unknown name would break every later render.
         """
         self.state.check_axis(axis)
         self.preset = self.state.preset = bind_control(self.preset, axis, cc=cc, osc=osc)
@@ -306,7 +332,7 @@ class Controller:
         return dataclasses.replace(self.preset, knobs=knobs, name=name)
 
     def set_axes(self, values: dict[str, float]) -> None:
-        """Set axis values directly and request the new sounds."""
+        """Set knob values (latent axes or shaping controls) directly and request the new sounds."""
         for name, value in values.items():
             self.state.set_axis(name, value)
         self.worker.request(self.state.requests(self.model))

@@ -298,7 +298,7 @@ def apply(player, event: object, when: float) -> None:
     :meth:`~runtime.controls.Controller.move_knob`; an axis or address the preset lacks is dropped and counted on
     ``player.osc``; a note without a pad sounds nothing, as over MIDI."""
     controller = player.controller
-    axes = [a.name for a in controller.model.metadata.axes]
+    axes = controller.model.metadata.knob_names()  # latent axes and shaping controls
     if isinstance(event, PadHit):
         import mido
 

@@ -144,7 +144,7 @@ class Player:
                                       worker_factory=LiveWorker)
         self.engine, self.controller = instrument.engine, instrument.controller
         self.worker: LiveWorker = instrument.worker  # type: ignore[assignment]  # built by worker_factory
-        axes = [a.name for a in self.controller.model.metadata.axes]
+        axes = self.controller.model.metadata.knob_names()  # latent axes and shaping controls
         if config.learn is not None and config.learn not in axes:
             raise ConfigError("--learn", f"the model has no axis {config.learn!r} "
                                          f"(it has: {', '.join(axes) or 'none'})")

@@ -64,10 +64,12 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxoth
 
 @dataclass(frozen=True)
 class Knob:
-    """A control that moves the sound along one named latent axis: a MIDI CC, an OSC address, or both.
+    """A control that moves one named knob of the model: a MIDI CC, an OSC address, or both.
 
-    A position ``x`` in 0..1 of the control's travel (CC value / 127, or an OSC float) maps to
-    ``min + curve(x) * (max - min)``, the knob value used in ``z = anchor + value * scale * direction``; ``default``
+    ``axis`` names a shaping control of the model (``metadata.controls``: the value is fed to the decoder graph's
+    ``controls`` input) or a latent axis (``metadata.axes``). A position ``x`` in 0..1 of the control's travel (CC
+    value / 127, or an OSC float) maps to ``min + curve(x) * (max - min)``, the knob value: the control's value, or
+    the latent move in ``z = anchor + value * scale * direction``; ``default``
     is the value before the first move. ``cc`` None: no MIDI CC; ``osc``: an OSC address of the knob's own (e.g. a
     TouchOSC fader's ``/1/fader1``) besides ``/kickspace/knob/<axis>``, which moves it always.
     """
@@ -101,9 +103,10 @@ class Pad:
 
 @dataclass(frozen=True)
 class Velocity:
-    """Velocity -> gain ``(velocity / 127) ** curve`` (0 = every hit at full level), and optionally -> an axis.
+    """Velocity -> gain ``(velocity / 127) ** curve`` (0 = every hit at full level), and optionally -> a knob.
 
-    With ``axis`` set, a hit adds ``amount * (2 * velocity / 127 - 1)`` to that axis (soft hits below the knob's
+    With ``axis`` set (a latent axis or a shaping control, as :class:`Knob`'s), a hit adds
+    ``amount * (2 * velocity / 127 - 1)`` to that knob's value (soft hits below the knob's
     value, hard hits above); the runtime pre-renders ``layers`` velocity layers per pad so a hit needs no inference.
     """
 
@@ -167,12 +170,13 @@ class Preset:
         return write_text(path, json.dumps(self.to_dict(relative_to=path.parent.resolve()), indent=2) + "\n")
 
     def check_against(self, metadata: ModelMetadata) -> None:
-        """Refuse axes, labels and anchors the model does not have, naming the preset field."""
-        axes = [a.name for a in metadata.axes]
+        """Refuse axes, labels and anchors the model does not have, naming the preset field. A knob's (or
+        velocity's) ``axis`` may name a latent axis or one of the model's shaping controls."""
+        names = list(metadata.knob_names())
         for i, knob in enumerate(self.knobs):
-            _need_axis(knob.axis, axes, f"knobs[{i}].axis")
+            _need_axis(knob.axis, names, f"knobs[{i}].axis")
         if self.velocity.axis is not None:
-            _need_axis(self.velocity.axis, axes, "velocity.axis")
+            _need_axis(self.velocity.axis, names, "velocity.axis")
         for i, pad in enumerate(self.pads):
             where = f"pads[{i}]"
             if pad.label is not None and pad.label not in metadata.labels:
@@ -186,9 +190,9 @@ class Preset:
                                                      f"{metadata.latent}")
 
 
-def _need_axis(name: str, axes: list[str], where: str) -> None:
-    if name not in axes:
-        raise ConfigError(where, f"the model has no axis {name!r} (it has: {', '.join(axes) or 'none'})")
+def _need_axis(name: str, names: list[str], where: str) -> None:
+    if name not in names:
+        raise ConfigError(where, f"the model has no axis {name!r} (it has: {', '.join(names) or 'none'})")
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
@@ -429,13 +433,14 @@ def _unique(values: list[Any], where: str, name: str) -> None:
 # ----------------------------------------------------------------------------------------------- default preset
 
 def default_preset(metadata: ModelMetadata, model_dir: str | Path, *, name: str = "") -> Preset:
-    """The default mapping for a model: its axes on CC 20, 21, ..., one pad per class label (or pad 36 at the origin).
+    """The default mapping for a model: its knob names (shaping controls, then latent axes) on CC 20, 21, ..., one
+    pad per class label (or pad 36 at the origin).
 
     Labels that are General MIDI drum names get their GM note (kick 36, snare 38, clap 39, hat 42, open hat 46,
     tom 45, ...); others take the next free note from 36 up. Closed and open hat share choke group 1.
     """
-    knobs = tuple(Knob(cc=FIRST_KNOB_CC + i, axis=axis.name)
-                  for i, axis in enumerate(metadata.axes[:MAX_DEFAULT_KNOBS]))
+    knobs = tuple(Knob(cc=FIRST_KNOB_CC + i, axis=name)
+                  for i, name in enumerate(metadata.knob_names()[:MAX_DEFAULT_KNOBS]))
     return Preset(model=Path(model_dir).resolve(), knobs=knobs, pads=_default_pads(metadata.labels), name=name)
 
 

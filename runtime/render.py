@@ -124,7 +124,8 @@ def render_midi(preset: Preset | str | Path, midi_path: str | Path, *, sample_ra
 
 def render_one_shot(preset: Preset | str | Path, axes: dict[str, float] | None = None, *, note: int | None = None,
                     velocity: int = 127, sample_rate: int | None = None, blocksize: int = 256) -> np.ndarray:
-    """Render one hit of a pad (default: the preset's first) at the given axis values (others at their knob default).
+    """Render one hit of a pad (default: the preset's first) at the given knob values (others at their knob
+    default); a name is one of the model's latent axes or shaping controls (``ControlState.check_axis``).
 
     Returns
     -------
@@ -159,7 +160,8 @@ def play_hit(engine: Engine, note: int, velocity: int) -> np.ndarray:
 
 
 def parse_axes(text: str) -> dict[str, float]:
-    """``"sub=0.8,decay=0.3"`` -> ``{"sub": 0.8, "decay": 0.3}`` (values in axis units, typically -1..1)."""
+    """``"sub=0.8,decay=0.3"`` -> ``{"sub": 0.8, "decay": 0.3}`` (knob values: axis units for a latent axis,
+    typically -1..1; -1..1 for a shaping control, 0 = no shaping)."""
     values = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")

@@ -217,13 +217,13 @@ class StatusView:
         values = p.controller.state.values
         bound = {k.axis: k for k in p.controller.preset.knobs}
         knobs = []
-        for axis in p.controller.model.metadata.axes:
-            knob = bound.get(axis.name)
+        for name in p.controller.model.metadata.knob_names():  # shaping controls and latent axes
+            knob = bound.get(name)
             lo, hi = (knob.min, knob.max) if knob else (-1.0, 1.0)
-            v = float(values.get(axis.name, 0.0))
-            knobs.append({"axis": axis.name, "cc": knob.cc if knob else None, "value": v,
+            v = float(values.get(name, 0.0))
+            knobs.append({"axis": name, "cc": knob.cc if knob else None, "value": v,
                           "fraction": 0.0 if hi == lo else min(max((v - lo) / (hi - lo), 0.0), 1.0),
-                          "learning": p.learn_axis == axis.name})
+                          "learning": p.learn_axis == name})
         now = time.monotonic()
         return {"title": f"Kickspace  {p.controller.preset.name or p.preset_path}   {p.describe()}",
                 "knobs": knobs, "recent": [(round(now - when, 1), text) for when, text in list(p.recent)[-8:]],
@@ -249,7 +249,7 @@ class StatusView:
             old = termios.tcgetattr(fd)
         except termios.error:
             return
-        axes = [a.name for a in self.player.controller.model.metadata.axes]
+        axes = list(self.player.controller.model.metadata.knob_names())  # latent axes and shaping controls
         try:
             tty.setcbreak(fd)
             while not self._stop.is_set():

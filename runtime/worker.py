@@ -1,4 +1,5 @@
-"""The render worker: turns the latest requested latent point of each pad into an immutable engine buffer.
+"""The render worker: turns the latest requested decoder inputs of each pad (latent rows, shaping controls) into an
+immutable engine buffer.
 
 Requests are keyed by pad note: a new request replaces a pending one for the same pad, so a knob swept through 100
 values while a render runs costs one more render, of the latest value (stale requests are coalesced). All pending
@@ -42,12 +43,15 @@ from runtime.model import CancelToken, ExportedModel, RenderCancelled
 @dataclass(frozen=True, eq=False)
 class PadRequest:
     """What one pad should sound like: latent rows ``z`` ``[layers, latent]`` (one per velocity layer) of ``model``,
-    with class index ``label`` for a conditional model."""
+    with class index ``label`` for a conditional model and the shaping controls' rows ``controls``
+    ``[layers, len(model.metadata.controls)]`` for a model with shaping controls (None: every control at 0, and
+    always None for a model without them)."""
 
     note: int
     model: ExportedModel
     z: np.ndarray
     label: int | None = None
+    controls: np.ndarray | None = None
 
 
 @dataclass
@@ -309,7 +313,7 @@ def render_sounds(requests: list[PadRequest], sample_rate: int, *, fade_out_ms: 
     labels = None
     if model.metadata.conditional:
         labels = np.concatenate([np.full(n, r.label, dtype=np.int64) for r, n in zip(requests, rows)])
-    audio, _ = model.decode(z, label=labels, preview=preview, cancel=cancel)
+    audio, _ = model.decode(z, label=labels, controls=_controls(requests, rows), preview=preview, cancel=cancel)
     if nonfinite is not None:
         bad = np.count_nonzero(~np.isfinite(audio.reshape(audio.shape[0], -1)), axis=1)
         nonfinite.extend(int(part.sum()) for part in np.split(bad, np.cumsum(rows)[:-1]))
@@ -317,3 +321,15 @@ def render_sounds(requests: list[PadRequest], sample_rate: int, *, fade_out_ms: 
     audio = sanitize(audio, rate, fade_out_ms=fade_out_ms, dc_cutoff_hz=dc_cutoff_hz)
     audio = resample(audio, rate, sample_rate).astype(np.float32)
     return np.split(audio, np.cumsum(rows)[:-1])
+
+
+def _controls(requests: list[PadRequest], rows: list[int]) -> np.ndarray | None:
+    """The shaping controls' rows of one batched decode, aligned with the concatenated z rows (``rows[i]`` per
+    request; a request without them gets zeros), or None when no request has any (a model without controls)."""
+    if all(r.controls is None for r in requests):
+        return None
+    width = len(requests[0].model.metadata.controls)
+    parts = [np.zeros((n, width), np.float32) if r.controls is None
+             else np.broadcast_to(np.atleast_2d(np.asarray(r.controls, np.float32)), (n, width))
+             for r, n in zip(requests, rows)]
+    return np.concatenate(parts)

@@ -92,3 +92,161 @@ def test_preview_decoder_takes_controls_too(tmp_path):
     quick = model.decode(z, controls=[[1.0]], preview=True)[0] - model.decode(z, preview=True)[0]
     assert np.allclose(quick, fx.PREVIEW_LEVEL * full, atol=1e-5) and np.abs(full).max() > 0.1
     model.warm_up()
+
+
+# ------------------------------------------------------------------------------------------- controls in the state
+
+RATE = 8000
+CONTROLS = ("punch", "decay")  # control k adds (k + 1) * value * tone (tests/onnx_fixtures.linear_kick_model)
+
+
+@pytest.fixture(scope="module")
+def shaped(tmp_path_factory):
+    """A linear kick model with axes ``sub``, ``click`` and shaping controls ``punch``, ``decay``; its
+    ``preset.json`` (pad 36 at the kick, CC 20 -> sub, CC 21 -> punch, 1 output channel)."""
+    root = tmp_path_factory.mktemp("shaped")
+    folder = fx.linear_kick_model(root / "model", sample_rate=RATE, samples=1024, controls=CONTROLS, preview=True)
+    doc = {"format": "kickspace-preset", "format_version": 1, "name": "shaped", "model": "model",
+           "knobs": [{"cc": 20, "axis": "sub"}, {"cc": 21, "axis": "punch"}],
+           "pads": [{"note": 36, "anchor": [1.0, 0.0, 0.0]}, {"note": 38, "anchor": [0.0, 1.0, 0.0]}],
+           "output": {"gain": 1.0, "fade_ms": 2.0, "channels": 1}}
+    (root / "preset.json").write_text(json.dumps(doc))
+    return folder, root / "preset.json"
+
+
+def _tone(samples=1024):
+    t = np.arange(samples) / RATE
+    return (np.sin(2 * np.pi * 220 * t) * np.exp(-t / 0.1)).astype(np.float32)
+
+
+def test_a_knob_on_a_control_moves_the_controls_row_and_not_z(shaped):
+    from runtime.controls import ControlState
+    from runtime.preset import load_preset
+
+    folder, path = shaped
+    preset = load_preset(path)
+    state = ControlState(preset, M.ExportedModel(folder).metadata)
+    z0, c0 = state.pad_z(36), state.pad_controls(36)
+    assert c0.shape == (1, 2) and c0.dtype == np.float32 and not c0.any()
+    assert state.set_cc(21, 127)  # punch to +1
+    np.testing.assert_array_equal(state.pad_z(36), z0)
+    np.testing.assert_array_equal(state.pad_controls(36), [[1.0, 0.0]])
+    assert state.set_cc(20, 127)  # sub (a latent axis) to +1: z moves, the controls row does not
+    np.testing.assert_allclose(state.pad_z(36), [[1.5, 0.0, 0.0]])
+    np.testing.assert_array_equal(state.pad_controls(36), [[1.0, 0.0]])
+    state.set_axis("decay", -0.5)  # a control no knob is bound to, set directly (one-shot render)
+    np.testing.assert_array_equal(state.pad_controls(38), [[1.0, -0.5]])
+    assert state.set_position("decay", 1.0)  # an OSC knob on a control without a CC knob
+    np.testing.assert_array_equal(state.pad_controls(36), [[1.0, 1.0]])
+    requests = state.requests(M.ExportedModel(folder))
+    assert [r.note for r in requests] == [36, 38]
+    np.testing.assert_array_equal(requests[1].controls, [[1.0, 1.0]])
+    with pytest.raises(ConfigError, match="no axis or shaping control named 'nope' .*punch, decay, sub, click"):
+        state.set_axis("nope", 0.1)
+
+
+def test_velocity_on_a_control_makes_layers_differ_in_that_control_only(shaped):
+    import dataclasses
+
+    from runtime.controls import ControlState, velocity_layer_offsets
+    from runtime.preset import Velocity, load_preset
+
+    folder, path = shaped
+    preset = dataclasses.replace(load_preset(path), velocity=Velocity(axis="decay", amount=0.8, layers=4))
+    state = ControlState(preset, M.ExportedModel(folder).metadata)
+    state.set_axis("decay", 0.1)
+    z, controls = state.pad_z(36), state.pad_controls(36)
+    assert z.shape == (4, 3) and np.all(z == z[0])  # the latent rows stay the same in every layer
+    np.testing.assert_allclose(controls[:, 1], 0.1 + velocity_layer_offsets(4, 0.8), rtol=1e-6)
+    np.testing.assert_array_equal(controls[:, 0], 0.0)
+
+
+def test_presets_may_name_controls_and_the_default_preset_maps_them_first(shaped):
+    import dataclasses
+
+    from runtime.preset import Knob, Velocity, default_preset, load_preset
+
+    folder, path = shaped
+    meta = M.ExportedModel(folder).metadata
+    preset = load_preset(path)
+    preset.check_against(meta)
+    dataclasses.replace(preset, velocity=Velocity(axis="punch", amount=0.5)).check_against(meta)
+    with pytest.raises(ConfigError, match=r"knobs\[2\].axis: the model has no axis 'nope' .*punch, decay, sub"):
+        dataclasses.replace(preset, knobs=preset.knobs + (Knob(cc=22, axis="nope"),)).check_against(meta)
+    assert [k.axis for k in default_preset(meta, folder).knobs] == ["punch", "decay", "sub", "click"]
+
+
+def test_an_older_model_without_controls_plays_as_before(tmp_path):
+    from runtime.controls import ControlState
+    from runtime.preset import Knob, Pad, Preset, Velocity
+
+    folder = fx.linear_kick_model(tmp_path / "m", sample_rate=RATE, samples=1024)
+    model = M.ExportedModel(folder)
+    preset = Preset(model=folder, knobs=(Knob(cc=20, axis="sub"),), pads=(Pad(36, anchor=(1.0, 0.0, 0.0)),),
+                    velocity=Velocity(axis="sub", amount=1.0, layers=2))
+    state = ControlState(preset, model.metadata)
+    state.set_cc(20, 127)
+    assert state.pad_controls(36).shape == (2, 0)
+    (request,) = state.requests(model)
+    assert request.controls is None
+    np.testing.assert_allclose(request.z[:, 0], 1.5 + 0.5 * np.array([-0.5, 0.5]), atol=1e-2)
+    with pytest.raises(ConfigError, match=r"^axes: the model has no axis named 'punch' \(it has: sub, click\)$"):
+        state.check_axis("punch")
+
+
+# ------------------------------------------------------------------------------------------- worker and render
+
+def test_render_sounds_batches_controls_rows_with_their_z_rows(shaped, monkeypatch):
+    from runtime.worker import PadRequest, render_sounds
+
+    folder, _ = shaped
+    model = M.ExportedModel(folder)
+    seen = []
+    decode = model.decode
+    monkeypatch.setattr(model, "decode", lambda z, **kw: seen.append(kw["controls"]) or decode(z, **kw))
+    kick = np.array([[1.0, 0.0, 0.0]], np.float32)
+    requests = [PadRequest(36, model, np.repeat(kick, 2, 0), controls=np.array([[0.5, 0.0], [0.0, 1.0]])),
+                PadRequest(38, model, kick)]  # no controls row: every control at 0
+    shaped_sounds = render_sounds(requests, RATE, fade_out_ms=0.0, dc_cutoff_hz=0.0)
+    np.testing.assert_array_equal(seen[0], [[0.5, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    plain = render_sounds([PadRequest(36, model, kick)], RATE, fade_out_ms=0.0, dc_cutoff_hz=0.0)[0]
+    difference = (shaped_sounds[0] - plain)[:, :-1]  # the last sample is silenced by the safety fade either way
+    np.testing.assert_allclose(difference, [0.5 * _tone()[:-1], 2.0 * _tone()[:-1]], atol=1e-4)
+    np.testing.assert_allclose(shaped_sounds[1], plain, atol=1e-6)
+
+
+def test_a_live_knob_on_a_control_rerenders_with_the_new_controls(shaped):
+    import mido
+
+    from runtime.instrument import build_instrument
+    from runtime.preset import load_preset
+
+    _, path = shaped
+    instrument = build_instrument(load_preset(path), sample_rate=RATE, blocksize=128)
+    controller, engine, worker = instrument.controller, instrument.engine, instrument.worker
+    worker.render_now()
+    before = engine.pad_buffer(36).copy()
+    assert controller.handle(mido.Message("control_change", channel=0, control=21, value=127))
+    worker.render_now()
+    after = engine.pad_buffer(36)
+    assert not np.allclose(before, after)
+    knob = controller.bind("decay", cc=22)  # MIDI learn on a control
+    assert knob.axis == "decay" and knob.cc == 22
+    assert controller.handle(mido.Message("control_change", channel=0, control=22, value=0))
+    np.testing.assert_array_equal(controller.state.pad_controls(36), [[1.0, -1.0]])
+    assert controller.move_knob("decay", 0.5)  # an OSC knob
+    np.testing.assert_array_equal(controller.state.pad_controls(36), [[1.0, 0.0]])
+
+
+def test_one_shot_render_sets_a_control_by_name(shaped, tmp_path, capsys):
+    from runtime import cli
+    from runtime.render import render_one_shot
+
+    _, path = shaped
+    plain = render_one_shot(path, {})[:, 0]
+    punched = render_one_shot(path, {"punch": 0.5})[:, 0]
+    assert np.abs(punched - plain).max() > 0.1  # the tone the control adds; z (and the kick) unchanged
+    assert cli.main(["render", "--preset", str(path), "--axes", "decay=-0.5,sub=0.2",
+                     "--out", str(tmp_path / "k.wav")]) == 0
+    assert cli.main(["render", "--preset", str(path), "--axes", "nope=1", "--out", str(tmp_path / "x.wav")]) == 2
+    assert "no axis or shaping control named 'nope'" in capsys.readouterr().err
