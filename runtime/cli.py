@@ -61,8 +61,8 @@ def _add_play(sub) -> None:
         "play", help="play a preset live from MIDI (a pad hit fires a kick, CC knobs move it through the latent axes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
-            "Play a preset live: note-ons fire the preset's pads, CC knobs move the sound along the model's named "
-            "latent axes (the render worker re-renders in the background; the next hit has the new sound), program "
+            "Play a preset live: note-ons fire the preset's pads, CC knobs move the model's shaping controls or "
+            "its named latent axes (the render worker re-renders in the background; the next hit has the new sound), program "
             "changes switch presets. With a JACK server running this is one JACK client with a MIDI input "
             "CLIENT:midi_in and outputs CLIENT:out_0/out_1 (each note sounds from its own frame in the cycle that "
             "carries it; the latency it adds, none, is reported to JACK); elsewhere PortAudio plays it and "
@@ -172,7 +172,7 @@ def _add_render(sub) -> None:
             "kHz unless --rate says otherwise. With --midi, every note-on fires "
             "its pad at its exact sample (the file's tempo map honoured), CC messages move the preset's knobs and "
             "program changes switch presets at their own time; note-offs are ignored (one-shots). With --axes, one "
-            "hit of a pad at the given latent axis values. The same input always gives identical audio. Without a "
+            "hit of a pad at the given knob values (shaping controls or latent axes). The same input always gives identical audio. Without a "
             "file name in --out the file names itself after the preset and the knob state (one-shot) or the MIDI "
             "file (groove), e.g. kicks_sub+0.80_decay-0.30_pad36.wav.", 79),
         epilog="examples:\n"
@@ -180,13 +180,15 @@ def _add_render(sub) -> None:
                "  runtime render --preset presets/kicks --axes sub=0.8,decay=0.3 --out kick.wav\n"
                "  runtime render --preset presets/kicks --axes sub=0.8,decay=-0.3 --out bounces/ --format flac\n"
                "      # -> bounces/kicks_sub+0.80_decay-0.30_pad36.flac\n"
-               "axis values are knob values in axis units (-1..1 spans the range measured on the training data).")
+               "values are knob values: -1..1 for a shaping control (0 = unshaped), axis units for a latent axis "
+               "(-1..1 spans the range measured on the training data).")
     p.add_argument("--preset", required=True, metavar="PATH",
                    help="preset JSON file, or a folder holding preset.json")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--midi", metavar="FILE", help="standard MIDI file to play (notes, CC, program changes)")
     what.add_argument("--axes", metavar="NAME=VALUE,...",
-                      help="render one hit at these axis values, e.g. sub=0.8,decay=0.3 (others at their default)")
+                      help="render one hit at these knob values (shaping controls or latent axes), e.g. "
+                           "sub=0.8,decay=0.3 (others at their default)")
     p.add_argument("--out", default=None, metavar="FILE|DIR",
                    help="output file (.wav or .flac, 24-bit PCM), or a folder (a path without suffix) where the "
                         "file names itself after preset and knobs (default: the current folder)")

@@ -250,3 +250,26 @@ def test_one_shot_render_sets_a_control_by_name(shaped, tmp_path, capsys):
                      "--out", str(tmp_path / "k.wav")]) == 0
     assert cli.main(["render", "--preset", str(path), "--axes", "nope=1", "--out", str(tmp_path / "x.wav")]) == 2
     assert "no axis or shaping control named 'nope'" in capsys.readouterr().err
+
+
+def test_the_live_worker_passes_controls_to_preview_and_full_renders(shaped):
+    from runtime.engine import Engine
+    from runtime.worker import PadRequest, RenderWorker, render_sounds
+
+    folder, _ = shaped
+    model = M.ExportedModel(folder)
+    engine = Engine(RATE, 128, channels=1)
+    worker = RenderWorker(engine, preview=True, split_pads=True)
+    kick = np.array([[1.0, 0.0, 0.0]], np.float32)
+    request = PadRequest(36, model, kick, controls=np.array([[0.0, 1.0]], np.float32))
+    worker.start()
+    try:
+        worker.request([request])
+        assert worker.wait_idle(10.0)
+    finally:
+        worker.stop()
+    assert worker.stats.previews == 1 and worker.stats.renders == 1
+    expected = render_sounds([request], RATE)[0]
+    np.testing.assert_allclose(engine.pad_buffer(36)[:, :, 0], expected, atol=1e-6)
+    unshaped = render_sounds([PadRequest(36, model, kick)], RATE)[0]
+    assert np.abs(expected - unshaped).max() > 0.1
