@@ -58,14 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_play(sub) -> None:
     p = sub.add_parser(
-        "play", help="play a preset live from MIDI (a pad hit fires a kick, CC knobs move it through the latent axes)",
+        "play", help="play a preset live from MIDI (a pad hit fires a kick, CC knobs shape it)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
             "Play a preset live: note-ons fire the preset's pads, CC knobs move the model's shaping controls or "
-            "its named latent axes (the render worker re-renders in the background; the next hit has the new sound), program "
-            "changes switch presets. With a JACK server running this is one JACK client with a MIDI input "
-            "CLIENT:midi_in and outputs CLIENT:out_0/out_1 (each note sounds from its own frame in the cycle that "
-            "carries it; the latency it adds, none, is reported to JACK); elsewhere PortAudio plays it and "
+            "its named latent axes (the render worker re-renders in the background; the next hit has the new "
+            "sound), program changes switch presets. With a JACK server running this is one JACK client with a "
+            "MIDI input CLIENT:midi_in and outputs CLIENT:out_0/out_1 (each note sounds from its own frame in the "
+            "cycle that carries it; the latency it adds, none, is reported to JACK); elsewhere PortAudio plays it and "
             "python-rtmidi reads a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns "
             "and the output peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), s = save the "
             "current sound (WAV + preset), q = quit. SIGUSR1 saves too; SIGUSR2 prints every thread's stack. "
@@ -172,9 +172,9 @@ def _add_render(sub) -> None:
             "kHz unless --rate says otherwise. With --midi, every note-on fires "
             "its pad at its exact sample (the file's tempo map honoured), CC messages move the preset's knobs and "
             "program changes switch presets at their own time; note-offs are ignored (one-shots). With --axes, one "
-            "hit of a pad at the given knob values (shaping controls or latent axes). The same input always gives identical audio. Without a "
-            "file name in --out the file names itself after the preset and the knob state (one-shot) or the MIDI "
-            "file (groove), e.g. kicks_sub+0.80_decay-0.30_pad36.wav.", 79),
+            "hit of a pad at the given knob values (shaping controls or latent axes). The same input always gives "
+            "identical audio. Without a file name in --out the file names itself after the preset and the knob "
+            "state (one-shot) or the MIDI file (groove), e.g. kicks_sub+0.80_decay-0.30_pad36.wav.", 79),
         epilog="examples:\n"
                "  runtime render --preset presets/kicks --midi song.mid --out song.wav\n"
                "  runtime render --preset presets/kicks --axes sub=0.8,decay=0.3 --out kick.wav\n"

@@ -1,17 +1,18 @@
 """Control state and the control logic: MIDI messages -> knob values, latent points per pad, engine and worker calls.
 
-:class:`ControlState` is the pure part: knob values per name (CC -> value through the knob's curve and range) and
-each pad's decoder inputs, one row per velocity layer when velocity moves a knob: latent rows
-``z = anchor + sum(value * scale * direction)`` over the knobs on latent axes, and the shaping controls' row (the
-values of the knobs on the model's shaping controls, ``metadata.controls``, fed to the decoder graph's ``controls``
-input; issue 20). A knob name is one or the other, never both (the metadata refuses a name that is both); a model
-without shaping controls moves every knob through its latent axes, as before. :class:`Controller` is the control thread's job from DESIGN.md: it applies CC and program changes to
-the state and asks the render worker for the sounds the new state needs; note-ons go straight to the engine (no
-inference on the note path). Offline render drives the same :class:`Controller` and renders synchronously. An OSC
-knob (:mod:`runtime.osc`) is a position 0..1 on the same knob, through the same curve and range as a CC
-(:func:`knob_position`, :meth:`Controller.move_knob`); MIDI and OSC learn bind a knob alike (:meth:`Controller.bind`).
-A preset's engine settings reach the engine in one place only, :func:`configure_engine`. Every request the controller
-makes carries the time of the event that caused it (``stamp``), so live play measures knob -> ready from the event.
+:class:`ControlState` is the pure part: knob values per name (CC -> value through the knob's curve and range) and each
+pad's decoder inputs, one row per velocity layer when velocity moves a knob: latent rows ``z = anchor + sum(value *
+scale * direction)`` over the knobs on latent axes, and the shaping controls' row (the values of the knobs on the
+model's shaping controls, ``metadata.controls``, fed to the decoder graph's ``controls`` input; issue 20). A knob name
+is one or the other, never both (the metadata refuses a name that is both); a model without shaping controls moves
+every knob through its latent axes, as before. :class:`Controller` is the control thread's job from DESIGN.md: it
+applies CC and program changes to the state and asks the render worker for the sounds the new state needs; note-ons go
+straight to the engine (no inference on the note path). Offline render drives the same :class:`Controller` and renders
+synchronously. An OSC knob (:mod:`runtime.osc`) is a position 0..1 on the same knob, through the same curve and range
+as a CC (:func:`knob_position`, :meth:`Controller.move_knob`); MIDI and OSC learn bind a knob alike
+(:meth:`Controller.bind`). A preset's engine settings reach the engine in one place only, :func:`configure_engine`.
+Every request the controller makes carries the time of the event that caused it (``stamp``), so live play measures
+knob -> ready from the event.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def bind_control(preset: Preset, axis: str, *, cc: int | None = None, osc: str |
 
 
 def velocity_layer_offsets(layers: int, amount: float) -> np.ndarray:
-    """Axis (or shaping control) offset of each velocity layer ``[layers]``: ``amount * (2 * v / 127 - 1)`` at the layer's centre
-    velocity (the engine picks layer ``velocity * layers // 128``)."""
+    """Axis (or shaping control) offset of each velocity layer ``[layers]``: ``amount * (2 * v / 127 - 1)`` at the
+    layer's centre velocity (the engine picks layer ``velocity * layers // 128``)."""
     centres = (np.arange(layers) + 0.5) * 128.0 / layers
     return amount * (2.0 * np.minimum(centres, 127.0) / 127.0 - 1.0)
 
