@@ -16,8 +16,10 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     from export.preset_folder import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
 
     p = sub.add_parser("onnx", help="export a run as ONNX decoder + encoder graphs with a default preset",
-                       description="Write OUT/decoder.onnx (z [+ label] -> audio, logmel: the decoder, mel inverse, "
-                                   "K fast Griffin-Lim iterations from a precomputed phase, inverse STFT), "
+                       description="Write OUT/decoder.onnx (z [+ label] + controls -> audio, logmel: the decoder, "
+                                   "mel inverse, the shaping knobs sub, punch, decay, click and brightness as "
+                                   "spectral gains, K fast Griffin-Lim iterations from a precomputed phase, inverse "
+                                   "STFT), "
                                    "OUT/decoder_preview.onnx (the same with fewer iterations, for knobs in motion), "
                                    "OUT/encoder.onnx (audio [+ label] -> mu, logvar, log-mel front end inside) and "
                                    "OUT/preset.json (named axes on CC 20+, pads per class or cluster). The runtime "
@@ -39,6 +41,9 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--centroids", type=Path, default=None,
                    help="centroids.json for pad anchors (default RUN/analysis/centroids.json if present)")
     p.add_argument("--no-optimize", action="store_true", help="save the graphs without onnxruntime's optimisations")
+    p.add_argument("--no-shaping", action="store_true",
+                   help="export a latent-axes-only model: decoder graphs without the controls input (the shaping "
+                        "knobs), every axis of axes.json on the knobs, as models exported before the controls")
     p.set_defaults(handler=_run_onnx)
 
 
@@ -47,13 +52,14 @@ def _run_onnx(args: argparse.Namespace) -> int:
 
     result = export_run(args.run, out=args.out, checkpoint=args.checkpoint, n_iter=args.iterations,
                         preview_iterations=args.preview_iterations, phase_init=args.phase_init, axes=args.axes,
-                        centroids=args.centroids, optimize=not args.no_optimize)
+                        centroids=args.centroids, optimize=not args.no_optimize, shaping=not args.no_shaping)
     meta = result.metadata
     axes = ", ".join(a.name for a in meta.axes) or "none"
+    controls = ", ".join(meta.controls) or "none"
     labels = ", ".join(meta.labels) or "none (VAE)"
     preview = f", preview K={meta.preview_iterations}" if meta.preview_iterations else ""
     say(f"exported {result.folder}: latent {meta.latent}, K={meta.griffin_lim_iterations} ({meta.phase_init})"
-          f"{preview}, axes: {axes}; labels: {labels}")
+          f"{preview}, controls: {controls}; axes: {axes}; labels: {labels}")
     say("parity onnxruntime vs torch (max abs; audio relative to peak): "
           + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()))
     return 0

@@ -44,6 +44,7 @@ from torch import nn
 
 from runtime.errors import ConfigError
 from runtime.spec import SpectrogramSpec
+from trainer.shaping import KNOBS, Shaping
 from trainer.spec import LogMel, MelInverse, features_to_power, magnitude_scale, render_envelope, window
 
 #: Measured overrides of the multiply-add rule below (1024: 32 x 32 beat 16 x 64 per transform, see
@@ -338,33 +339,50 @@ class GriffinLim(nn.Module):
 
 
 class MagnitudeToAudio(nn.Module):
-    """Normalised features ``[B, 1, M, T]`` or ``[B, M, T]`` -> audio ``[B, n_samples]``.
+    """Normalised features ``[B, 1, M, T]`` or ``[B, M, T]`` (+ knob values ``[B, len(KNOBS)]``) -> audio
+    ``[B, n_samples]``.
 
     De-normalise (``trainer.spec.features_to_power``), the clamped mel pseudo-inverse of ``trainer.spec.MelInverse``
     with its rows gathered into the FFT layout (the same matrix, rows permuted/duplicated: no extra op), square
     root, then :class:`GriffinLim`. Equals ``griffin_lim(MelInverse(spec)(features), spec, ...)``.
+
+    ``shaping``: the knobs of :mod:`trainer.shaping` are the graph's last spectral stage: the layout power is
+    multiplied by :class:`trainer.shaping.Shaping`'s gain (its basis gathered by the same ``gather_in`` as the
+    inverse's rows, so each layout position gets its natural bin's gain; the gain carries no magnitude scale) before
+    the square root, so ``forward(features, controls)`` equals
+    ``griffin_lim(Shaping(spec).magnitude(features, MelInverse(spec)(features), controls), spec, ...)``. Without it
+    the graph is the unshaped one, op for op.
     """
 
     def __init__(self, spec: SpectrogramSpec, n_iter: int, init_phase=None, momentum: float = 0.99,
-                 n1: int | None = None) -> None:
+                 n1: int | None = None, shaping: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.gl = GriffinLim(spec, n_iter, momentum, init_phase, n1)
         inv = torch.eye(spec.n_freq) if spec.mel_scale == "linear" else MelInverse(spec).inverse
         # [K2*N1, M] @ power [B, M, T] -> power in layout order, times griffin_lim's 1/scale^2
         self.register_buffer("inverse", (inv[self.gl.stft.gather_in] * self.gl.inv_scale ** 2).contiguous())
+        self.shaping = Shaping(spec, rows=self.gl.stft.gather_in.numpy()) if shaping else None
 
-    def magnitude(self, features: torch.Tensor) -> torch.Tensor:
-        """Unscaled layout magnitude ``[B, K2, 1, N1, T]``."""
+    def magnitude(self, features: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
+        """Unscaled layout magnitude ``[B, K2, 1, N1, T]`` (shaped by ``controls`` when the graph has knobs)."""
         if features.dim() == 4:
             features = features[:, 0]
-        power = torch.matmul(self.inverse, features_to_power(features, self.spec))   # [B, K2*N1, T]
+        band_power = features_to_power(features, self.spec)                        # [B, M, T]
+        power = torch.matmul(self.inverse, band_power)                              # [B, K2*N1, T]
+        if self.shaping is not None:
+            if controls is None:
+                raise ConfigError("controls", "this graph shapes its sound: knob values [B, "
+                                              f"{len(KNOBS)}] are an input")
+            power = power * self.shaping(controls, band_power)
+        elif controls is not None:
+            raise ConfigError("controls", "this graph was built without shaping (shaping=False)")
         mag = torch.sqrt(torch.clamp(power, min=0.0))
         st = self.gl.stft
         return mag.reshape(-1, st.k2, 1, st.n1, self.spec.frames)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        mag = self.magnitude(features)
+    def forward(self, features: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
+        mag = self.magnitude(features, controls)
         return self.gl.iterate(mag, self.gl.initial_angles(mag))
 
 

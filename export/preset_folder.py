@@ -1,8 +1,10 @@
 """``python -m export onnx``: a training run -> an exported model folder the runtime plays.
 
-The folder holds ``decoder.onnx`` (``z`` [+ ``label``] -> ``audio``, ``logmel``), ``decoder_preview.onnx`` (the
-same with fewer Griffin-Lim iterations, played while a knob moves), ``encoder.onnx`` (``audio`` [+ ``label``] ->
-``mu``, ``logvar``) and ``preset.json`` (default knob and pad mapping). Every graph carries the same
+The folder holds ``decoder.onnx`` (``z`` [+ ``label``] [+ ``controls``] -> ``audio``, ``logmel``),
+``decoder_preview.onnx`` (the same with fewer Griffin-Lim iterations, played while a knob moves), ``encoder.onnx``
+(``audio`` [+ ``label``] -> ``mu``, ``logvar``) and ``preset.json`` (default knob and pad mapping). ``controls`` are
+the shaping knobs of :mod:`trainer.shaping` (``metadata.controls``), the decoder graphs' last spectral stage; every
+export has them unless asked for a latent-axes-only model (``shaping=False``). Every graph carries the same
 metadata, written through the runtime's own format module (``runtime.model``) so the two sides cannot drift; the
 run is read through ``trainer.checkpoint`` and the spectrogram transforms come from ``trainer.spec``.
 
@@ -33,6 +35,7 @@ from runtime.preset import Pad, default_preset
 from runtime.spec import SpectrogramSpec
 from trainer.checkpoint import Checkpoint, load_model, resolve_checkpoint
 from trainer.data.audio import Preprocess
+from trainer.shaping import KNOBS
 from trainer.vae import VAE
 
 log = logging.getLogger(__name__)
@@ -46,19 +49,39 @@ PRESET_FILE = "preset.json"
 
 
 class DecoderGraph(nn.Module):
-    """``z`` ``[B, code]`` (+ ``label`` int64 ``[B]``) -> ``audio`` ``[B, samples]``, ``logmel`` ``[B, M, T]``.
+    """``z`` ``[B, code]`` (+ ``label`` int64 ``[B]``) (+ ``controls`` ``[B, len(KNOBS)]``) -> ``audio``
+    ``[B, samples]``, ``logmel`` ``[B, M, T]``.
 
     ``code`` is the model's code size: the latent, plus the standardised controls of a control-conditioned model.
+    ``shaping``: the audio is shaped by the knob values ``controls`` (:class:`export.graph.MagnitudeToAudio`);
+    ``logmel`` stays the decoder's own features, before the knobs.
     """
 
-    def __init__(self, model: VAE, spec: SpectrogramSpec, *, n_iter: int, init_phase: Any) -> None:
+    def __init__(self, model: VAE, spec: SpectrogramSpec, *, n_iter: int, init_phase: Any,
+                 shaping: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.synth = MagnitudeToAudio(spec, n_iter, init_phase=init_phase)
+        self.synth = MagnitudeToAudio(spec, n_iter, init_phase=init_phase, shaping=shaping)
 
-    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None,
+                controls: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         logmel = self.model.decode(z, label)[:, 0]
-        return self.synth(logmel), logmel
+        return self.synth(logmel, controls), logmel
+
+
+class _GraphInputs(nn.Module):
+    """A :class:`DecoderGraph` with positional inputs in the graph's order (``z``, then ``label`` and/or
+    ``controls`` as the model has them): ``torch.export`` traces positional arguments, and a model without a label
+    takes ``controls`` second."""
+
+    def __init__(self, graph: DecoderGraph, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.decoder = graph  # not "graph": the name of torch.fx.GraphModule's own attribute
+        self.names = names[1:]
+
+    def forward(self, z: torch.Tensor, second: torch.Tensor | None = None,
+                third: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(z, **dict(zip(self.names, (second, third))))
 
 
 class EncoderGraph(nn.Module):
@@ -85,7 +108,7 @@ class ExportResult:
 def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt", n_iter: int = DEFAULT_ITERATIONS,
                preview_iterations: int = DEFAULT_PREVIEW_ITERATIONS, phase_init: str = DEFAULT_INIT,
                axes: str | Path | None = None, centroids: str | Path | None = None,
-               optimize: bool = True) -> ExportResult:
+               optimize: bool = True, shaping: bool = True) -> ExportResult:
     """Export a run's decoder and encoder graphs, metadata and default preset into ``out``.
 
     Parameters
@@ -106,9 +129,13 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         ``analysis/`` files when present. Axes go into the metadata and on CC knobs; centroids become pads.
     optimize : bool
         Save onnxruntime-optimised graphs (faster session load).
+    shaping : bool
+        Give the decoder graphs the shaping controls (:data:`trainer.shaping.KNOBS`, a ``controls`` input, named in
+        ``metadata.controls``); a latent axis of the same name as a control is then left out of the metadata (a
+        knob names one or the other). False: a latent-axes-only model, as exported before the controls existed.
     """
     log.debug(f"exporting {run} ({checkpoint}) to {out}: K={n_iter}, preview K={preview_iterations}, "
-              f"phase init {phase_init}")
+              f"phase init {phase_init}, shaping {shaping}")
     path = resolve_checkpoint(run, checkpoint)
     model, spec, ckpt = load_model(path)
     _check_exportable(model, spec, n_iter, preview_iterations)
@@ -117,21 +144,24 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     axes_path = _optional(axes, analysis / "axes.json")
     centroids_path = _optional(centroids, analysis / "centroids.json")
     labels = tuple(ckpt.classes) if model.config.n_classes else ()  # a bank's folder name on an unconditioned VAE
-    metadata = ModelMetadata(spec=spec, latent=model.code_size, labels=labels,
-                             axes=_read_axes(axes_path, latent=model.code_size), griffin_lim_iterations=n_iter,
+    controls = KNOBS if shaping else ()
+    metadata = ModelMetadata(spec=spec, latent=model.code_size, labels=labels, controls=controls,
+                             axes=_beside(_read_axes(axes_path, latent=model.code_size), controls),
+                             griffin_lim_iterations=n_iter,
                              preview_iterations=preview_iterations, phase_init=phase_init,
                              preparation=Preprocess.of_run(ckpt.config).preparation,
                              training=training_summary(ckpt, source=path))
     init = make_init(phase_init, spec)
-    decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init).eval()
+    decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init, shaping=shaping).eval()
     encoder = EncoderGraph(model, spec).eval()
-    preview = (DecoderGraph(model, spec, n_iter=preview_iterations, init_phase=init).eval()
+    preview = (DecoderGraph(model, spec, n_iter=preview_iterations, init_phase=init, shaping=shaping).eval()
                if preview_iterations else None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_folder(out, model, metadata, decoder=decoder, encoder=encoder, preview=preview,
                   centroids=centroids_path, optimize=optimize)
-    parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec, preview=preview)
+    parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec, preview=preview,
+                          controls=len(controls))
     return ExportResult(folder=out, metadata=metadata, parity=parity)
 
 
@@ -159,6 +189,9 @@ def _write_folder(out: Path, model: VAE, metadata: ModelMetadata, *, decoder: De
     extra = (label,) if label is not None else ()
     save_onnx(encoder, out / fmt.ENCODER_FILE, (audio, *extra), input_names=("audio", *label_in),
               output_names=("mu", "logvar"), metadata=meta, optimize=optimize)
+    knobs = len(metadata.controls)
+    controls_in, controls_ex = (("controls",), (_control_examples(len(z), knobs),)) if knobs else ((), ())
+    decoder_in, decoder_examples = ("z", *label_in, *controls_in), (z, *extra, *controls_ex)
     preset = default_preset(metadata, out, name=out.name)
     pads = _centroid_pads(centroids, latent=model.code_size, labels=metadata.labels)
     if pads:
@@ -168,7 +201,7 @@ def _write_folder(out: Path, model: VAE, metadata: ModelMetadata, *, decoder: De
         (out / fmt.PREVIEW_FILE).unlink(missing_ok=True)  # a stale preview of an earlier export
     for name, graph in ((fmt.PREVIEW_FILE, preview), (fmt.DECODER_FILE, decoder)):
         if graph is not None:
-            save_onnx(graph, out / name, (z, *extra), input_names=("z", *label_in),
+            save_onnx(_GraphInputs(graph, decoder_in), out / name, decoder_examples, input_names=decoder_in,
                       output_names=("audio", "logmel"), metadata=meta, optimize=optimize)
 
 
@@ -191,6 +224,19 @@ def _read_axes(path: Path | None, *, latent: int) -> tuple[Axis, ...]:
         raise ConfigError(f"{path}: export", "missing (write the file with `trainer axes`)")
     return tuple(Axis.from_dict(a, where=f"{path.name}: export[{i}]", latent=latent)
                  for i, a in enumerate(report["export"]))
+
+
+def _beside(axes: tuple[Axis, ...], controls: tuple[str, ...]) -> tuple[Axis, ...]:
+    """The latent axes a model with shaping ``controls`` keeps: those not named like a control.
+
+    A knob's ``axis`` names a shaping control or a latent axis, never both (``runtime.model`` refuses metadata
+    where a name is both); the control is the knob's defined meaning, so the axis fitted for it is left out.
+    """
+    dropped = [a.name for a in axes if a.name in controls]
+    if dropped:
+        log.info(f"latent axes {', '.join(dropped)} left out of the metadata: the shaping controls of those names "
+                 f"take their knobs")
+    return tuple(a for a in axes if a.name not in controls)
 
 
 def _centroid_pads(path: Path | None, *, latent: int, labels: tuple[str, ...]) -> tuple[Pad, ...]:
@@ -230,10 +276,21 @@ def _examples(model: VAE, spec: SpectrogramSpec) -> tuple[torch.Tensor, torch.Te
     return z, audio, label
 
 
+def _control_examples(batch: int, count: int, seed: int = 0) -> torch.Tensor:
+    """Knob values ``[batch, count]`` uniform in [-1, 1] (export example and parity input: every knob moved)."""
+    gen = torch.Generator().manual_seed(seed)
+    return 2.0 * torch.rand(batch, count, generator=gen) - 1.0
+
+
 @torch.no_grad()
 def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, model: VAE,
-                 spec: SpectrogramSpec, batch: int = 4, preview: DecoderGraph | None = None) -> dict[str, float]:
+                 spec: SpectrogramSpec, batch: int = 4, preview: DecoderGraph | None = None,
+                 controls: int = 0) -> dict[str, float]:
     """Run both exported graphs through the runtime's loader and torch on the same inputs; max abs differences.
+
+    ``controls``: the decoders' number of shaping controls; both sides then render with random knob values in
+    [-1, 1] (``audio``, ``preview``) and with all knobs at 0 (``audio_unshaped``), so the shaping stage is checked,
+    not only its identity.
 
     Raises :class:`KickspaceError` when an output differs by more than :data:`PARITY_TOLERANCE` (``audio`` is
     compared relative to its peak: Griffin-Lim's phase normalisation amplifies float32 rounding in near-silent
@@ -244,17 +301,22 @@ def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, 
     z = torch.randn(batch, model.code_size, generator=gen)
     label = torch.arange(batch) % model.config.n_classes if model.config.n_classes > 0 else None
     labels = None if label is None else label.numpy()
-    audio_t, logmel_t = decoder(z, label)
-    audio_o, logmel_o = loaded.decode(z.numpy(), label=labels)
+    knobs = _control_examples(batch, controls, seed=2) if controls else None
+    knobs_np = None if knobs is None else knobs.numpy()
+    audio_t, logmel_t = decoder(z, label, knobs)
+    audio_o, logmel_o = loaded.decode(z.numpy(), label=labels, controls=knobs_np)
     test_audio = audio_t.clamp(-1, 1)
     mu_t, logvar_t = encoder(test_audio, label)
     mu_o, logvar_o = loaded.encode(test_audio.numpy(), label=labels)
     diffs = {"audio": _relative_error(audio_o, audio_t),
              "logmel": float(np.abs(logmel_o - logmel_t.numpy()).max()),
              "mu": float(np.abs(mu_o - mu_t.numpy()).max()), "logvar": float(np.abs(logvar_o - logvar_t.numpy()).max())}
+    if controls:
+        diffs["audio_unshaped"] = _relative_error(loaded.decode(z.numpy(), label=labels)[0],
+                                                  decoder(z, label, torch.zeros_like(knobs))[0])
     if preview is not None:
-        diffs["preview"] = _relative_error(loaded.decode(z.numpy(), label=labels, preview=True)[0],
-                                           preview(z, label)[0])
+        diffs["preview"] = _relative_error(loaded.decode(z.numpy(), label=labels, controls=knobs_np, preview=True)[0],
+                                           preview(z, label, knobs)[0])
     bad = {k: v for k, v in diffs.items() if not v <= PARITY_TOLERANCE[k]}
     if bad:
         raise KickspaceError(f"{folder}: onnxruntime and torch disagree beyond tolerance: {bad} "
@@ -268,4 +330,5 @@ def _relative_error(onnx_audio: np.ndarray, torch_audio: torch.Tensor) -> float:
 
 
 #: Max abs difference onnxruntime vs torch (audio: relative to its peak).
-PARITY_TOLERANCE = {"audio": 5e-2, "preview": 5e-2, "logmel": 1e-4, "mu": 1e-3, "logvar": 1e-3}
+PARITY_TOLERANCE = {"audio": 5e-2, "audio_unshaped": 5e-2, "preview": 5e-2, "logmel": 1e-4, "mu": 1e-3,
+                    "logvar": 1e-3}
