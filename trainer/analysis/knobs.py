@@ -14,6 +14,12 @@ timbral models in ``benchmarks/knob_reference.py``). Anchors, of four kinds:
 Figures, per knob and implementation: Spearman rho of knob value vs the knob's own descriptor for every sweep,
 their median and the share of sweeps at or above :data:`TARGET_RHO`, medians per anchor kind; and the full knob x
 descriptor rho matrix (median over sweeps), whose off-diagonal entries are the cross-talk.
+
+Next to each rho, where descriptors of real kicks are given, a size: the median over sweeps of (descriptor at knob
++1 minus at -1) over that descriptor's interquartile range across real kicks (:data:`SIZE_UNIT`). Rank correlation
+reads a tiny monotone side effect as |rho| 1; the size says whether a producer would hear it (a change of 0.05
+real-kick IQRs is lost among kicks, one of 1 is the difference between two typical kicks). Sizes inform; the
+targets stay on rho.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ TARGET_RHO = 0.9
 TARGET_SHARE = 0.9
 TARGET_CROSS_TALK = 0.5
 OWN = "own"
+#: The unit of a knob's effect size: a descriptor's change over the knob's range / its IQR over real kicks.
+SIZE_UNIT = "IQR of real kicks"
 #: What each implementation is, for the report.
 ABOUT = {OWN: "trainer/descriptors.py (what the model is conditioned on)",
          "librosa": "trainer/analysis/reference.py, the same definitions written afresh on librosa's features",
@@ -112,8 +120,40 @@ def _rho(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.spearmanr(x, y)[0])
 
 
+def spread(real: np.ndarray) -> np.ndarray:
+    """Interquartile range ``[D]`` of descriptors ``[R, D]`` of real kicks (NaN where unmeasured or constant).
+
+    Missing values (NaN: an implementation that failed on a file) are left out; a column with fewer than two
+    values or no spread has no IQR, so no size is reported against it.
+    """
+    real = np.asarray(real, dtype=np.float64).reshape(len(real), -1)
+    out = np.full(real.shape[1], np.nan)
+    for j, column in enumerate(real.T):
+        column = column[np.isfinite(column)]
+        if len(column) >= 2:
+            iqr = float(np.subtract(*np.percentile(column, [75, 25])))
+            out[j] = iqr if iqr > 1e-12 else np.nan
+    return out
+
+
+def sizes(values: np.ndarray, swept: np.ndarray, iqr: np.ndarray) -> np.ndarray:
+    """Effect sizes ``[A, D]`` of one knob's sweeps ``[A, S, D]``: (value at +1 minus at -1) / ``iqr [D]``.
+
+    +1 and -1 are the largest and smallest of ``values``; NaN where either end or the IQR is missing.
+    """
+    hi, lo = int(np.argmax(values)), int(np.argmin(values))
+    with np.errstate(invalid="ignore"):
+        return (swept[:, hi, :] - swept[:, lo, :]) / np.asarray(iqr, dtype=np.float64)[None, :]
+
+
+def _median(x: np.ndarray) -> float | None:
+    """Median of the finite entries, None when there are none."""
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else None
+
+
 def knob_figures(values: np.ndarray, swept: np.ndarray, names: Sequence[str], *, controls: Sequence[str],
-                 kinds: Sequence[str]) -> dict[str, Any]:
+                 kinds: Sequence[str], iqr: np.ndarray | None = None) -> dict[str, Any]:
     """Per knob: own-descriptor rho per sweep, median, share >= target, medians per anchor kind, rho matrix row.
 
     Parameters
@@ -127,13 +167,19 @@ def knob_figures(values: np.ndarray, swept: np.ndarray, names: Sequence[str], *,
         gets no own figures, and a sweep with a NaN value counts in none.
     kinds : sequence of str
         Anchor kind per anchor (``A``).
+    iqr : np.ndarray [D] or None
+        Each column's IQR over real kicks (:func:`spread`): adds ``size`` (knob x descriptor, the median of
+        :func:`sizes` over sweeps; None where unmeasured) and each knob's own ``size``.
     """
-    out: dict[str, Any] = {"knobs": {}, "matrix": {}}
+    out: dict[str, Any] = {"knobs": {}, "matrix": {}, **({"size": {}} if iqr is not None else {})}
     kinds = np.asarray(kinds)
     for k, knob in enumerate(controls):
         rho = np.array([[_rho(values, swept[k, a, :, j]) for j in range(len(names))] for a in range(swept.shape[1])])
         measured = [j for j, d in enumerate(names) if d != "length" and np.isfinite(rho[:, j]).any()]
         out["matrix"][knob] = {names[j]: float(np.nanmedian(rho[:, j])) for j in measured}
+        size = sizes(values, swept[k], iqr) if iqr is not None else None
+        if size is not None:
+            out["size"][knob] = {names[j]: _median(size[:, j]) for j in measured}
         if knob not in names or list(names).index(knob) not in measured:
             continue
         own = rho[:, list(names).index(knob)]
@@ -142,14 +188,24 @@ def knob_figures(values: np.ndarray, swept: np.ndarray, names: Sequence[str], *,
             "rho": [float(v) for v in own], "median": float(np.median(own)), "min": float(own.min()),
             "share": float(np.mean(own >= TARGET_RHO)),
             "by_kind": {kind: float(np.median(own[kinds_ok == kind])) for kind in dict.fromkeys(kinds_ok)}}
+        if size is not None:
+            out["knobs"][knob]["size"] = out["size"][knob][knob]
     return out
 
 
 def validate(values: np.ndarray, swept: Mapping[str, np.ndarray], *, controls: Sequence[str],
-             kinds: Sequence[str]) -> dict[str, Any]:
-    """:func:`knob_figures` for every implementation (``swept``: name -> ``[K, A, S, D_name]``) and the verdict."""
-    figures = {name: knob_figures(values, s, columns(name), controls=controls, kinds=kinds)
+             kinds: Sequence[str], real: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """:func:`knob_figures` for every implementation (``swept``: name -> ``[K, A, S, D_name]``) and the verdict.
+
+    ``real`` (name -> descriptors ``[R, D_name]`` of real kicks by that implementation) adds the effect sizes in
+    :data:`SIZE_UNIT` and each implementation's ``iqr`` per descriptor; the verdict stays on rho alone.
+    """
+    real = real or {}
+    iqrs = {name: spread(real[name]) for name in swept if name in real}
+    figures = {name: knob_figures(values, s, columns(name), controls=controls, kinds=kinds, iqr=iqrs.get(name))
                for name, s in swept.items()}
+    for name, iqr in iqrs.items():
+        figures[name]["iqr"] = {d: (float(v) if np.isfinite(v) else None) for d, v in zip(columns(name), iqr)}
     worst = {}
     for name, fig in figures.items():
         off = [abs(v) for knob, row in fig["matrix"].items() for d, v in row.items() if d != knob and d in controls]
@@ -158,7 +214,8 @@ def validate(values: np.ndarray, swept: Mapping[str, np.ndarray], *, controls: S
              for name, fig in figures.items()}
     return {"implementations": list(swept), "anchors": list(kinds), "values": [float(v) for v in values],
             "target": {"rho": TARGET_RHO, "share": TARGET_SHARE, "cross_talk": TARGET_CROSS_TALK},
-            "figures": figures, "worst_cross_talk": worst, "meets_target": meets}
+            "figures": figures, "worst_cross_talk": worst, "meets_target": meets,
+            **({"size_unit": SIZE_UNIT, "real_kicks": {name: int(len(real[name])) for name in iqrs}} if iqrs else {})}
 
 
 def flip(swept: Mapping[str, np.ndarray], k: int) -> None:
@@ -167,14 +224,36 @@ def flip(swept: Mapping[str, np.ndarray], k: int) -> None:
         s[k] = s[k, :, ::-1]
 
 
+def _knob_rows(validation: dict[str, Any], kinds: Sequence[str], *, with_size: bool) -> list[list[Any]]:
+    """One row per knob and implementation: median rho, sweeps at target, min, medians per kind (and size)."""
+    return [[knob, name, f["median"], f"{round(f['share'] * len(f['rho']))}/{len(f['rho'])}", f["min"],
+             *(f["by_kind"].get(kind) for kind in kinds),
+             *([f.get("size")] if with_size else [])]
+            for name, fig in validation["figures"].items() for knob, f in fig["knobs"].items()]
+
+
+def _matrices(name: str, fig: dict[str, Any], unit: str | None) -> list[str]:
+    """The rho matrix of one implementation and, where sizes were measured, the size matrix beside it."""
+    cols = [d for d in columns(name) if any(d in row for row in fig["matrix"].values())]
+    parts = [f"### Cross-talk by `{name}`: knob x descriptor rho (median over sweeps; the diagonal is the "
+             "knob's own)", table(["knob", *cols], [[knob, *(row.get(d, "n/a") for d in cols)]
+                                                    for knob, row in fig["matrix"].items()])]
+    if "size" in fig:
+        parts += [f"Size by `{name}`: descriptor at knob +1 minus at -1, in {unit} (median over sweeps; "
+                  "|rho| near 1 with a size near 0 is a side effect no one hears)",
+                  table(["knob", *cols], [[knob, *(row.get(d) for d in cols)]
+                                          for knob, row in fig["size"].items()])]
+    return parts
+
+
 def markdown(validation: dict[str, Any]) -> str:
-    """The validation section of ``axes.md``: rho per knob by each implementation and the rho matrices."""
+    """The validation section of a knob report: rho per knob by each implementation, the rho matrices and, where
+    real kicks were described, the effect sizes next to them."""
     counts = {kind: validation["anchors"].count(kind) for kind in dict.fromkeys(validation["anchors"])}
     kinds = list(counts)
     target = validation["target"]
-    rows = [[knob, name, f["median"], f"{round(f['share'] * len(f['rho']))}/{len(f['rho'])}", f["min"],
-             *(f["by_kind"].get(kind) for kind in kinds)]
-            for name, fig in validation["figures"].items() for knob, f in fig["knobs"].items()]
+    unit = validation.get("size_unit")
+    real = validation.get("real_kicks", {})
     parts = [
         "## Knobs by each implementation",
         f"Spearman rho of knob value vs the knob's own descriptor, one per sweep ({len(validation['values'])} values "
@@ -182,15 +261,15 @@ def markdown(validation: dict[str, Any]) -> str:
         + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + "). "
         + "; ".join(f"`{name}`: {ABOUT.get(name, 'as passed in')}" for name in validation["implementations"])
         + f". Target: rho >= {target['rho']} on >= {target['share']:.0%} of sweeps, worst "
-        f"cross-talk |rho| <= {target['cross_talk']}.",
+        f"cross-talk |rho| <= {target['cross_talk']}."
+        + (f" Size: the own descriptor's change from knob -1 to +1 in {unit} (median over sweeps; real kicks: "
+           + ", ".join(f"{n} by `{name}`" for name, n in real.items()) + ")." if unit else ""),
         table(["knob", "implementation", "median rho", f"sweeps >= {target['rho']}", "min",
-               *(f"median {kind}" for kind in kinds)], rows),
+               *(f"median {kind}" for kind in kinds), *(["size"] if unit else [])],
+              _knob_rows(validation, kinds, with_size=bool(unit))),
         "Meets the target: " + ", ".join(f"{name} **{'yes' if ok else 'no'}** (worst cross-talk "
                                          f"{validation['worst_cross_talk'][name]:.2f})"
                                          for name, ok in validation["meets_target"].items()) + "."]
     for name, fig in validation["figures"].items():
-        cols = [d for d in columns(name) if any(d in row for row in fig["matrix"].values())]
-        parts += [f"### Cross-talk by `{name}`: knob x descriptor rho (median over sweeps; the diagonal is the "
-                  "knob's own)", table(["knob", *cols], [[knob, *(row.get(d, "n/a") for d in cols)]
-                                                         for knob, row in fig["matrix"].items()])]
+        parts += _matrices(name, fig, unit)
     return "\n\n".join(parts)
