@@ -1,7 +1,7 @@
 """What each knob of an exported preset does to what the runtime plays, read by up to three implementations.
 
     .venv/bin/python benchmarks/knob_reference.py presets/kicks [--real ../shared/data/drums] [--kicks 6]
-        [--random 6] [--values 9] [--velocities 40 100 127] [--no-timbral] [--json out.json]
+        [--random 6] [--values 9] [--velocities 40 100 127] [--spread-kicks 128] [--no-timbral] [--json out.json]
 
 The model cards' knob check, on the exported model through the runtime's own render path (onnxruntime decoder, the
 precomputed Griffin-Lim graph, the engine's velocity gain and output stage; no torch): each knob swept over
@@ -21,8 +21,13 @@ fork. The timbral models are perceptual regressions that answer to several thing
 kicks hardness follows the pitch-envelope depth that ``punch`` measures, but click level and brightness as much;
 figures in benchmarks/README.md, "Knob check"), so their cross-talk is theirs as much as the knobs'.
 
-Printed: per knob and implementation the median rho, the sweeps >= 0.9 and the minimum; the knob x descriptor rho
-matrix per implementation; and the velocity check (for every pad, the sign of each knob's rho at every velocity).
+Printed: per knob and implementation the median rho, the sweeps >= 0.9, the minimum and the effect size; the knob x
+descriptor rho matrix per implementation with the size matrix next to it; and the velocity check (for every pad,
+the sign of each knob's rho at every velocity). A size is the median over sweeps of (descriptor at knob +1 minus at
+-1) over the descriptor's interquartile range across real kicks (:data:`trainer.analysis.knobs.SIZE_UNIT`): the
+first ``--spread-kicks`` files of the MANIFEST's ``kick`` class, prepared for the model as a pad sample is, read by
+each implementation. Rank correlation reads a tiny monotone side effect as |rho| 1; the size says whether it is
+heard. The knobs are whatever the preset's knobs name: latent axes of an older model or shaping controls.
 """
 
 from __future__ import annotations
@@ -115,11 +120,35 @@ def timbral_describer(timbral: types.ModuleType):
 
 
 # ----------------------------------------------------------------------------------------------- the sweeps
+def kick_files(drums: Path) -> list[Path]:
+    """The files of the ``kick`` class of ``drums/MANIFEST.tsv``, in its order."""
+    with open(drums / "MANIFEST.tsv", newline="", encoding="utf-8") as f:
+        return [drums / r["path"] for r in csv.DictReader(f, delimiter="\t") if r.get("class") == "kick"]
+
+
 def held_out_kicks(drums: Path, n: int) -> list[Path]:
     """Every 8th kick file of ``drums/MANIFEST.tsv`` (the shipped presets' held-out set), the first ``n``."""
-    with open(drums / "MANIFEST.tsv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("class") == "kick"]
-    return [drums / r["path"] for r in rows[::8]][:n]
+    return kick_files(drums)[::8][:n]
+
+
+def real_descriptors(files: list[Path], metadata, implementations: dict) -> dict[str, np.ndarray]:
+    """Each implementation's descriptors ``[R, D]`` of real kick ``files``, prepared for the model as a pad's own
+    sample is (mono, model rate, onset-aligned, loudness-normalised); a file that cannot be read is skipped."""
+    import soundfile as sf
+
+    from runtime.controls import prepare_sample
+    from runtime.errors import KickspaceError
+
+    audio = []
+    for path in files:
+        try:
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+            audio.append(prepare_sample(data.T, rate, metadata))
+        except (RuntimeError, OSError, KickspaceError) as err:
+            print(f"{path}: skipped for the real-kick spread ({err})", file=sys.stderr)
+    if not audio:
+        return {}
+    return {name: fn(np.stack(audio), metadata.sample_rate) for name, fn in implementations.items()}
 
 
 def sweep_pads(preset, *, extra_samples: list[Path], n_random: int, seed: int = 0) -> tuple:
@@ -186,6 +215,8 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=6)
     parser.add_argument("--values", type=int, default=9)
     parser.add_argument("--velocities", type=int, nargs="+", default=[40, 100, 127])
+    parser.add_argument("--spread-kicks", type=int, default=128,
+                        help="real kick files whose descriptors' IQR is the unit of the effect sizes (0: no sizes)")
     parser.add_argument("--no-timbral", action="store_true", help="skip the timbral models even where installed")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -197,7 +228,8 @@ def main() -> None:
     audio, labels = record(preset, kinds, axes=axes, values=values, velocities=args.velocities)
     from runtime.model import DECODER_FILE, read_metadata
 
-    rate = read_metadata(preset.model / DECODER_FILE).sample_rate
+    metadata = read_metadata(preset.model / DECODER_FILE)
+    rate = metadata.sample_rate
     implementations = {knobs.OWN: describe_batch, "librosa": reference.describe_batch}
     timbral = None if args.no_timbral else _load_timbral()
     if timbral is not None:
@@ -205,7 +237,10 @@ def main() -> None:
     flat = audio.reshape(-1, audio.shape[-1])
     read = {name: fn(flat, rate).reshape(*audio.shape[:3], -1) for name, fn in implementations.items()}
     kinds_per_sweep = [label.split(" ")[0] for label in labels]
-    check = knobs.validate(values, read, controls=axes, kinds=kinds_per_sweep)
+    has_manifest = (args.real / "MANIFEST.tsv").is_file()
+    spread_files = kick_files(args.real)[:args.spread_kicks] if args.spread_kicks and has_manifest else []
+    real = real_descriptors(spread_files, metadata, implementations)
+    check = knobs.validate(values, read, controls=axes, kinds=kinds_per_sweep, real=real)
     check["sweeps"] = labels
     check["velocity_flips"] = velocity_check(check["figures"][knobs.OWN], labels, args.velocities)
     counts = ", ".join(f"{kinds_per_sweep.count(k)} {k}" for k in dict.fromkeys(kinds_per_sweep))

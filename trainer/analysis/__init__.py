@@ -10,8 +10,9 @@ module           job
 ``latent``       latent diagnostics of an encoded corpus and its 2D maps (``trainer analyze``)
 ``generate``     reconstructions, prior samples, interpolations as WAV + spectrogram grids (``trainer generate``)
 ``cluster``      GMM with BIC, TensorBoard projector, centroids for pad anchors (``trainer cluster``)
-``axes``         named knob directions from descriptors, verified by decoded sweeps (``trainer axes``)
-``knobs``        sweep anchors (mean, encoded, pads, random) and per-sweep rho / cross-talk matrix for ``axes``
+``knob_check``   the shaping knobs swept from the model's sounds and validated (``trainer axes``)
+``axes``         named latent knob directions from descriptors, verified by decoded sweeps (``trainer axes --latent``)
+``knobs``        sweep anchors (mean, encoded, pads, random), per-sweep rho, cross-talk matrix and effect sizes
 ``reference``    the knob descriptors written afresh on librosa, an independent check of :mod:`trainer.descriptors`
 ``evaluate``     held-out round trip, realism, diversity, memorisation (``trainer evaluate``)
 ``sweep``        one model per latent size, PCA share of the top components (``trainer sweep-latent``)
