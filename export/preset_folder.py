@@ -135,7 +135,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         knob names one or the other). False: a latent-axes-only model, as exported before the controls existed.
     """
     log.debug(f"exporting {run} ({checkpoint}) to {out}: K={n_iter}, preview K={preview_iterations}, "
-              f"phase init {phase_init}, shaping {shaping}")
+              f"phase init {phase_init}")
     path = resolve_checkpoint(run, checkpoint)
     model, spec, ckpt = load_model(path)
     _check_exportable(model, spec, n_iter, preview_iterations)
