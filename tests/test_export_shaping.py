@@ -19,6 +19,7 @@ from export.phase import PhaseGradient, make_init, random_phase
 from export.preset_folder import DecoderGraph, export_run
 from runtime.errors import ConfigError
 from runtime.model import ExportedModel
+from runtime.preset import load_preset
 from tests.test_export import TINY, _run
 from tests.test_export_graph import _kick
 from trainer.checkpoint import load_model
@@ -95,6 +96,8 @@ def test_exported_controls_match_torch_and_leave_logmel_alone(tmp_path, classes)
     meta = loaded.metadata
     # the axis named like a control is left out (a knob names one or the other); the others stay
     assert meta.controls == KNOBS and [a.name for a in meta.axes] == ["warmth"]
+    preset = load_preset(tmp_path / "p" / "preset.json")
+    assert [k.axis for k in preset.knobs] == [*KNOBS, "warmth"] and [k.cc for k in preset.knobs] == list(range(20, 26))
     model, spec, _ = load_model(run / "best.pt")
     z = np.random.default_rng(5).standard_normal((4, 4)).astype(np.float32)
     label = (np.arange(4) % 2) if classes else None
