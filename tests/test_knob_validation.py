@@ -51,6 +51,24 @@ def test_spread_skips_missing_values_and_constant_columns():
     assert sizes[0, 0] == pytest.approx(2.0) and np.isnan(sizes[0, 1])  # +1 is values' largest, wherever it sits
 
 
+# ------------------------------------------------------------------------------------------------ to_audio
+def test_to_audio_with_knobs_at_zero_is_the_plain_render_and_refuses_a_wrong_shape():
+    from runtime.errors import KickspaceError
+    from tests.analysis_fixtures import SPEC
+
+    kicks = np.stack([synth.render_kick(p, sample_rate=SPEC.sample_rate, seconds=SPEC.n_samples / SPEC.sample_rate)
+                      for p in synth.sample_params(3, seed=5)])
+    features = waveform_to_features(kicks[:, None], SPEC).numpy()
+    plain = to_audio(features, SPEC, n_iter=4)
+    np.testing.assert_allclose(to_audio(features, SPEC, n_iter=4, controls=np.zeros((3, len(KNOBS)))), plain,
+                               atol=1e-6)
+    louder_click = np.zeros((3, len(KNOBS)))
+    louder_click[:, KNOBS.index("click")] = 1.0
+    assert not np.allclose(to_audio(features, SPEC, n_iter=4, controls=louder_click), plain, atol=1e-3)
+    with pytest.raises(KickspaceError, match=r"controls: must be \[3, 5\]"):
+        to_audio(features, SPEC, controls=np.zeros((3, 4)))
+
+
 # ------------------------------------------------------------------------------------------- trainer axes
 def test_trainer_axes_validates_the_shaping_knobs_by_default(tiny_run, capsys):  # noqa: F811
     out = tiny_run.folder / "knob_check"
@@ -92,7 +110,7 @@ def test_trainer_axes_latent_still_derives_the_latent_axes(tiny_run, capsys):  #
 
 # ------------------------------------------------------------------------------------- direction on synth kicks
 @pytest.fixture(scope="module")
-def synth_sweep() -> tuple[dict[str, np.ndarray], int]:
+def synth_sweep() -> dict[str, np.ndarray]:
     """Synthetic kicks at the kick spec, each knob at -1 and +1 (others 0), read by both implementations:
     ``{name: [len(KNOBS), 2, n, D]}``."""
     spec = get_spec("kick")
@@ -106,7 +124,7 @@ def synth_sweep() -> tuple[dict[str, np.ndarray], int]:
     repeated = np.broadcast_to(features, (len(KNOBS), 2, *features.shape)).reshape(-1, *features.shape[1:])
     rendered = to_audio(repeated, spec, n_iter=16, controls=controls.reshape(-1, len(KNOBS))).mean(axis=1)
     return {name: describe(rendered, spec.sample_rate).reshape(len(KNOBS), 2, len(params), -1)
-            for name, describe in knobs.default_implementations().items()}, len(params)
+            for name, describe in knobs.default_implementations().items()}
 
 
 #: trainer/descriptors.py's sub is the share of energy below 60 Hz; the sub knob's region (trainer/shaping.py SUB)
@@ -119,7 +137,7 @@ SUB_BAND_MISMATCH = pytest.mark.xfail(strict=True, reason="descriptors.py sub ba
     pytest.param(k, name, marks=SUB_BAND_MISMATCH if (k, name) == ("sub", "own") else ())
     for name in ("own", "librosa") for k in KNOBS])
 def test_each_knob_turns_its_own_descriptor_up_on_synth_kicks(synth_sweep, knob, implementation):
-    read, n = synth_sweep
+    read = synth_sweep
     j = knobs.columns(implementation).index(knob)
     low, high = read[implementation][KNOBS.index(knob), :, :, j]
     assert np.all(high > low), (knob, implementation, low.round(3).tolist(), high.round(3).tolist())
