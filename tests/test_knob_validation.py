@@ -127,15 +127,8 @@ def synth_sweep() -> dict[str, np.ndarray]:
             for name, describe in knobs.default_implementations().items()}
 
 
-#: trainer/descriptors.py's sub is the share of energy below 60 Hz; the sub knob's region (trainer/shaping.py SUB)
-#: is below 80 Hz with a 0.6-octave edge. On a kick whose body sits at 60-80 Hz the knob raises the body with the
-#: sub, and the share below 60 Hz falls: two of these eight kicks, also with the true phase instead of Griffin-Lim.
-SUB_BAND_MISMATCH = pytest.mark.xfail(strict=True, reason="descriptors.py sub band (60 Hz) != the sub knob's (80 Hz)")
-
-
 @pytest.mark.parametrize(("knob", "implementation"), [
-    pytest.param(k, name, marks=SUB_BAND_MISMATCH if (k, name) == ("sub", "own") else ())
-    for name in ("own", "librosa") for k in KNOBS])
+    (k, name) for name in ("own", "librosa") for k in KNOBS])
 def test_each_knob_turns_its_own_descriptor_up_on_synth_kicks(synth_sweep, knob, implementation):
     read = synth_sweep
     j = knobs.columns(implementation).index(knob)

@@ -11,9 +11,11 @@ and moves the others only where physics ties them:
 ============  =============================================================================================
 knob          what it changes, where, and the definition it follows
 ============  =============================================================================================
-sub           below 80 Hz (edge to ~120 Hz), from 60 ms on (fading in from 30 ms): the body's fundamental,
-              the sub layer of a kick synthesiser. ±12 dB. Read as the share of power below 80 Hz / 60 Hz
-              (the band the AudioCommons "booming" model and Ramires et al. 2020's boominess weigh).
+sub           the sub-bass band, below 60 Hz (edge to 85 Hz), from 60 ms on (fading in from 30 ms): the body's
+              fundamental where it sits that low, the sub layer of a kick synthesiser. ±12 dB. Read as the
+              share of power below 60 Hz (own) / 80 Hz (librosa), the band the AudioCommons "booming" model
+              and Ramires et al. 2020's boominess weigh. A kick whose fundamental sits above 60 Hz has little
+              for this knob to raise.
 punch         150 Hz-1 kHz in the first 30 ms (fading out by 60 ms): the energy the pitch sweep puts above
               the fundamental at the hit. Kick synthesisers' punch "adds energy to the very start of the
               sound ... increases the depth of pitch modulation" (Knobula Kickain manual). ±12 dB. Read as
@@ -73,7 +75,7 @@ class Region:
 
 
 #: Regions of the level knobs and their gain in dB at +1 and -1.
-SUB = Region(hi_hz=80.0, start_s=0.06, freq_edge_oct=0.6, time_edge_s=0.03)
+SUB = Region(hi_hz=60.0, start_s=0.06, freq_edge_oct=0.5, time_edge_s=0.03)
 PUNCH = Region(lo_hz=150.0, hi_hz=1000.0, end_s=0.03, freq_edge_oct=0.4, time_edge_s=0.03)
 CLICK = Region(lo_hz=2000.0, end_s=0.012, freq_edge_oct=0.4, time_edge_s=0.015)
 LEVEL_DB: dict[str, tuple[float, float]] = {"sub": (12.0, -12.0), "punch": (12.0, -12.0), "click": (18.0, -18.0)}
