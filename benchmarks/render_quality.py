@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/render_quality.py presets/kicks --real ../shared/data/drums [--latents 200]
 
 Renders, through the runtime's own render path (``runtime.worker.render_sounds``: the decoder graph, DC blocker
-until the sound ends, 10 ms fade-out at the buffer end), every pad of the preset at its knob defaults, the first
+until the sound ends, 10 ms fade-out at the buffer end), every pad of the preset at its knob defaults, every
 pad with each knob at its minimum (CC 0) and maximum (CC 127), and ``--latents`` random latents (standard normal
 in the model's code units; for a class-conditioned model, each class in turn), and measures them beside the real
 sounds of ``--class`` (default: kick, or each class of a class-conditioned model) in ``--real``'s ``MANIFEST.tsv``
@@ -160,29 +160,34 @@ def real_sounds(root: Path, drum_class: str) -> Group:
     return Group(f"real {drum_class} ({len(sounds)} files)", 44100, sounds, names)
 
 
-def _render(model: ExportedModel, z: np.ndarray, label: int | None) -> list[np.ndarray]:
-    audio = render_sounds([PadRequest(0, model, z, label)], model.metadata.sample_rate)[0]
+def _render(model: ExportedModel, z: np.ndarray, label: int | None,
+            controls: np.ndarray | None = None) -> list[np.ndarray]:
+    if controls is not None and not model.metadata.controls:
+        controls = None
+    audio = render_sounds([PadRequest(0, model, z, label, controls)], model.metadata.sample_rate)[0]
     return [row for row in np.asarray(audio, dtype=np.float64)]
 
 
 def preset_groups(folder: Path, n_latents: int, seed: int = 0) -> list[Group]:
-    """The preset's pads, its first pad at each knob's extremes, and random latents, rendered at the model rate."""
+    """The preset's pads, every pad at each knob's extremes, and random latents, rendered at the model rate."""
     preset = load_preset(folder)
     model = ExportedModel(preset.model)
     rate = model.metadata.sample_rate
     state = ControlState(preset, model.metadata)
     pads = Group("pads (knobs at default)", rate, [], [])
     for pad in preset.pads:
-        pads.sounds += _render(model, state.pad_z(pad.note)[:1], state.pad_label(pad.note))
+        pads.sounds += _render(model, state.pad_z(pad.note)[:1], state.pad_label(pad.note),
+                               state.pad_controls(pad.note)[:1])
         pads.names.append(f"pad {pad.note} {pad.name}")
-    knobs = Group("knobs at 0 and 1 (first pad)", rate, [], [])
-    first = preset.pads[0].note
+    knobs = Group("knobs at 0 and 1 (every pad)", rate, [], [])
     for knob in preset.knobs:
         for cc, end in ((0, "0"), (127, "1")):
             state = ControlState(preset, model.metadata)
             state.set_cc(knob.cc, cc)
-            knobs.sounds += _render(model, state.pad_z(first)[:1], state.pad_label(first))
-            knobs.names.append(f"{knob.axis}={end}")
+            for pad in preset.pads:
+                knobs.sounds += _render(model, state.pad_z(pad.note)[:1], state.pad_label(pad.note),
+                                        state.pad_controls(pad.note)[:1])
+                knobs.names.append(f"pad {pad.note} {knob.axis}={end}")
     groups = [pads, knobs]
     rng = np.random.default_rng(seed)
     labels = list(range(len(model.metadata.labels))) or [None]

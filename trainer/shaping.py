@@ -42,8 +42,9 @@ A knob value ``v`` in [-1, 1] scales its gain: ``gain_db = relu(v) * up + relu(-
 ``up`` / ``down`` shapes (decay's depends on the sound's envelope), and the five add in dB. Gains multiply power, so a band the decoder left silent stays
 silent (the floor gate of :func:`trainer.spec.features_to_power` is not undone) and every knob at 0 is the identity.
 The shapes are smooth (raised-cosine edges in log-frequency and time) so no knob makes a spectral or temporal edge
-Griffin-Lim would ring on. The graph computes ``relu(v), relu(-v)`` ``[B, 5]`` each times a precomputed basis
-``[5, F*T]``, the decay gain from the frame sums of the decoded power, and one Exp per render.
+Griffin-Lim would ring on. Every level knob and brightness is a frequency curve times a time curve, so the graph stores ``[F, 10]`` and
+``[10, T]`` and computes ``(freq * [relu(v), relu(-v)]) @ time``, the decay gain from the frame sums of the decoded
+power, and one Exp per render.
 """
 
 from __future__ import annotations
@@ -94,8 +95,6 @@ DECAY_EDGE_S = 0.01
 BRIGHT_DB_PER_OCT = (6.0, -6.0)
 BRIGHT_CAP_DB = 18.0
 BRIGHT_PIVOT_HZ = 150.0
-BRIGHT_START_S = 0.0
-BRIGHT_EDGE_S = 0.0
 
 
 def _rise(x: np.ndarray, start: float, width: float) -> np.ndarray:
@@ -123,34 +122,42 @@ def _axes(spec: SpectrogramSpec) -> tuple[np.ndarray, np.ndarray]:
     return freqs, times
 
 
-def _region(region: Region, freqs: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """The region's shape ``[F, T]`` in [0, 1] (frequency edges in octaves)."""
+def _region(region: Region, freqs: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The region's frequency shape ``[F]`` and time shape ``[T]``, each in [0, 1] (frequency edges in octaves)."""
     octs = np.log2(np.maximum(freqs, 1.0))
     lo = np.log2(region.lo_hz) if region.lo_hz > 0 else -np.inf
     hi = np.log2(region.hi_hz) if np.isfinite(region.hi_hz) else np.inf
     start = region.start_s if region.start_s > 0 else -np.inf
-    return np.outer(_band(octs, lo, hi, region.freq_edge_oct), _band(times, start, region.end_s, region.time_edge_s))
+    return _band(octs, lo, hi, region.freq_edge_oct), _band(times, start, region.end_s, region.time_edge_s)
+
+
+def gain_factors(spec: SpectrogramSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Each knob's dB gain at +1 and at -1 as a frequency curve times a time curve: ``freq [2K, n_freq]`` (dB) and
+    ``time [2K, frames]`` (0..1); row ``2k`` is knob k at +1, row ``2k + 1`` at -1. The decay rows are zero: decay
+    depends on the sound's own envelope (:func:`decay_gain_db`)."""
+    freqs, times = _axes(spec)
+    freq = np.zeros((2 * len(KNOBS), spec.n_freq))
+    time = np.zeros((2 * len(KNOBS), spec.frames))
+    for name, region in {"sub": SUB, "punch": PUNCH, "click": CLICK}.items():
+        k = KNOBS.index(name)
+        f_shape, t_shape = _region(region, freqs, times)
+        freq[2 * k], freq[2 * k + 1] = LEVEL_DB[name][0] * f_shape, LEVEL_DB[name][1] * f_shape
+        time[2 * k] = time[2 * k + 1] = t_shape
+    k = KNOBS.index("brightness")
+    octaves = np.log2(np.maximum(freqs, 1.0) / BRIGHT_PIVOT_HZ)
+    tilt = np.minimum(np.maximum(octaves, 0.0), BRIGHT_CAP_DB / BRIGHT_DB_PER_OCT[0])
+    freq[2 * k], freq[2 * k + 1] = BRIGHT_DB_PER_OCT[0] * tilt, BRIGHT_DB_PER_OCT[1] * tilt
+    time[2 * k] = time[2 * k + 1] = 1.0
+    return freq, time
 
 
 def gain_basis(spec: SpectrogramSpec) -> np.ndarray:
-    """dB gain shapes ``[2 * len(KNOBS), n_freq, frames]`` float64: row ``2k`` is knob k at +1, row ``2k + 1`` at -1.
+    """dB gain shapes ``[2 * len(KNOBS), n_freq, frames]`` float64 (:func:`gain_factors` multiplied out).
 
-    ``gain_db = relu(v) @ basis[0::2] + relu(-v) @ basis[1::2]`` for knob values ``v [B, len(KNOBS)]``. The decay
-    rows are zero: decay depends on the sound's own envelope (:func:`decay_gain_db`).
+    ``gain_db = relu(v) @ basis[0::2] + relu(-v) @ basis[1::2]`` for knob values ``v [B, len(KNOBS)]``.
     """
-    freqs, times = _axes(spec)
-    basis = np.zeros((2 * len(KNOBS), spec.n_freq, spec.frames))
-    regions = {"sub": SUB, "punch": PUNCH, "click": CLICK}
-    for name, region in regions.items():
-        k = KNOBS.index(name)
-        shape = _region(region, freqs, times)
-        basis[2 * k], basis[2 * k + 1] = LEVEL_DB[name][0] * shape, LEVEL_DB[name][1] * shape
-    k = KNOBS.index("brightness")
-    tilt = np.minimum(np.maximum(np.log2(np.maximum(freqs, 1.0) / BRIGHT_PIVOT_HZ), 0.0), BRIGHT_CAP_DB / BRIGHT_DB_PER_OCT[0])
-    after = _rise(times, BRIGHT_START_S - BRIGHT_EDGE_S, BRIGHT_EDGE_S) if BRIGHT_EDGE_S > 0 else np.ones_like(times)
-    basis[2 * k] = BRIGHT_DB_PER_OCT[0] * np.outer(tilt, after)
-    basis[2 * k + 1] = BRIGHT_DB_PER_OCT[1] * np.outer(tilt, after)
-    return basis
+    freq, time = gain_factors(spec)
+    return freq[:, :, None] * time[:, None, :]
 
 
 def decay_time_weight(spec: SpectrogramSpec) -> np.ndarray:
@@ -193,18 +200,19 @@ class Shaping(nn.Module):
     """Knob values ``[B, len(KNOBS)]`` and the sound's power per frame ``[B, T]`` -> power gain ``[B, rows, T]``.
 
     ``rows`` selects and orders the STFT bins (the exported graph's FFT layout gathers them; ``None`` keeps natural
-    order). Values are clamped to [-1, 1]. Ops: MatMul, Relu, Log, ReduceMax, Clip, Exp (ONNX-exportable).
+    order). Values are clamped to [-1, 1]. Ops: Relu, Concat, Mul, MatMul, Log, ReduceMax, Clip, Exp (ONNX-exportable).
     """
 
     def __init__(self, spec: SpectrogramSpec, rows: torch.Tensor | np.ndarray | None = None) -> None:
         super().__init__()
-        basis = gain_basis(spec)
+        freq, time = gain_factors(spec)
         if rows is not None:
-            basis = basis[:, np.asarray(rows)]
-        self.rows, self.frames = basis.shape[1], basis.shape[2]
-        flat = basis.reshape(basis.shape[0], -1) * (np.log(10.0) / 10.0)  # dB -> natural log of power
-        self.register_buffer("up", torch.tensor(flat[0::2], dtype=torch.float32))
-        self.register_buffer("down", torch.tensor(flat[1::2], dtype=torch.float32))
+            freq = freq[:, np.asarray(rows)]
+        self.rows, self.frames = freq.shape[1], time.shape[1]
+        # dB -> natural log of power; knob columns as [+1 of each knob, then -1 of each knob]
+        order = np.r_[0:2 * len(KNOBS):2, 1:2 * len(KNOBS):2]
+        self.register_buffer("freq", torch.tensor(freq[order].T * (np.log(10.0) / 10.0), dtype=torch.float32))
+        self.register_buffer("time", torch.tensor(time[order], dtype=torch.float32))
         self.register_buffer("when", torch.tensor(decay_time_weight(spec), dtype=torch.float32))
         self.decay = KNOBS.index("decay")
         self.spec = spec
@@ -224,9 +232,9 @@ class Shaping(nn.Module):
         (:func:`trainer.spec.features_to_power` of the features; only its sum per frame is used, for decay)."""
         frame_power = power.sum(dim=-2)
         v = torch.clamp(values, -1.0, 1.0)
-        log_gain = torch.matmul(torch.relu(v), self.up) + torch.matmul(torch.relu(-v), self.down)
-        log_gain = log_gain.reshape(-1, self.rows, self.frames) \
-            + (self._decay_db(v, frame_power) * (np.log(10.0) / 10.0))[:, None, :]
+        amounts = torch.cat([torch.relu(v), torch.relu(-v)], dim=1)                   # [B, 2K]
+        log_gain = torch.matmul(self.freq[None] * amounts[:, None, :], self.time)     # [B, rows, T]
+        log_gain = log_gain + (self._decay_db(v, frame_power) * (np.log(10.0) / 10.0))[:, None, :]
         return torch.exp(log_gain)
 
     def magnitude(self, features: torch.Tensor, magnitude: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
