@@ -44,7 +44,7 @@ demo: venv
 
 # The shipped kick preset, end to end (presets/kicks/MODEL_CARD.md): licence-filtered real kicks (every 8th held
 # out for evaluation) + 1500 procedural kicks -> fit (kick spec, decoder conditioned on the five descriptors, one CPU
-# thread) -> axes (the descriptor inputs, verified by sweeps from real kicks), cluster, evaluate -> ONNX export ->
+# thread) -> axes (the five knobs checked by sweeps from pads, real kicks, random latents), cluster, evaluate -> export ->
 # a test render. Intermediate data in out/, the run in runs/kicks, features in $(KCACHE).
 KDATA    ?= ../shared/data/drums
 KCACHE   ?= /tmp/kcache
@@ -74,7 +74,7 @@ preset-kit: venv
 	$(BIN)/trainer synth out/synth-bank --bank --n 150 --seed 11
 	$(BIN)/trainer fit out/kit-train out/synth-bank --config configs/kit.toml --out runs/kit --cache $(KCACHE) \
 	    --no-progress --set train.threads=1
-	$(BIN)/trainer axes runs/kit --data out/kit-train out/synth-bank --cache $(KCACHE) --methods pinv backward
+	$(BIN)/trainer axes runs/kit --data out/kit-train out/synth-bank --cache $(KCACHE)
 	$(BIN)/trainer evaluate runs/kit --data out/kit-heldout --train-data out/kit-train out/synth-bank --cache $(KCACHE)
 	$(BIN)/python -m export onnx runs/kit --out presets/kit
 	$(BIN)/runtime render --preset presets/kit --midi presets/grooves/kit.mid --out out/demo-kit.wav
