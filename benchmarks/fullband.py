@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from export.graph import GriffinLim, MagnitudeToAudio  # noqa: E402
 from export.onnx_file import save_onnx  # noqa: E402
-from export.phase import PhaseGradient  # noqa: E402
+from trainer.phase import PhaseGradient  # noqa: E402
 from render_quality import bandwidth_khz  # noqa: E402
 from runtime.spec import SPECS, SpectrogramSpec  # noqa: E402
 from spec_ceiling import RATE, band_distance, mel_distance  # noqa: E402
@@ -273,7 +273,7 @@ class CandidateGraph(nn.Module):
 
     def __init__(self, cand: Candidate, model: nn.Module | None, n_iter: int) -> None:
         super().__init__()
-        from export.phase import random_phase
+        from trainer.phase import random_phase
 
         self.model, self.rows = model, [b.spec.n_bins for b in cand.bands]
         self.synths, self.ups = nn.ModuleList(), nn.ModuleList()

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from export.graph import FactorizedSTFT, MagnitudeToAudio  # noqa: E402
 from export.onnx_file import save_onnx  # noqa: E402
-from export.phase import DEFAULT_INIT, make_init  # noqa: E402
+from trainer.phase import DEFAULT_INIT, make_init  # noqa: E402
 from runtime.spec import SPECS, SpectrogramSpec  # noqa: E402
 from trainer.spec import magnitude_scale, stft_bases  # noqa: E402
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.render_latency import _session  # noqa: E402
 from export.onnx_file import save_onnx  # noqa: E402
-from export.phase import make_init  # noqa: E402
+from trainer.phase import make_init  # noqa: E402
 from export.preset_folder import DecoderGraph, EncoderGraph, _examples  # noqa: E402
 from runtime import model as fmt  # noqa: E402
 from runtime.spec import SpectrogramSpec  # noqa: E402

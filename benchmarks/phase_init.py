@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.phase import PhaseGradient, make_init, pghi_heap  # noqa: E402
+from trainer.phase import PhaseGradient, make_init, pghi_heap  # noqa: E402
 from runtime.spec import SPECS, SpectrogramSpec  # noqa: E402
 from trainer.spec import LogMel, MelInverse, griffin_lim, magnitude_scale, waveform_to_features  # noqa: E402
 

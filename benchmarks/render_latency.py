@@ -24,7 +24,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.onnx_file import save_onnx  # noqa: E402
-from export.phase import DEFAULT_INIT, make_init  # noqa: E402
+from trainer.phase import DEFAULT_INIT, make_init  # noqa: E402
 from export.preset_folder import DEFAULT_ITERATIONS, DecoderGraph  # noqa: E402
 from runtime.spec import get_spec  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402

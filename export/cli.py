@@ -12,7 +12,7 @@ from runtime.logs import add_log_flags, say
 
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
-    from export.phase import DEFAULT_INIT
+    from trainer.phase import DEFAULT_INIT
     from export.preset_folder import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
 
     p = sub.add_parser("onnx", help="export a run as ONNX decoder + encoder graphs with a default preset",

@@ -277,7 +277,7 @@ class GriffinLim(nn.Module):
 
     ``init_phase``: a fixed phase ``[n_freq, frames]`` (radians; precomputed, stored as cos/sin constants in the
     graph), or an ``nn.Module`` mapping the scaled natural magnitude ``[B, n_freq, T]`` to a phase of the same
-    shape (computed in the graph, see ``export.phase``), or None for zero phase.
+    shape (computed in the graph, see ``trainer.phase``), or None for zero phase.
 
     ``forward(magnitude)``: scaled natural magnitude ``[B, n_freq, T]`` or ``[B, 1, n_freq, T]`` (as
     ``trainer.spec.MelInverse`` returns) -> audio ``[B, n_samples]``; equals

@@ -27,7 +27,7 @@ from torch import nn
 
 from export.graph import FactorizedLogMel, MagnitudeToAudio
 from export.onnx_file import save_onnx
-from export.phase import DEFAULT_INIT, make_init
+from trainer.phase import DEFAULT_INIT, DEFAULT_ITERATIONS, make_init
 from runtime import model as fmt
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import Axis, ModelMetadata
@@ -40,7 +40,6 @@ from trainer.vae import VAE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ITERATIONS = 8  # K: benchmarks/README.md, "The in-graph phase pipeline" (Decisions)
 #: K of the preview decoder heard while a knob moves: from the pghi start, K = 2 is 0.9 dB (mel distance) behind
 #: K = 8 on the kick-22k spec (0.4 dB on kick) at 42 % of its render time (benchmarks/README.md, kick-22k table and
 #: "With the shipped kick model").
@@ -123,7 +122,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         Iterations of the preview decoder (``decoder_preview.onnx``, played while a knob moves); 0, or not fewer
         than ``n_iter``, writes none.
     phase_init : str
-        Initial phase (``export.phase.make_init``); must be computable without training audio.
+        Initial phase (``trainer.phase.make_init``); must be computable without training audio.
     axes, centroids : path, optional
         ``axes.json`` (``trainer axes``) and ``centroids.json`` (``trainer cluster``); default: the run's
         ``analysis/`` files when present. Axes go into the metadata and on CC knobs; centroids become pads.

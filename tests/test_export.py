@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from export import cli as export_cli
-from export.phase import make_init
+from trainer.phase import make_init
 from export.preset_folder import DecoderGraph, EncoderGraph, export_run
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import ExportedModel

@@ -1,4 +1,4 @@
-"""The exported phase pipeline (export/graph.py, export/phase.py) on a tiny spec: transforms, Griffin-Lim, ONNX."""
+"""The exported phase pipeline (export/graph.py, trainer/phase.py) on a tiny spec: transforms, Griffin-Lim, ONNX."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from export.graph import FactorizedSTFT, GriffinLim, MagnitudeToAudio
 from export.onnx_file import save_onnx
-from export.phase import PhaseGradient, random_phase
+from trainer.phase import PhaseGradient, random_phase
 from runtime.spec import SpectrogramSpec
 from tests.signals import simple_kick
 from trainer.spec import MelInverse, griffin_lim, waveform_to_features, window

@@ -15,7 +15,7 @@ import torch
 
 from export import cli as export_cli
 from export.graph import MagnitudeToAudio
-from export.phase import PhaseGradient, make_init, random_phase
+from trainer.phase import PhaseGradient, make_init, random_phase
 from export.preset_folder import DecoderGraph, export_run
 from runtime.errors import ConfigError
 from runtime.model import ExportedModel

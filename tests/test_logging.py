@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from export import cli as export_cli
-from export.phase import DEFAULT_INIT
+from trainer.phase import DEFAULT_INIT
 from export.preset_folder import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
 from runtime import cli as runtime_cli
 from runtime.logs import command_logging

@@ -297,7 +297,10 @@ def _add_axes(sub: argparse._SubParsersAction) -> None:
                    help="derive named latent axes (axes.json for export) instead of validating the shaping knobs")
     p.add_argument("--methods", nargs="+", choices=("control", "gradient", "pinv", "backward"), default=None,
                    help="with --latent: methods to compare (default: all that apply to the model)")
-    p.set_defaults(handler=_run_axes)
+    p.set_defaults(handler=_run_axes, gl_iters=None)
+    next(a for a in p._actions if a.dest == "gl_iters").help = (
+        "Griffin-Lim iterations (default: the exported graph's K = 8 from the pghi phase, as the runtime renders; "
+        "with --latent 32 from a random phase)")
 
 
 def _run_axes(args: argparse.Namespace) -> int:
@@ -307,7 +310,7 @@ def _run_axes(args: argparse.Namespace) -> int:
 
     run, corpus, out = _load_run_and_data(args)
     report = axes(run, corpus, out=out, n_anchors=args.anchors, n_values=args.values, seed=args.seed,
-                  n_iter=args.gl_iters, methods=args.methods, n_random=args.random)
+                  n_iter=32 if args.gl_iters is None else args.gl_iters, methods=args.methods, n_random=args.random)
     for axis in report["axes"]:
         print(f"{axis['name']:<11} rho {axis['rho']:+.2f}  span {axis['span']:+.2f}  "
               f"max cross-talk {axis['max_cross_talk']:.2f}")
@@ -321,8 +324,11 @@ def _run_knob_check(args: argparse.Namespace) -> int:
     if args.methods is not None:
         raise KickspaceError("--methods: compares latent axis methods, so it needs --latent")
     run, corpus, out = _load_run_and_data(args)
+    from trainer.phase import DEFAULT_ITERATIONS
+
+    n_iter = DEFAULT_ITERATIONS if args.gl_iters is None else args.gl_iters
     report = check_knobs(run, corpus, out=out, n_real=args.anchors, n_values=args.values, n_random=args.random,
-                         seed=args.seed, n_iter=args.gl_iters)
+                         seed=args.seed, n_iter=n_iter)
     for line in summary(report):
         print(line)
     print(f"wrote {out / 'knobs.json'} and {out / 'knobs.md'}")

@@ -44,7 +44,7 @@ def shaping_sweeps(run: Run, features: np.ndarray, *, values: np.ndarray, n_iter
     for k in range(len(KNOBS)):
         controls = np.zeros((n_anchors * n_values, len(KNOBS)), np.float32)
         controls[:, k] = np.tile(values, n_anchors)
-        audio = to_audio(repeated, run.spec, n_iter=n_iter, controls=controls).mean(axis=1)
+        audio = to_audio(repeated, run.spec, n_iter=n_iter, controls=controls, init="pghi").mean(axis=1)
         for name, describe in implementations.items():
             out[name].append(describe(audio, run.spec.sample_rate).reshape(n_anchors, n_values, -1))
     return {name: np.stack(rows) for name, rows in out.items()}
@@ -113,7 +113,8 @@ def knob_markdown(report: dict[str, Any]) -> str:
         f"The knobs {', '.join(report['knobs'])} are the defined gains of trainer/shaping.py on the decoded "
         "spectrum (between the mel inverse and Griffin-Lim, as in the exported decoder graph). Each anchor is "
         f"decoded once; each knob is swept over {len(report['values'])} values in [-1, 1] with the others at 0 and "
-        f"rendered with {report['gl_iters']} Griffin-Lim iterations. {report['examples']} corpus sounds encoded.",
+        f"rendered as the exported decoder renders: Griffin-Lim from the pghi phase, {report['gl_iters']} "
+        "iterations. {report['examples']} corpus sounds encoded.",
         knobs.markdown(report["validation"])]) + "\n"
 
 

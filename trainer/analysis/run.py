@@ -25,6 +25,7 @@ from trainer.checkpoint import Checkpoint, load_model, resolve_checkpoint
 from trainer.data.audio import Preprocess
 from trainer.data.ingest import Corpus, ingest
 from trainer.descriptors import describe_batch
+from trainer.phase import PhaseGradient
 from trainer.shaping import KNOBS, Shaping
 from trainer.spec import MelInverse, features_to_waveform, griffin_lim
 from trainer.vae import VAE
@@ -129,27 +130,33 @@ def decode(model: VAE, z: np.ndarray, *, labels: np.ndarray | None = None, pitch
 
 @torch.no_grad()
 def to_audio(features: np.ndarray, spec: SpectrogramSpec, *, n_iter: int = 32, batch_size: int = 32,
-             controls: np.ndarray | None = None) -> np.ndarray:
+             controls: np.ndarray | None = None, init: str = "random") -> np.ndarray:
     """Waveforms ``[N, C, S]`` float32 from features ``[N, C, M, T]`` (mel inverse + fast Griffin-Lim).
 
     ``controls [N, len(trainer.shaping.KNOBS)]``: knob values that shape each magnitude
     (:meth:`trainer.shaping.Shaping.magnitude`) between the mel inverse and Griffin-Lim, as the exported decoder
-    graph does; None (or all zeros) renders the decoder's features as they are.
+    graph does; None (or all zeros) renders the decoder's features as they are. ``init``: Griffin-Lim's initial
+    phase, ``"random"`` (seed 0) or ``"pghi"`` (:class:`trainer.phase.PhaseGradient` of each magnitude, what the
+    exported decoder graph starts from, so ``n_iter`` 8 renders what the runtime plays).
     """
-    if controls is None:
+    if controls is None and init == "random":
         out = [features_to_waveform(features[i:i + batch_size], spec, n_iter=n_iter).numpy()
                for i in range(0, len(features), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, spec.channels, spec.n_samples), np.float32)
-    controls = np.asarray(controls, dtype=np.float32)
+    controls = np.zeros((len(features), len(KNOBS)), np.float32) if controls is None else \
+        np.asarray(controls, dtype=np.float32)
     if controls.shape != (len(features), len(KNOBS)):
         raise KickspaceError(f"controls: must be [{len(features)}, {len(KNOBS)}] (one row of {', '.join(KNOBS)} "
                              f"per sound), got {list(controls.shape)}")
     inverse, shaping = MelInverse(spec).eval(), Shaping(spec).eval()
+    phase = PhaseGradient(spec).eval() if init == "pghi" else None
     out = []
-    for i in range(0, len(features), batch_size):
-        x = torch.as_tensor(np.asarray(features[i:i + batch_size], dtype=np.float32))
-        magnitude = shaping.magnitude(x, inverse(x), torch.as_tensor(controls[i:i + batch_size]))
-        out.append(griffin_lim(magnitude, spec, n_iter=n_iter).numpy())
+    with torch.no_grad():
+        for i in range(0, len(features), batch_size):
+            x = torch.as_tensor(np.asarray(features[i:i + batch_size], dtype=np.float32))
+            magnitude = shaping.magnitude(x, inverse(x), torch.as_tensor(controls[i:i + batch_size]))
+            start = "random" if phase is None else phase(magnitude)[:, None]
+            out.append(griffin_lim(magnitude, spec, n_iter=n_iter, init=start).numpy())
     return np.concatenate(out) if out else np.zeros((0, spec.channels, spec.n_samples), np.float32)
 
 

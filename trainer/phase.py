@@ -41,6 +41,9 @@ HANN_GAMMA = 0.25645
 #: K <= 8, and nothing is fitted to a data set, so it does not go stale when the model is retrained (the
 #: measurement: benchmarks/README.md#the-in-graph-phase-pipeline-initial-phase-k-and-stft-formulation).
 DEFAULT_INIT = "pghi"
+#: K, the Griffin-Lim iterations of the exported decoder graph (benchmarks/README.md, "The in-graph phase pipeline",
+#: Decisions); `trainer axes` renders its knob sweeps the same way.
+DEFAULT_ITERATIONS = 8
 
 
 # ================================================================================================ fixed inits
