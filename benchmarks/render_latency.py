@@ -24,9 +24,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.onnx_file import save_onnx  # noqa: E402
-from trainer.phase import DEFAULT_INIT, make_init  # noqa: E402
-from export.preset_folder import DEFAULT_ITERATIONS, DecoderGraph  # noqa: E402
+from trainer.phase import DEFAULT_INIT, DEFAULT_ITERATIONS, make_init  # noqa: E402
+from export.preset_folder import DecoderGraph  # noqa: E402
 from runtime.spec import get_spec  # noqa: E402
+from trainer.shaping import KNOBS  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
 from trainer.vae import build_model, get_model_config  # noqa: E402
 
@@ -42,6 +43,18 @@ class DecoderOnly(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.decode(z)[:, 0]
+
+
+class Shaped(nn.Module):
+    """``z``, ``controls`` -> ``audio``, ``logmel``: the decoder graph with the knobs' shaping stage
+    (``trainer/shaping.py``), inputs in the exported graph's order."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, z: torch.Tensor, controls: torch.Tensor):
+        return self.graph(z, None, controls)
 
 
 def _session(path: Path):
@@ -95,11 +108,17 @@ def main() -> None:
         init = make_init(DEFAULT_INIT, spec)
         graphs += [(f"decoder + Griffin-Lim, K={k}", DecoderGraph(model, spec, n_iter=k, init_phase=init),
                     ("audio", "logmel")) for k in KS]
+        graphs += [(f"decoder + knobs + Griffin-Lim, K={k}", Shaped(DecoderGraph(model, spec, n_iter=k,
+                                                                                  init_phase=init, shaping=True)),
+                    ("audio", "logmel")) for k in (2, DEFAULT_ITERATIONS)]
+        controls = torch.rand(1, len(KNOBS)) * 2 - 1
         for name, module, outputs in graphs:
             path = Path(tmp) / "graph.onnx"
-            save_onnx(module, path, (z,), input_names=("z",), output_names=outputs, optimize=True)
+            shaped = isinstance(module, Shaped)
+            examples, names = ((z, controls), ("z", "controls")) if shaped else ((z,), ("z",))
+            save_onnx(module, path, examples, input_names=names, output_names=outputs, optimize=True)
             session, load_ms = _session(path)
-            times = _time(session, feed, args.runs)
+            times = _time(session, {**feed, "controls": controls.numpy()} if shaped else feed, args.runs)
             rows.append((name, np.median(times), np.percentile(times, 95), path.stat().st_size / 1e6, load_ms))
     print(f"# one kick render, onnxruntime 1 thread, batch 1; {what}; spec n_fft {spec.n_fft}, {spec.n_bins} "
           f"{spec.mel_scale} bins x {spec.frames} frames; phase init {DEFAULT_INIT} (export default K = "

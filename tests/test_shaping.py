@@ -125,3 +125,15 @@ def test_silence_stays_silent_at_every_knob_extreme():
     for value in (1.0, -1.0):
         shaped = module.magnitude(floor, magnitude, torch.full((1, K), value))
         assert torch.count_nonzero(shaped) == 0 and torch.isfinite(shaped).all()
+
+
+def test_sub_edge_spans_at_least_one_bin_on_a_coarse_spec():
+    """On 43 Hz bins (44.1 kHz, n_fft 1024) a one-bin edge would raise the 43 Hz bin alone and pull a 70 Hz
+    fundamental (shared by the 43 and 86 Hz bins) toward 43 Hz: the edge widens so the 86 Hz bin is raised too."""
+    coarse = get_spec("kick")
+    gain = S.power_gain_np(coarse, _values(sub=1.0), _decaying(coarse))
+    assert _db_at(gain, 43.0, 0.2, coarse) == pytest.approx(12.0, abs=0.01)
+    assert 0.5 < _db_at(gain, 86.0, 0.2, coarse) < 11.5
+    assert _db_at(gain, 172.0, 0.2, coarse) == pytest.approx(0.0, abs=1e-9)
+    fine = S.power_gain_np(SPEC, _values(sub=1.0), _decaying())       # 21.5 Hz bins: the 0.5-octave edge stands
+    assert _db_at(fine, 86.0, 0.2) == pytest.approx(0.0, abs=1e-9)

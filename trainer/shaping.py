@@ -11,8 +11,8 @@ and moves the others only where physics ties them:
 ============  =============================================================================================
 knob          what it changes, where, and the definition it follows
 ============  =============================================================================================
-sub           the sub-bass band, 30-60 Hz (edges to 21 Hz and to 85 Hz, or two STFT bins above 60 Hz where bins
-              are coarser), from 60 ms on (fading in from 30 ms): the body's
+sub           the sub-bass band, below 60 Hz (edge to 85 Hz, or one STFT bin above 60 Hz where bins are
+              coarser), from 60 ms on (fading in from 30 ms): the body's
               fundamental where it sits that low, the sub layer of a kick synthesiser. ±12 dB. Read as the
               share of power below 60 Hz (own) / 80 Hz (librosa), the band the AudioCommons "booming" model
               and Ramires et al. 2020's boominess weigh. A kick whose fundamental sits above 60 Hz has little
@@ -77,11 +77,11 @@ class Region:
 
 
 #: Regions of the level knobs and their gain in dB at +1 and -1.
-SUB = Region(lo_hz=30.0, hi_hz=60.0, start_s=0.06, freq_edge_oct=0.5, time_edge_s=0.03)
+SUB = Region(hi_hz=60.0, start_s=0.06, freq_edge_oct=0.5, time_edge_s=0.03)
 PUNCH = Region(lo_hz=150.0, hi_hz=1000.0, end_s=0.03, freq_edge_oct=0.4, time_edge_s=0.03)
 CLICK = Region(lo_hz=2000.0, end_s=0.012, freq_edge_oct=0.4, time_edge_s=0.015)
 #: the narrowest frequency edge, in STFT bins (see :func:`_region`)
-MIN_EDGE_BINS = 2.0
+MIN_EDGE_BINS = 1.0
 LEVEL_DB: dict[str, tuple[float, float]] = {"sub": (12.0, -12.0), "punch": (12.0, -12.0), "click": (18.0, -18.0)}
 #: decay: from DECAY_START_S on, a frame ``drop`` dB under the sound's loudest frame comes out at
 #: ``drop * (1 + k)``, k = DECAY_SLOPE[0] at +1 (0.5: the decay to any level up to DECAY_HOLD_DB takes twice as long
@@ -131,7 +131,7 @@ def _region(region: Region, freqs: np.ndarray, times: np.ndarray) -> tuple[np.nd
     lo = np.log2(region.lo_hz) if region.lo_hz > 0 else -np.inf
     hi = np.log2(region.hi_hz) if np.isfinite(region.hi_hz) else np.inf
     start = region.start_s if region.start_s > 0 else -np.inf
-    # an edge narrower than MIN_EDGE_BINS bins would split a partial between two bins with different gains, and
+    # an edge narrower than MIN_EDGE_BINS bins splits a partial between two bins with different gains, and
     # Griffin-Lim hears that as a pitch shift (a 70 Hz fundamental between the 43 and 86 Hz bins of a 44.1 kHz,
     # 1024-point spec slides toward 43 Hz when only the lower bin is raised)
     bin_hz = freqs[1] - freqs[0]
