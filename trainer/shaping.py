@@ -29,7 +29,8 @@ decay         the fall of the level after 40 ms, the same gain at every frequenc
 click         above 2 kHz in the first 12 ms (fading out by 27 ms): the beater click ("adds a click/punch to
               the beginning of the kick", LMMS Kicker; "filtered clicks at the start", Kickain). ±18 dB.
               Read as the share of power above 2 kHz / 5 kHz in the first 15 / 10 ms.
-brightness    a tilt of +-6 dB per octave above 150 Hz (at most +-18 dB), the whole sound: a tone control.
+brightness    a tilt of +-4 dB per octave above 150 Hz (at most +-24 dB, reached at 9.6 kHz), the whole sound: a
+              tone control that still turns a hat's or a cymbal's top (a cap at 18 dB by 1.2 kHz left them flat).
               Read as the spectral centroid over the first 100 ms (librosa's spectral_centroid; MPEG-7's
               spectral centroid, Peeters 2004), the AudioCommons brightness model's main feature.
 ============  =============================================================================================
@@ -95,8 +96,8 @@ DECAY_CUT_DB = 60.0
 DECAY_START_S = 0.04
 DECAY_EDGE_S = 0.01
 #: brightness: dB per octave above BRIGHT_PIVOT_HZ at +1 / -1, faded in over the attack (click owns the first ms).
-BRIGHT_DB_PER_OCT = (6.0, -6.0)
-BRIGHT_CAP_DB = 18.0
+BRIGHT_DB_PER_OCT = (4.0, -4.0)
+BRIGHT_CAP_DB = 24.0
 BRIGHT_PIVOT_HZ = 150.0
 
 
