@@ -51,10 +51,10 @@ class Shaped(nn.Module):
 
     def __init__(self, graph: nn.Module) -> None:
         super().__init__()
-        self.graph = graph
+        self.decoder = graph  # not "graph": that name clashes with torch.fx during export
 
     def forward(self, z: torch.Tensor, controls: torch.Tensor):
-        return self.graph(z, None, controls)
+        return self.decoder(z, None, controls)
 
 
 def _session(path: Path):
