@@ -12,8 +12,8 @@ and moves the others only where physics ties them:
 knob          what it changes, where, and the definition it follows
 ============  =============================================================================================
 sub           the sub-bass band, below 60 Hz (edge to 85 Hz, or one STFT bin above 60 Hz where bins are
-              coarser), from 60 ms on (fading in from 30 ms): the body's
-              fundamental where it sits that low, the sub layer of a kick synthesiser. ±12 dB. Read as the
+              coarser), from 60 ms on (fading in from 30 ms): the body's fundamental where it sits that
+              low, the sub layer of a kick synthesiser. ±12 dB. Read as the
               share of power below 60 Hz (own) / 80 Hz (librosa), the band the AudioCommons "booming" model
               and Ramires et al. 2020's boominess weigh. A kick whose fundamental sits above 60 Hz has little
               for this knob to raise.
@@ -22,15 +22,16 @@ punch         150 Hz-1 kHz in the first 30 ms (fading out by 60 ms): the energy 
               sound ... increases the depth of pitch modulation" (Knobula Kickain manual). ±12 dB. Read as
               the 150 Hz-1 kHz share of 20 Hz-1 kHz in the first 30 ms.
 decay         the fall of the level after 40 ms, the same gain at every frequency: a frame ``d`` dB under
-              the loudest comes out at ``d * (1 - k v)``-like (see :data:`DECAY_SLOPE`): the envelope
-              length of LMMS Kicker's Length / an amp envelope's decay, done as a transient designer's
-              sustain (an expander on the sound's own envelope). Read as the time from the peak until the
-              level first falls 20 dB (librosa RMS) / 30 dB (own) under it.
+              the loudest comes out at ``d / 2`` at +1 (down to -30 dB, back to ``d`` by -60 dB) and at
+              ``2 d`` at -1 (:data:`DECAY_SLOPE`): the envelope length of LMMS Kicker's Length / an amp
+              envelope's decay, done as a transient designer's sustain (an expander on the sound's own
+              envelope). Read as the time from the peak until the level first falls 20 dB (librosa RMS) /
+              30 dB (own) under it.
 click         above 2 kHz in the first 12 ms (fading out by 27 ms): the beater click ("adds a click/punch to
               the beginning of the kick", LMMS Kicker; "filtered clicks at the start", Kickain). ±18 dB.
               Read as the share of power above 2 kHz / 5 kHz in the first 15 / 10 ms.
-brightness    a tilt of +-4 dB per octave above 150 Hz (at most +-24 dB, reached at 9.6 kHz), the whole sound: a
-              tone control that still turns a hat's or a cymbal's top (a cap at 18 dB by 1.2 kHz left them flat).
+brightness    a tilt of ±4 dB per octave above 150 Hz (at most ±24 dB, reached at 9.6 kHz), the whole
+              sound: a tone control, whose tilt still rises across a hat's or a cymbal's top.
               Read as the spectral centroid over the first 100 ms (librosa's spectral_centroid; MPEG-7's
               spectral centroid, Peeters 2004), the AudioCommons brightness model's main feature.
 ============  =============================================================================================
@@ -41,12 +42,12 @@ such side effects as |rho| near 1 however small they are; ``trainer axes`` and `
 report their size next to rho, in units of the real kicks' spread.
 
 A knob value ``v`` in [-1, 1] scales its gain: ``gain_db = relu(v) * up + relu(-v) * down`` with the table's
-``up`` / ``down`` shapes (decay's depends on the sound's envelope), and the five add in dB. Gains multiply power, so a band the decoder left silent stays
-silent (the floor gate of :func:`trainer.spec.features_to_power` is not undone) and every knob at 0 is the identity.
-The shapes are smooth (raised-cosine edges in log-frequency and time) so no knob makes a spectral or temporal edge
-Griffin-Lim would ring on. Every level knob and brightness is a frequency curve times a time curve, so the graph stores ``[F, 10]`` and
-``[10, T]`` and computes ``(freq * [relu(v), relu(-v)]) @ time``, the decay gain from the frame sums of the decoded
-power, and one Exp per render.
+``up`` / ``down`` shapes (decay's depends on the sound's envelope), and the five add in dB. Gains multiply power,
+so a band the decoder left silent stays silent (the floor gate of :func:`trainer.spec.features_to_power` is not
+undone) and every knob at 0 is the identity. The shapes are smooth (raised-cosine edges in log-frequency and time)
+so no knob makes a spectral or temporal edge Griffin-Lim would ring on. Every level knob and brightness is a
+frequency curve times a time curve, so the graph stores ``[F, 10]`` and ``[10, T]`` and computes
+``(freq * [relu(v), relu(-v)]) @ time``, the decay gain from the frame sums of the decoded power, and one Exp.
 """
 
 from __future__ import annotations
@@ -84,18 +85,19 @@ CLICK = Region(lo_hz=2000.0, end_s=0.012, freq_edge_oct=0.4, time_edge_s=0.015)
 #: the narrowest frequency edge, in STFT bins (see :func:`_region`)
 MIN_EDGE_BINS = 1.0
 LEVEL_DB: dict[str, tuple[float, float]] = {"sub": (12.0, -12.0), "punch": (12.0, -12.0), "click": (18.0, -18.0)}
-#: decay: from DECAY_START_S on, a frame ``drop`` dB under the sound's loudest frame comes out at
-#: ``drop * (1 + k)``, k = DECAY_SLOPE[0] at +1 (0.5: the decay to any level up to DECAY_HOLD_DB takes twice as long
-#: on an exponential decay) and DECAY_SLOPE[1] at -1 (the level falls twice as fast). Lengthening fades out between
-#: DECAY_HOLD_DB and DECAY_FLOOR_DB, so a frame at or under DECAY_FLOOR_DB is left where it is: the floor and the
-#: buffer's end are not lifted (an expander's release, as the sustain control of a transient designer).
+#: decay: from DECAY_START_S on (faded in over DECAY_EDGE_S before it), a frame ``drop`` dB under the sound's loudest frame comes out at
+#: ``drop * (1 + k)``, k = DECAY_SLOPE[0] at +1 (-0.5: the decay to any level down to DECAY_HOLD_DB takes twice as
+#: long on an exponential decay) and DECAY_SLOPE[1] at -1 (1: the level falls twice as fast, by at most
+#: DECAY_CUT_DB more). Lengthening fades out between DECAY_HOLD_DB and DECAY_FLOOR_DB, so a frame at or under
+#: DECAY_FLOOR_DB is left where it is: the floor and the buffer's end are not lifted (an expander's release, as the
+#: sustain control of a transient designer).
 DECAY_SLOPE = (-0.5, 1.0)
 DECAY_HOLD_DB = 30.0
 DECAY_FLOOR_DB = 60.0
 DECAY_CUT_DB = 60.0
 DECAY_START_S = 0.04
 DECAY_EDGE_S = 0.01
-#: brightness: dB per octave above BRIGHT_PIVOT_HZ at +1 / -1, faded in over the attack (click owns the first ms).
+#: brightness: dB per octave above BRIGHT_PIVOT_HZ at +1 / -1, the whole sound, at most BRIGHT_CAP_DB.
 BRIGHT_DB_PER_OCT = (4.0, -4.0)
 BRIGHT_CAP_DB = 24.0
 BRIGHT_PIVOT_HZ = 150.0
@@ -184,10 +186,11 @@ def decay_gain_db(drop_db: np.ndarray, value: np.ndarray) -> np.ndarray:
     0 at ``-DECAY_FLOOR_DB``; shorter (value < 0): ``k * |value| * max(d, -DECAY_CUT_DB)``.
     """
     d = np.minimum(drop_db, 0.0)
-    held = np.where(d >= -DECAY_HOLD_DB, d, -DECAY_HOLD_DB * np.clip((d + DECAY_FLOOR_DB)
-                                                                     / (DECAY_FLOOR_DB - DECAY_HOLD_DB), 0.0, 1.0))
+    fade = np.clip((d + DECAY_FLOOR_DB) / (DECAY_FLOOR_DB - DECAY_HOLD_DB), 0.0, 1.0)
+    held = np.where(d >= -DECAY_HOLD_DB, d, -DECAY_HOLD_DB * fade)
     v = np.asarray(value, dtype=np.float64)[:, None]
-    return np.maximum(v, 0.0) * DECAY_SLOPE[0] * held + np.maximum(-v, 0.0) * DECAY_SLOPE[1] * np.maximum(d, -DECAY_CUT_DB)
+    longer = np.maximum(v, 0.0) * DECAY_SLOPE[0] * held
+    return longer + np.maximum(-v, 0.0) * DECAY_SLOPE[1] * np.maximum(d, -DECAY_CUT_DB)
 
 
 def _drop_np(frame_power: np.ndarray) -> np.ndarray:
