@@ -86,11 +86,11 @@ CLICK = Region(lo_hz=2000.0, end_s=0.012, freq_edge_oct=0.4, time_edge_s=0.015)
 MIN_EDGE_BINS = 1.0
 LEVEL_DB: dict[str, tuple[float, float]] = {"sub": (12.0, -12.0), "punch": (12.0, -12.0), "click": (18.0, -18.0)}
 #: decay: from DECAY_START_S on (faded in over DECAY_EDGE_S before it), a frame ``drop`` dB under the sound's
-#: loudest frame comes out at ``drop * (1 + k)``, k = DECAY_SLOPE[0] at +1 (-0.5: the decay to any level down to DECAY_HOLD_DB takes twice as
-#: long on an exponential decay) and DECAY_SLOPE[1] at -1 (1: the level falls twice as fast, by at most
-#: DECAY_CUT_DB more). Lengthening fades out between DECAY_HOLD_DB and DECAY_FLOOR_DB, so a frame at or under
-#: DECAY_FLOOR_DB is left where it is: the floor and the buffer's end are not lifted (an expander's release, as the
-#: sustain control of a transient designer).
+#: loudest frame comes out at ``drop * (1 + k)``, k = DECAY_SLOPE[0] at +1 (-0.5: the decay to any level down to
+#: DECAY_HOLD_DB takes twice as long on an exponential decay) and DECAY_SLOPE[1] at -1 (1: the level falls twice
+#: as fast, by at most DECAY_CUT_DB more). Lengthening fades out between DECAY_HOLD_DB and DECAY_FLOOR_DB, so a
+#: frame at or under DECAY_FLOOR_DB is left where it is: the floor and the buffer's end are not lifted (an
+#: expander's release, as the sustain control of a transient designer).
 DECAY_SLOPE = (-0.5, 1.0)
 DECAY_HOLD_DB = 30.0
 DECAY_FLOOR_DB = 60.0
