@@ -22,11 +22,12 @@ def _values(**knobs: float) -> np.ndarray:
 
 
 def _decaying(spec=SPEC, rate_db_s: float = 100.0) -> np.ndarray:
-    """Frame power ``[1, T]`` of a sound peaking in frame 2 and falling ``rate_db_s`` dB per second."""
+    """Mel band power ``[1, M, T]``, the same in every band, of a sound peaking in frame 2 and falling
+    ``rate_db_s`` dB per second."""
     times = np.arange(spec.frames) * spec.hop_length / spec.sample_rate
     db = -rate_db_s * np.maximum(times - times[2], 0.0)
     db[:2] = -6.0
-    return 10.0 ** (db / 10.0)[None]
+    return np.repeat((10.0 ** (db / 10.0))[None, None], spec.n_mels, axis=1) / spec.n_mels
 
 
 def _db_at(gain: np.ndarray, hz: float, seconds: float, spec=SPEC) -> float:
@@ -56,14 +57,20 @@ def test_level_knobs_act_in_their_region_only(name, hz, inside_s, region_db):
         assert _db_at(gain, f, t) == pytest.approx(0.0, abs=1e-9), (name, f, t)
 
 
-def test_brightness_is_a_tilt_above_the_pivot_that_rises_with_frequency():
-    gain = S.power_gain_np(SPEC, _values(brightness=1.0), _decaying())
-    assert _db_at(gain, 100.0, 0.1) == pytest.approx(0.0, abs=1e-9)
-    assert _db_at(gain, 2 * S.BRIGHT_PIVOT_HZ, 0.1) == pytest.approx(S.BRIGHT_DB_PER_OCT[0], abs=0.5)
+def test_brightness_is_a_tilt_above_the_pivot_that_rises_with_frequency_at_the_same_power():
+    power = _decaying()
+    gain = S.power_gain_np(SPEC, _values(brightness=1.0), power)
     row = 10.0 * np.log10(gain[0, :, 20])
-    assert np.all(np.diff(row) >= -1e-9) and row.max() == pytest.approx(S.BRIGHT_CAP_DB, abs=1e-6)
-    dark = S.power_gain_np(SPEC, _values(brightness=-1.0), _decaying())
-    assert _db_at(dark, 4000.0, 0.1) < -10.0
+    base = _db_at(gain, 100.0, 0.1)
+    assert _db_at(gain, 2 * S.BRIGHT_PIVOT_HZ, 0.1) - base == pytest.approx(S.BRIGHT_DB_PER_OCT[0], abs=0.5)
+    assert np.all(np.diff(row) >= -1e-9) and row.max() - base == pytest.approx(S.BRIGHT_CAP_DB, abs=1e-6)
+    dark = S.power_gain_np(SPEC, _values(brightness=-1.0), power)
+    assert _db_at(dark, 4000.0, 0.1) - _db_at(dark, 100.0, 0.1) < -10.0
+    # a tone control, not a volume control: the mel bands, each tilted at its centre, keep their total power
+    centres = S.mel_centres(SPEC)
+    for g in (gain, dark):
+        at_centres = g[0][np.round(centres * SPEC.n_fft / SPEC.sample_rate).astype(int)]      # [M, T]
+        assert (power[0] * at_centres).sum() == pytest.approx(power.sum(), rel=0.05)
 
 
 def test_decay_scales_the_drop_after_the_attack_and_leaves_the_floor():
@@ -94,19 +101,21 @@ def test_knob_gain_is_monotonic_in_the_value():
         v = np.zeros((len(values), K))
         v[:, k] = values
         gains = 10.0 * np.log10(S.power_gain_np(SPEC, v, np.repeat(power, len(values), axis=0)))
+        if name == "brightness":   # its level is kept: the tilt, re the lowest bin, rises with the value
+            gains = gains - gains[:, :1]
         assert np.all(np.diff(gains, axis=0) >= -1e-9), name
 
 
 def test_torch_module_matches_the_numpy_reference_and_clamps():
     rng = np.random.default_rng(0)
     values = rng.uniform(-1.5, 1.5, (3, K))
-    mel_power = rng.uniform(0.0, 1.0, (3, SPEC.n_mels, SPEC.frames)) * _decaying()[:, None, :]
+    mel_power = rng.uniform(0.0, 1.0, (3, SPEC.n_mels, SPEC.frames)) * _decaying()
     torch_gain = S.Shaping(SPEC)(torch.tensor(values, dtype=torch.float32),
                                  torch.tensor(mel_power, dtype=torch.float32)).numpy()
-    ref = S.power_gain_np(SPEC, values, mel_power.sum(axis=1))
+    ref = S.power_gain_np(SPEC, values, mel_power)
     np.testing.assert_allclose(10 * np.log10(torch_gain), 10 * np.log10(ref), atol=2e-3)
-    assert np.array_equal(S.power_gain_np(SPEC, values, mel_power.sum(axis=1)),
-                          S.power_gain_np(SPEC, np.clip(values, -1, 1), mel_power.sum(axis=1)))
+    assert np.array_equal(S.power_gain_np(SPEC, values, mel_power),
+                          S.power_gain_np(SPEC, np.clip(values, -1, 1), mel_power))
 
 
 def test_rows_select_bins_in_the_given_order():

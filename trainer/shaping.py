@@ -31,7 +31,8 @@ click         above 2 kHz in the first 12 ms (fading out by 27 ms): the beater c
               the beginning of the kick", LMMS Kicker; "filtered clicks at the start", Kickain). ±18 dB.
               Read as the share of power above 2 kHz / 5 kHz in the first 15 / 10 ms.
 brightness    a tilt of ±4 dB per octave above 150 Hz (at most ±24 dB, reached at 9.6 kHz), the whole
-              sound: a tone control, whose tilt still rises across a hat's or a cymbal's top.
+              sound, at the sound's own power (the tilt's level is taken back out): a tone control, not a
+              volume control, whose tilt still rises across a hat's or a cymbal's top.
               Read as the spectral centroid over the first 100 ms (librosa's spectral_centroid; MPEG-7's
               spectral centroid, Peeters 2004), the AudioCommons brightness model's main feature.
 ============  =============================================================================================
@@ -59,7 +60,7 @@ import torch
 from torch import nn
 
 from runtime.spec import SpectrogramSpec
-from trainer.spec import features_to_power
+from trainer.spec import features_to_power, mel_basis
 
 #: The knobs, in the order of the decoder graph's ``controls`` input.
 KNOBS: tuple[str, ...] = ("sub", "punch", "decay", "click", "brightness")
@@ -157,11 +158,32 @@ def gain_factors(spec: SpectrogramSpec) -> tuple[np.ndarray, np.ndarray]:
         freq[2 * k], freq[2 * k + 1] = LEVEL_DB[name][0] * f_shape, LEVEL_DB[name][1] * f_shape
         time[2 * k] = time[2 * k + 1] = t_shape
     k = KNOBS.index("brightness")
-    octaves = np.log2(np.maximum(freqs, 1.0) / BRIGHT_PIVOT_HZ)
-    tilt = np.minimum(np.maximum(octaves, 0.0), BRIGHT_CAP_DB / BRIGHT_DB_PER_OCT[0])
-    freq[2 * k], freq[2 * k + 1] = BRIGHT_DB_PER_OCT[0] * tilt, BRIGHT_DB_PER_OCT[1] * tilt
+    tilt = brightness_tilt_db(freqs)
+    freq[2 * k], freq[2 * k + 1] = tilt, -tilt
     time[2 * k] = time[2 * k + 1] = 1.0
     return freq, time
+
+
+def brightness_tilt_db(freqs: np.ndarray) -> np.ndarray:
+    """Brightness's gain in dB at +1 at ``freqs`` (Hz), before its level is kept (``-1``: the negative)."""
+    octaves = np.log2(np.maximum(freqs, 1.0) / BRIGHT_PIVOT_HZ)
+    return BRIGHT_DB_PER_OCT[0] * np.minimum(np.maximum(octaves, 0.0), BRIGHT_CAP_DB / BRIGHT_DB_PER_OCT[0])
+
+
+def mel_centres(spec: SpectrogramSpec) -> np.ndarray:
+    """Centre of mass in Hz of each mel band's filter ``[n_mels]`` (the frequency brightness's level rule uses)."""
+    weights = mel_basis(spec)
+    freqs = np.arange(spec.n_freq) * spec.sample_rate / spec.n_fft
+    return (weights @ freqs) / np.maximum(weights.sum(axis=1), 1e-12)
+
+
+def brightness_level_db(spec: SpectrogramSpec, value: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """dB ``[B]`` that keeps each sound's power unchanged under brightness ``value [B]`` (mel band power
+    ``[B, M, T]``, each band tilted at its centre): a tone control, not a volume control; silence gets 0."""
+    tilt = brightness_tilt_db(mel_centres(spec))
+    v = np.asarray(value, dtype=np.float64)
+    tilted = (power * 10.0 ** (v[:, None, None] * tilt[None, :, None] / 10.0)).sum(axis=(1, 2))
+    return -10.0 * np.log10((tilted + 1e-30) / (power.sum(axis=(1, 2)) + 1e-30))
 
 
 def gain_basis(spec: SpectrogramSpec) -> np.ndarray:
@@ -198,20 +220,22 @@ def _drop_np(frame_power: np.ndarray) -> np.ndarray:
     return db - db.max(axis=-1, keepdims=True)
 
 
-def power_gain_np(spec: SpectrogramSpec, values: np.ndarray, frame_power: np.ndarray) -> np.ndarray:
-    """Power gain ``[B, n_freq, frames]`` (float64) of knob values ``[B, len(KNOBS)]`` for sounds whose power per
-    frame is ``frame_power [B, frames]`` (numpy reference of :class:`Shaping`)."""
+def power_gain_np(spec: SpectrogramSpec, values: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """Power gain ``[B, n_freq, frames]`` (float64) of knob values ``[B, len(KNOBS)]`` for sounds whose decoded
+    mel band power is ``power [B, M, frames]`` (numpy reference of :class:`Shaping`)."""
     v = np.clip(np.atleast_2d(np.asarray(values, dtype=np.float64)), -1.0, 1.0)
+    power = np.asarray(power, dtype=np.float64)
     basis = gain_basis(spec)
     db = np.einsum("bk,kft->bft", np.maximum(v, 0.0), basis[0::2]) \
         + np.einsum("bk,kft->bft", np.maximum(-v, 0.0), basis[1::2])
-    decay = decay_gain_db(_drop_np(np.atleast_2d(frame_power)), v[:, KNOBS.index("decay")])
+    decay = decay_gain_db(_drop_np(power.sum(axis=1)), v[:, KNOBS.index("decay")])
     db = db + (decay * decay_time_weight(spec)[None])[:, None, :]
+    db = db + brightness_level_db(spec, v[:, KNOBS.index("brightness")], power)[:, None, None]
     return 10.0 ** (db / 10.0)
 
 
 class Shaping(nn.Module):
-    """Knob values ``[B, len(KNOBS)]`` and the sound's power per frame ``[B, T]`` -> power gain ``[B, rows, T]``.
+    """Knob values ``[B, len(KNOBS)]`` and the decoded mel band power ``[B, M, T]`` -> power gain ``[B, rows, T]``.
 
     ``rows`` selects and orders the STFT bins (the exported graph's FFT layout gathers them; ``None`` keeps natural
     order). Values are clamped to [-1, 1]. Ops: Relu, Concat, Mul, MatMul, Log, ReduceMax, Clip, Exp (ONNX-exportable).
@@ -228,7 +252,9 @@ class Shaping(nn.Module):
         self.register_buffer("freq", torch.tensor(freq[order].T * (np.log(10.0) / 10.0), dtype=torch.float32))
         self.register_buffer("time", torch.tensor(time[order], dtype=torch.float32))
         self.register_buffer("when", torch.tensor(decay_time_weight(spec), dtype=torch.float32))
-        self.decay = KNOBS.index("decay")
+        tilt = brightness_tilt_db(mel_centres(spec)) * (np.log(10.0) / 10.0)
+        self.register_buffer("tilt", torch.tensor(tilt[:, None], dtype=torch.float32))   # [M, 1]
+        self.decay, self.brightness = KNOBS.index("decay"), KNOBS.index("brightness")
         self.spec = spec
 
     def _decay_db(self, v: torch.Tensor, frame_power: torch.Tensor) -> torch.Tensor:
@@ -243,13 +269,21 @@ class Shaping(nn.Module):
 
     def forward(self, values: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
         """Power gain ``[B, rows, T]`` for knob values ``[B, K]`` and the decoded band power ``[B, M, T]``
-        (:func:`trainer.spec.features_to_power` of the features; only its sum per frame is used, for decay)."""
+        (:func:`trainer.spec.features_to_power` of the features: its frame sums place decay, its total keeps
+        brightness's level)."""
         frame_power = power.sum(dim=-2)
         v = torch.clamp(values, -1.0, 1.0)
         amounts = torch.cat([torch.relu(v), torch.relu(-v)], dim=1)                   # [B, 2K]
         log_gain = torch.matmul(self.freq[None] * amounts[:, None, :], self.time)     # [B, rows, T]
         log_gain = log_gain + (self._decay_db(v, frame_power) * (np.log(10.0) / 10.0))[:, None, :]
-        return torch.exp(log_gain)
+        return torch.exp(log_gain - self._brightness_level(v, power))
+
+    def _brightness_level(self, v: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+        """Natural log ``[B, 1, 1]`` of the power brightness adds, so the gain can take it back out
+        (:func:`brightness_level_db`)."""
+        value = v[:, self.brightness:self.brightness + 1, None]                         # [B, 1, 1]
+        tilted = (power * torch.exp(value * self.tilt)).sum(dim=(1, 2), keepdim=True)
+        return torch.log((tilted + 1e-30) / (power.sum(dim=(1, 2), keepdim=True) + 1e-30))
 
     def magnitude(self, features: torch.Tensor, magnitude: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Shape ``magnitude [B, C, F, T]`` (``MelInverse(spec)(features)``, natural bin order) by knob values
