@@ -134,18 +134,15 @@ def held_out_kicks(drums: Path, n: int) -> list[Path]:
 def real_descriptors(files: list[Path], metadata, implementations: dict) -> dict[str, np.ndarray]:
     """Each implementation's descriptors ``[R, D]`` of real kick ``files``, prepared for the model as a pad's own
     sample is (mono, model rate, onset-aligned, loudness-normalised); a file that cannot be read is skipped."""
-    import soundfile as sf
-
-    from runtime.controls import prepare_sample
+    from runtime.controls import read_sample
     from runtime.errors import KickspaceError
 
     audio = []
     for path in files:
         try:
-            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-            audio.append(prepare_sample(data.T, rate, metadata))
-        except (RuntimeError, OSError, KickspaceError) as err:
-            print(f"{path}: skipped for the real-kick spread ({err})", file=sys.stderr)
+            audio.append(read_sample(path, metadata))
+        except KickspaceError as err:
+            print(f"skipped for the real-kick spread: {err}", file=sys.stderr)
     if not audio:
         return {}
     return {name: fn(np.stack(audio), metadata.sample_rate) for name, fn in implementations.items()}

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.onnx_file import save_onnx  # noqa: E402
 from trainer.phase import DEFAULT_INIT, DEFAULT_ITERATIONS, make_init  # noqa: E402
-from export.preset_folder import DecoderGraph  # noqa: E402
+from export.preset_folder import DecoderGraph, GraphInputs  # noqa: E402
 from runtime.spec import get_spec  # noqa: E402
 from trainer.shaping import KNOBS  # noqa: E402
 from trainer.checkpoint import load_model  # noqa: E402
@@ -43,18 +43,6 @@ class DecoderOnly(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.decode(z)[:, 0]
-
-
-class Shaped(nn.Module):
-    """``z``, ``controls`` -> ``audio``, ``logmel``: the decoder graph with the knobs' shaping stage
-    (``trainer/shaping.py``), inputs in the exported graph's order."""
-
-    def __init__(self, graph: nn.Module) -> None:
-        super().__init__()
-        self.decoder = graph  # not "graph": that name clashes with torch.fx during export
-
-    def forward(self, z: torch.Tensor, controls: torch.Tensor):
-        return self.decoder(z, None, controls)
 
 
 def _session(path: Path):
@@ -108,13 +96,14 @@ def main() -> None:
         init = make_init(DEFAULT_INIT, spec)
         graphs += [(f"decoder + Griffin-Lim, K={k}", DecoderGraph(model, spec, n_iter=k, init_phase=init),
                     ("audio", "logmel")) for k in KS]
-        graphs += [(f"decoder + knobs + Griffin-Lim, K={k}", Shaped(DecoderGraph(model, spec, n_iter=k,
-                                                                                  init_phase=init, shaping=True)),
+        shaped_inputs = ("z", "controls")
+        graphs += [(f"decoder + knobs + Griffin-Lim, K={k}",
+                    GraphInputs(DecoderGraph(model, spec, n_iter=k, init_phase=init, shaping=True), shaped_inputs),
                     ("audio", "logmel")) for k in (2, DEFAULT_ITERATIONS)]
         controls = torch.rand(1, len(KNOBS)) * 2 - 1
         for name, module, outputs in graphs:
             path = Path(tmp) / "graph.onnx"
-            shaped = isinstance(module, Shaped)
+            shaped = isinstance(module, GraphInputs)
             examples, names = ((z, controls), ("z", "controls")) if shaped else ((z,), ("z",))
             save_onnx(module, path, examples, input_names=names, output_names=outputs, optimize=True)
             session, load_ms = _session(path)

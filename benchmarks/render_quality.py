@@ -31,7 +31,7 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -160,12 +160,15 @@ def real_sounds(root: Path, drum_class: str) -> Group:
     return Group(f"real {drum_class} ({len(sounds)} files)", 44100, sounds, names)
 
 
-def _render(model: ExportedModel, z: np.ndarray, label: int | None,
-            controls: np.ndarray | None = None) -> list[np.ndarray]:
-    if controls is not None and not model.metadata.controls:
-        controls = None
-    audio = render_sounds([PadRequest(0, model, z, label, controls)], model.metadata.sample_rate)[0]
+def _render(request: PadRequest) -> list[np.ndarray]:
+    audio = render_sounds([request], request.model.metadata.sample_rate)[0]
     return [row for row in np.asarray(audio, dtype=np.float64)]
+
+
+def _first_layer(request: PadRequest) -> PadRequest:
+    """A pad's request with its first velocity layer only (the z and shaping-control rows it sends)."""
+    controls = None if request.controls is None else request.controls[:1]
+    return replace(request, note=0, z=request.z[:1], controls=controls)
 
 
 def preset_groups(folder: Path, n_latents: int, seed: int = 0) -> list[Group]:
@@ -173,20 +176,17 @@ def preset_groups(folder: Path, n_latents: int, seed: int = 0) -> list[Group]:
     preset = load_preset(folder)
     model = ExportedModel(preset.model)
     rate = model.metadata.sample_rate
-    state = ControlState(preset, model.metadata)
     pads = Group("pads (knobs at default)", rate, [], [])
-    for pad in preset.pads:
-        pads.sounds += _render(model, state.pad_z(pad.note)[:1], state.pad_label(pad.note),
-                               state.pad_controls(pad.note)[:1])
+    for pad, request in zip(preset.pads, ControlState(preset, model.metadata).requests(model)):
+        pads.sounds += _render(_first_layer(request))
         pads.names.append(f"pad {pad.note} {pad.name}")
     knobs = Group("knobs at 0 and 1 (every pad)", rate, [], [])
     for knob in preset.knobs:
         for cc, end in ((0, "0"), (127, "1")):
             state = ControlState(preset, model.metadata)
             state.set_cc(knob.cc, cc)
-            for pad in preset.pads:
-                knobs.sounds += _render(model, state.pad_z(pad.note)[:1], state.pad_label(pad.note),
-                                        state.pad_controls(pad.note)[:1])
+            for pad, request in zip(preset.pads, state.requests(model)):
+                knobs.sounds += _render(_first_layer(request))
                 knobs.names.append(f"pad {pad.note} {knob.axis}={end}")
     groups = [pads, knobs]
     rng = np.random.default_rng(seed)
@@ -194,7 +194,7 @@ def preset_groups(folder: Path, n_latents: int, seed: int = 0) -> list[Group]:
     for label in labels:
         z = rng.standard_normal((n_latents, model.metadata.latent)).astype(np.float32)
         what = f" class {model.metadata.labels[label]}" if label is not None else ""
-        sounds = [s for i in range(0, n_latents, 50) for s in _render(model, z[i:i + 50], label)]
+        sounds = [s for i in range(0, n_latents, 50) for s in _render(PadRequest(0, model, z[i:i + 50], label))]
         groups.append(Group(f"{n_latents} random latents{what}", rate, sounds, [f"z{i}" for i in range(n_latents)]))
     return groups
 

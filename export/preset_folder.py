@@ -68,10 +68,10 @@ class DecoderGraph(nn.Module):
         return self.synth(logmel, controls), logmel
 
 
-class _GraphInputs(nn.Module):
+class GraphInputs(nn.Module):
     """A :class:`DecoderGraph` with positional inputs in the graph's order (``z``, then ``label`` and/or
     ``controls`` as the model has them): ``torch.export`` traces positional arguments, and a model without a label
-    takes ``controls`` second."""
+    takes ``controls`` second. Used by the export and by ``benchmarks/render_latency.py``."""
 
     def __init__(self, graph: DecoderGraph, names: tuple[str, ...]) -> None:
         super().__init__()
@@ -200,7 +200,7 @@ def _write_folder(out: Path, model: VAE, metadata: ModelMetadata, *, decoder: De
         (out / fmt.PREVIEW_FILE).unlink(missing_ok=True)  # a stale preview of an earlier export
     for name, graph in ((fmt.PREVIEW_FILE, preview), (fmt.DECODER_FILE, decoder)):
         if graph is not None:
-            save_onnx(_GraphInputs(graph, decoder_in), out / name, decoder_examples, input_names=decoder_in,
+            save_onnx(GraphInputs(graph, decoder_in), out / name, decoder_examples, input_names=decoder_in,
                       output_names=("audio", "logmel"), metadata=meta, optimize=optimize)
 
 

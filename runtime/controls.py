@@ -174,8 +174,9 @@ class ControlState:
         row = np.array([self.values.get(name, 0.0) for name in controls], dtype=np.float64)
         rows = np.repeat(row[None], self.layers, axis=0)
         velocity = self.preset.velocity
-        if velocity.axis is not None and velocity.axis in controls:
-            rows[:, controls.index(velocity.axis)] += velocity_layer_offsets(self.layers, velocity.amount)
+        column = None if velocity.axis is None else self.metadata.control_index(velocity.axis)
+        if column is not None:
+            rows[:, column] += velocity_layer_offsets(self.layers, velocity.amount)
         return rows.astype(np.float32)
 
     def pad_label(self, note: int) -> int | None:
@@ -198,8 +199,6 @@ def encode_samples(preset: Preset, model: ExportedModel) -> dict[int, np.ndarray
     one-shots were (:func:`prepare_sample`); its anchor is the encoder's mean. A sample that cannot be read or
     prepared fails with one line naming the pad.
     """
-    import soundfile as sf
-
     anchors = {}
     for i, pad in enumerate(preset.pads):
         if pad.sample is None:
@@ -209,17 +208,29 @@ def encode_samples(preset: Preset, model: ExportedModel) -> dict[int, np.ndarray
             raise ConfigError(where, f"the model at {model.folder} was exported without an encoder, "
                                      f"so it cannot place your own sample; use an anchor or a label")
         try:
-            audio, rate = sf.read(str(pad.sample), dtype="float32", always_2d=True)
-        except (RuntimeError, OSError) as err:
-            raise ConfigError(where, f"cannot read {pad.sample} ({err})") from None
-        try:
-            mono = prepare_sample(audio.T, rate, model.metadata)
+            mono = read_sample(pad.sample, model.metadata)
         except KickspaceError as err:
-            raise ConfigError(where, f"{pad.sample}: {err}") from None
+            raise ConfigError(where, str(err)) from None
         label = None if pad.label is None else model.metadata.labels.index(pad.label)
         mu, _ = model.encode(mono[None], label=label)
         anchors[pad.note] = mu[0].astype(np.float64)
     return anchors
+
+
+def read_sample(path: str | Path, metadata: ModelMetadata) -> np.ndarray:
+    """A sound file -> the encoder's input ``[metadata.n_samples]`` float32 (read with soundfile, then
+    :func:`prepare_sample`). Raises :class:`KickspaceError` (one line naming the file) for a file that cannot be
+    read or prepared."""
+    import soundfile as sf
+
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as err:
+        raise KickspaceError(f"cannot read {path} ({err})") from None
+    try:
+        return prepare_sample(audio.T, rate, metadata)
+    except KickspaceError as err:
+        raise KickspaceError(f"{path}: {err}") from None
 
 
 def prepare_sample(audio: np.ndarray, sample_rate: int, metadata: ModelMetadata) -> np.ndarray:

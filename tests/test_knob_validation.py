@@ -94,6 +94,7 @@ def test_trainer_axes_validates_the_shaping_knobs_by_default(tiny_run, capsys): 
         assert sorted(fig["knobs"]) == sorted(KNOBS)
     text = (out / "knobs.md").read_text()
     assert "# Shaping knobs of" in text and "### Cross-talk by `own`" in text and "Size by `librosa`" in text
+    assert f"{saved['examples']} corpus sounds encoded" in text and "{" not in text.split("\n\n")[1]
     assert trainer_cli.main([*args, "--methods", "pinv"]) == 2  # latent methods only with --latent
     assert "--methods" in capsys.readouterr().err
 

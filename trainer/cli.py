@@ -320,12 +320,11 @@ def _run_axes(args: argparse.Namespace) -> int:
 
 def _run_knob_check(args: argparse.Namespace) -> int:
     from trainer.analysis.knob_check import check_knobs, summary
+    from trainer.phase import DEFAULT_ITERATIONS
 
     if args.methods is not None:
         raise KickspaceError("--methods: compares latent axis methods, so it needs --latent")
     run, corpus, out = _load_run_and_data(args)
-    from trainer.phase import DEFAULT_ITERATIONS
-
     n_iter = DEFAULT_ITERATIONS if args.gl_iters is None else args.gl_iters
     report = check_knobs(run, corpus, out=out, n_real=args.anchors, n_values=args.values, n_random=args.random,
                          seed=args.seed, n_iter=n_iter)

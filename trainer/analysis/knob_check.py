@@ -114,7 +114,7 @@ def knob_markdown(report: dict[str, Any]) -> str:
         "spectrum (between the mel inverse and Griffin-Lim, as in the exported decoder graph). Each anchor is "
         f"decoded once; each knob is swept over {len(report['values'])} values in [-1, 1] with the others at 0 and "
         f"rendered as the exported decoder renders: Griffin-Lim from the pghi phase, {report['gl_iters']} "
-        "iterations. {report['examples']} corpus sounds encoded.",
+        f"iterations. {report['examples']} corpus sounds encoded.",
         knobs.markdown(report["validation"])]) + "\n"
 
 

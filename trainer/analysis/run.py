@@ -27,7 +27,7 @@ from trainer.data.ingest import Corpus, ingest
 from trainer.descriptors import describe_batch
 from trainer.phase import PhaseGradient
 from trainer.shaping import KNOBS, Shaping
-from trainer.spec import MelInverse, features_to_waveform, griffin_lim
+from trainer.spec import MelInverse, griffin_lim
 from trainer.vae import VAE
 
 
@@ -139,24 +139,22 @@ def to_audio(features: np.ndarray, spec: SpectrogramSpec, *, n_iter: int = 32, b
     phase, ``"random"`` (seed 0) or ``"pghi"`` (:class:`trainer.phase.PhaseGradient` of each magnitude, what the
     exported decoder graph starts from, so ``n_iter`` 8 renders what the runtime plays).
     """
-    if controls is None and init == "random":
-        out = [features_to_waveform(features[i:i + batch_size], spec, n_iter=n_iter).numpy()
-               for i in range(0, len(features), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, spec.channels, spec.n_samples), np.float32)
-    controls = np.zeros((len(features), len(KNOBS)), np.float32) if controls is None else \
-        np.asarray(controls, dtype=np.float32)
-    if controls.shape != (len(features), len(KNOBS)):
-        raise KickspaceError(f"controls: must be [{len(features)}, {len(KNOBS)}] (one row of {', '.join(KNOBS)} "
-                             f"per sound), got {list(controls.shape)}")
-    inverse, shaping = MelInverse(spec).eval(), Shaping(spec).eval()
+    if controls is not None:
+        controls = np.asarray(controls, dtype=np.float32)
+        if controls.shape != (len(features), len(KNOBS)):
+            raise KickspaceError(f"controls: must be [{len(features)}, {len(KNOBS)}] (one row of "
+                                 f"{', '.join(KNOBS)} per sound), got {list(controls.shape)}")
+    inverse = MelInverse(spec).eval()
+    shaping = None if controls is None else Shaping(spec).eval()
     phase = PhaseGradient(spec).eval() if init == "pghi" else None
     out = []
-    with torch.no_grad():
-        for i in range(0, len(features), batch_size):
-            x = torch.as_tensor(np.asarray(features[i:i + batch_size], dtype=np.float32))
-            magnitude = shaping.magnitude(x, inverse(x), torch.as_tensor(controls[i:i + batch_size]))
-            start = "random" if phase is None else phase(magnitude)[:, None]
-            out.append(griffin_lim(magnitude, spec, n_iter=n_iter, init=start).numpy())
+    for i in range(0, len(features), batch_size):
+        x = torch.as_tensor(np.asarray(features[i:i + batch_size], dtype=np.float32))
+        magnitude = inverse(x)
+        if shaping is not None:
+            magnitude = shaping.magnitude(x, magnitude, torch.as_tensor(controls[i:i + batch_size]))
+        start = "random" if phase is None else phase(magnitude)[:, None]
+        out.append(griffin_lim(magnitude, spec, n_iter=n_iter, init=start).numpy())
     return np.concatenate(out) if out else np.zeros((0, spec.channels, spec.n_samples), np.float32)
 
 
