@@ -7,7 +7,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from runtime.errors import ConfigError
-from trainer.objective import ObjectiveConfig, beta_at, kl_per_dim, multires_mse, reconstruction, vae_loss
+from trainer.objective import (ObjectiveConfig, beta_at, frame_level, kl_per_dim, multires_mse, reconstruction,
+                               vae_loss)
 
 
 def test_kl_matches_torch_distributions() -> None:
@@ -60,6 +61,25 @@ def test_low_frequency_weighting_and_multires_term() -> None:
     checker = (torch.arange(16)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1.0  # averages out when pooled
     assert multires_mse(checker[None, None], target) == pytest.approx(0.0, abs=1e-7)
     assert multires_mse(low, target) > 0
+
+
+def test_envelope_term_prices_a_moved_peak_more_than_a_quiet_bin() -> None:
+    """The frame level follows the loudest bin (a level meter), so moving the body's peak a few frames earlier costs
+    less than an error spread over quiet bins under the element-wise MSE, and far more with the envelope term."""
+    target = torch.full((1, 1, 32, 12), -1.0)
+    target[:, :, 2, 4] = 0.8  # the body peaks in frame 4
+    early = target.clone()
+    early[:, :, 2, 4], early[:, :, 2, 1] = -1.0, 0.8  # the same peak three frames early
+    quiet = target.clone()
+    quiet[:, :, 20:, :] += 0.35  # the same element-wise error order, in bins far below the peak
+    plain, enveloped = ObjectiveConfig(), ObjectiveConfig(envelope_weight=1.0)
+    assert reconstruction(target, target, enveloped) == 0
+    assert frame_level(target).shape == (1, 1, 12)
+    assert int(frame_level(target)[0, 0].argmax()) == 4 and int(frame_level(early)[0, 0].argmax()) == 1
+    assert reconstruction(early, target, plain) < reconstruction(quiet, target, plain)
+    assert reconstruction(early, target, enveloped) > 3 * reconstruction(quiet, target, enveloped)
+    with pytest.raises(ConfigError, match="objective.envelope_weight"):
+        ObjectiveConfig(envelope_weight=-1.0)
 
 
 def test_config_errors_name_the_field() -> None:

@@ -16,6 +16,7 @@ true standardised descriptors, in standard deviations squared.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -48,6 +49,11 @@ class ObjectiveConfig:
     low_freq_weight : float
         Extra weight on low bins: per-bin weights rise linearly from 1 (top bin) to ``1 + low_freq_weight``
         (bottom bin), normalised to mean 1, applied to the element-wise MSE term (0 = plain MSE).
+    envelope_weight : float
+        Weight of an envelope term (0 disables): the MSE between each frame's level (the log of the power summed
+        over all bins, in feature units) of the reconstruction and of the target. The element-wise MSE weighs a
+        frame's loudest bins like any other of its 128, so a decoder can shift the body's peak into the first
+        frames (an attack faster than the sound's) at little cost; this term prices the frame level itself.
     control_weight : float
         Weight of the control-prediction MSE (models with ``model.controls`` only).
     consistency_weight : float
@@ -65,6 +71,7 @@ class ObjectiveConfig:
     free_bits: float = 0.25
     multires_weight: float = 0.0
     low_freq_weight: float = 0.0
+    envelope_weight: float = 0.0
     control_weight: float = 0.01
     consistency_weight: float = 0.0
 
@@ -78,6 +85,7 @@ class ObjectiveConfig:
         require(self.free_bits >= 0, "objective.free_bits", f"must be >= 0, got {self.free_bits}")
         require(self.multires_weight >= 0, "objective.multires_weight", "must be >= 0")
         require(self.low_freq_weight >= 0, "objective.low_freq_weight", "must be >= 0")
+        require(self.envelope_weight >= 0, "objective.envelope_weight", "must be >= 0")
         require(self.control_weight >= 0, "objective.control_weight", "must be >= 0")
         require(self.consistency_weight >= 0, "objective.consistency_weight", "must be >= 0")
 
@@ -156,7 +164,21 @@ def reconstruction(recon: torch.Tensor, target: torch.Tensor, config: ObjectiveC
     loss = err.mean()
     if config.multires_weight > 0:
         loss = loss + config.multires_weight * multires_mse(recon, target)
+    if config.envelope_weight > 0:
+        loss = loss + config.envelope_weight * F.mse_loss(frame_level(recon), frame_level(target))
     return loss
+
+
+FEATURE_NEPERS = 40.0 * math.log(10.0) / 10.0  # one feature unit is 40 dB (80 dB over [-1, 1]) in ln(power)
+
+
+def frame_level(features: torch.Tensor) -> torch.Tensor:
+    """Each frame's level ``[B, C, T]`` in feature units: log of the power summed over the bins of ``[B, C, M, T]``.
+
+    ``logsumexp`` over bins of the features in nepers of power, scaled back to feature units; the constant (the
+    bin count, the dB reference) cancels in a difference. Dominated by a frame's loudest bins, as a level meter is.
+    """
+    return torch.logsumexp(features * FEATURE_NEPERS, dim=2) / FEATURE_NEPERS
 
 
 def multires_mse(recon: torch.Tensor, target: torch.Tensor, factors: tuple[int, ...] = (2, 4, 8)) -> torch.Tensor:
