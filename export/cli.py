@@ -14,6 +14,7 @@ from runtime.logs import add_log_flags, say
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
     from trainer.phase import DEFAULT_INIT
     from export.preset_folder import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
+    from export.two_band import LOW_ITERATIONS
 
     p = sub.add_parser("onnx", help="export a run as ONNX decoder + encoder graphs with a default preset",
                        description="Write OUT/decoder.onnx (z [+ label] + controls -> audio, logmel: the decoder, "
@@ -29,8 +30,9 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run folder written by `trainer fit` (or a checkpoint file)")
     p.add_argument("--out", type=Path, required=True, help="output folder, e.g. presets/NAME")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint in the run folder (default best.pt)")
-    p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
-                   help=f"Griffin-Lim iterations K in the graph (default {DEFAULT_ITERATIONS})")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"Griffin-Lim iterations K in the graph (default {DEFAULT_ITERATIONS}; with a high band "
+                        f"{LOW_ITERATIONS} in the low band)")
     p.add_argument("--preview-iterations", type=int, default=DEFAULT_PREVIEW_ITERATIONS,
                    help=f"iterations of OUT/decoder_preview.onnx, the cheaper render played while a knob moves "
                         f"(default {DEFAULT_PREVIEW_ITERATIONS}; 0 writes none)")
@@ -44,6 +46,11 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-shaping", action="store_true",
                    help="export a latent-axes-only model: decoder graphs without the controls input (the shaping "
                         "knobs), every axis of axes.json on the knobs, as models exported before the controls")
+    band = p.add_mutually_exclusive_group()
+    band.add_argument("--highband", type=Path, default=None,
+                      help="a `trainer highband` checkpoint: render the band above 11 kHz too, at 44.1 kHz "
+                           "(default RUN/highband.pt if present)")
+    band.add_argument("--no-highband", action="store_true", help="ignore RUN/highband.pt: the VAE's band alone")
     p.set_defaults(handler=_run_onnx)
 
 
@@ -52,7 +59,8 @@ def _run_onnx(args: argparse.Namespace) -> int:
 
     result = export_run(args.run, out=args.out, checkpoint=args.checkpoint, n_iter=args.iterations,
                         preview_iterations=args.preview_iterations, phase_init=args.phase_init, axes=args.axes,
-                        centroids=args.centroids, optimize=not args.no_optimize, shaping=not args.no_shaping)
+                        centroids=args.centroids, optimize=not args.no_optimize, shaping=not args.no_shaping,
+                         highband=False if args.no_highband else args.highband)
     meta = result.metadata
     axes = ", ".join(a.name for a in meta.axes) or "none"
     controls = ", ".join(meta.controls) or "none"

@@ -27,6 +27,7 @@ from torch import nn
 
 from export.graph import FactorizedLogMel, MagnitudeToAudio
 from export.onnx_file import save_onnx
+from export.two_band import LOW_ITERATIONS, two_band_graphs
 from trainer.phase import DEFAULT_INIT, DEFAULT_ITERATIONS, make_init
 from runtime import model as fmt
 from runtime.errors import ConfigError, KickspaceError
@@ -35,6 +36,7 @@ from runtime.preset import Pad, default_preset
 from runtime.spec import SpectrogramSpec
 from trainer.checkpoint import Checkpoint, load_model, resolve_checkpoint
 from trainer.data.audio import Preprocess
+from trainer.highband import HIGHBAND_FILE
 from trainer.shaping import KNOBS
 from trainer.vae import VAE
 
@@ -104,10 +106,11 @@ class ExportResult:
     parity: dict[str, float]  # max abs difference onnxruntime vs torch per output
 
 
-def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt", n_iter: int = DEFAULT_ITERATIONS,
+def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt", n_iter: int | None = None,
                preview_iterations: int = DEFAULT_PREVIEW_ITERATIONS, phase_init: str = DEFAULT_INIT,
                axes: str | Path | None = None, centroids: str | Path | None = None,
-               optimize: bool = True, shaping: bool = True) -> ExportResult:
+               optimize: bool = True, shaping: bool = True,
+               highband: str | Path | bool | None = None) -> ExportResult:
     """Export a run's decoder and encoder graphs, metadata and default preset into ``out``.
 
     Parameters
@@ -116,8 +119,9 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         Run folder written by ``trainer fit`` (or a checkpoint file).
     checkpoint : str
         Checkpoint in a run folder (``best.pt``, else ``last.pt``): :func:`trainer.checkpoint.resolve_checkpoint`.
-    n_iter : int
-        Griffin-Lim iterations K inside the decoder graph.
+    n_iter : int, optional
+        Griffin-Lim iterations K inside the decoder graph (default :data:`trainer.phase.DEFAULT_ITERATIONS`, or
+        :data:`export.two_band.LOW_ITERATIONS` for the low band of a two-band model).
     preview_iterations : int
         Iterations of the preview decoder (``decoder_preview.onnx``, played while a knob moves); 0, or not fewer
         than ``n_iter``, writes none.
@@ -132,11 +136,18 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         Give the decoder graphs the shaping controls (:data:`trainer.shaping.KNOBS`, a ``controls`` input, named in
         ``metadata.controls``); a latent axis of the same name as a control is then left out of the metadata (a
         knob names one or the other). False: a latent-axes-only model, as exported before the controls existed.
+    highband : path or bool, optional
+        A ``trainer highband`` checkpoint: the decoder renders the VAE's band plus the band above it that the
+        checkpoint's net predicts, at 44.1 kHz (:mod:`export.two_band`; the model's spec becomes the net's 44.1
+        kHz low spec, the encoder reads 44.1 kHz audio). Default: the run folder's ``highband.pt`` when present;
+        False: none.
     """
     log.debug(f"exporting {run} ({checkpoint}) to {out}: K={n_iter}, preview K={preview_iterations}, "
               f"phase init {phase_init}")
     path = resolve_checkpoint(run, checkpoint)
     model, spec, ckpt = load_model(path)
+    highband = _optional(highband, path.parent / HIGHBAND_FILE) if highband is not False else None
+    n_iter = (LOW_ITERATIONS if highband else DEFAULT_ITERATIONS) if n_iter is None else n_iter
     _check_exportable(model, spec, n_iter, preview_iterations)
     preview_iterations = preview_iterations if preview_iterations < n_iter else 0
     analysis = path.parent / "analysis"
@@ -144,17 +155,15 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     centroids_path = _optional(centroids, analysis / "centroids.json")
     labels = tuple(ckpt.classes) if model.config.n_classes else ()  # a bank's folder name on an unconditioned VAE
     controls = KNOBS if shaping else ()
+    spec, decoder, preview = _decoders(model, spec, highband, n_iter=n_iter, preview_iterations=preview_iterations,
+                                       phase_init=phase_init, shaping=shaping)
     metadata = ModelMetadata(spec=spec, latent=model.code_size, labels=labels, controls=controls,
                              axes=_beside(_read_axes(axes_path, latent=model.code_size), controls),
                              griffin_lim_iterations=n_iter,
                              preview_iterations=preview_iterations, phase_init=phase_init,
                              preparation=Preprocess.of_run(ckpt.config).preparation,
                              training=training_summary(ckpt, source=path))
-    init = make_init(phase_init, spec)
-    decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init, shaping=shaping).eval()
     encoder = EncoderGraph(model, spec).eval()
-    preview = (DecoderGraph(model, spec, n_iter=preview_iterations, init_phase=init, shaping=shaping).eval()
-               if preview_iterations else None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_folder(out, model, metadata, decoder=decoder, encoder=encoder, preview=preview,
@@ -162,6 +171,21 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     parity = check_parity(out, decoder=decoder, encoder=encoder, model=model, spec=spec, preview=preview,
                           controls=len(controls))
     return ExportResult(folder=out, metadata=metadata, parity=parity)
+
+
+def _decoders(model: VAE, spec: SpectrogramSpec, highband: Path | None, *, n_iter: int, preview_iterations: int,
+              phase_init: str, shaping: bool) -> tuple[SpectrogramSpec, nn.Module, nn.Module | None]:
+    """The exported model's spec, its decoder and preview decoder (None when ``preview_iterations`` is 0): the
+    VAE's band alone, or with the high band of the checkpoint ``highband`` (:func:`export.two_band.two_band_graphs`).
+    """
+    if highband is not None:
+        return two_band_graphs(model, spec, highband, n_iter=n_iter, preview_iterations=preview_iterations,
+                               phase_init=phase_init, shaping=shaping)
+    init = make_init(phase_init, spec)
+    decoder = DecoderGraph(model, spec, n_iter=n_iter, init_phase=init, shaping=shaping).eval()
+    preview = (DecoderGraph(model, spec, n_iter=preview_iterations, init_phase=init, shaping=shaping).eval()
+               if preview_iterations else None)
+    return spec, decoder, preview
 
 
 def _check_exportable(model: VAE, spec: SpectrogramSpec, n_iter: int, preview_iterations: int) -> None:
@@ -176,8 +200,8 @@ def _check_exportable(model: VAE, spec: SpectrogramSpec, n_iter: int, preview_it
         raise ConfigError("preview_iterations", f"must be a non-negative integer, got {preview_iterations!r}")
 
 
-def _write_folder(out: Path, model: VAE, metadata: ModelMetadata, *, decoder: DecoderGraph, encoder: EncoderGraph,
-                  preview: DecoderGraph | None, centroids: Path | None, optimize: bool) -> None:
+def _write_folder(out: Path, model: VAE, metadata: ModelMetadata, *, decoder: nn.Module, encoder: EncoderGraph,
+                  preview: nn.Module | None, centroids: Path | None, optimize: bool) -> None:
     """Write the encoder, ``preset.json``, the preview decoder (or remove a stale one), then the decoder.
 
     The decoder goes last so an interrupted export leaves a pair the loader recognises (the module docstring).
@@ -282,8 +306,8 @@ def _control_examples(batch: int, count: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def check_parity(folder: Path, *, decoder: DecoderGraph, encoder: EncoderGraph, model: VAE,
-                 spec: SpectrogramSpec, batch: int = 4, preview: DecoderGraph | None = None,
+def check_parity(folder: Path, *, decoder: nn.Module, encoder: EncoderGraph, model: VAE,
+                 spec: SpectrogramSpec, batch: int = 4, preview: nn.Module | None = None,
                  controls: int = 0) -> dict[str, float]:
     """Run both exported graphs through the runtime's loader and torch on the same inputs; max abs differences.
 

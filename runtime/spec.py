@@ -162,12 +162,16 @@ def check_spec(spec: SpectrogramSpec, *, where: str) -> None:
 
 
 #: Named specs. ``kick`` is DESIGN.md's default; ``kick-2048-htk`` is the measured contender for the low end;
-#: ``kick-22k`` is the shipped kicks preset's (22.05 kHz, hop 128); ``nsynth`` is the timbre seed's 80 x 128 log-mel
-#: at 16 kHz (4.1 s).
+#: ``kick-22k`` is the shipped kicks preset's (22.05 kHz, hop 128); ``kick-44k-low`` is its 44.1 kHz equivalent
+#: (the same bins and window duration: equal features from audio at twice the rate), the spec a two-band model's
+#: encoder reads; ``kick-44k-high`` is the band above it (32 HTK mels over 9-22.05 kHz on the same 5.8 ms frame
+#: grid) that ``trainer highband`` predicts; ``nsynth`` is the timbre seed's 80 x 128 log-mel at 16 kHz (4.1 s).
 SPECS: dict[str, SpectrogramSpec] = {
     "kick": SpectrogramSpec(),
     "kick-2048-htk": SpectrogramSpec(n_fft=2048, win_length=2048, mel_scale="htk"),
     "kick-22k": SpectrogramSpec(sample_rate=22050, n_fft=1024, win_length=1024, hop_length=128, mel_scale="htk"),
+    "kick-44k-low": SpectrogramSpec(n_fft=2048, win_length=2048, fmax=11025.0, mel_scale="htk"),
+    "kick-44k-high": SpectrogramSpec(n_fft=512, win_length=512, n_mels=32, fmin=9000.0, mel_scale="htk"),
     "nsynth": SpectrogramSpec(sample_rate=16000, n_fft=1024, hop_length=512, win_length=1024, n_mels=80,
                               fmax=8000.0),
 }

@@ -461,13 +461,45 @@ def _run_subset(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+# --------------------------------------------------------------------------------------------------- highband
+def _add_highband(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("highband", help="train the band above 11 kHz of a 22.05 kHz model (RUN/highband.pt)",
+                       description="Prepare each sound at 44.1 kHz (the ingest of trainer fit: bad files skipped "
+                                   "with a reason), train a small network from its kick-22k-equivalent low band "
+                                   "(kick-44k-low) to its band over 9-22.05 kHz (kick-44k-high) and write "
+                                   "OUT/highband.pt; python -m export onnx renders it as the model's high band.")
+    p.add_argument("data", type=Path, nargs="+", help="data roots (flat folder, bank of class folders)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (e.g. the VAE's run folder)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the init and the batches (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    _preprocess_arguments(p)
+    p.set_defaults(handler=_run_highband)
+
+
+def _run_highband(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from trainer.data.audio import Preprocess
+    from trainer.highband import HighBandConfig, fit_highband
+
+    config = HighBandConfig(seed=args.seed, threads=args.threads)
+    config = config if args.epochs is None else dataclasses.replace(config, epochs=args.epochs)
+    path, m = fit_highband(args.data, out=args.out, config=config, preprocess=Preprocess(loudness=args.loudness),
+                           layout=args.layout, cache_dir=args.cache, use_cache=not args.no_cache)
+    say(f"wrote {path}: {m['kept']} sounds ({m['skipped']} skipped), held-out MSE {m['val_mse']:.5f} = "
+        f"{m['val_ratio']:.3f} x the mean-spectrogram baseline {m['baseline_mse']:.5f} (best epoch "
+        f"{m['best_epoch']}, {m['parameters']} parameters)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``trainer`` argument parser (one subcommand per job)."""
     parser = argparse.ArgumentParser(prog="trainer", description="Kickspace trainer: data, training, analysis.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_synth, _add_ingest, _add_fit, _add_generate, _add_analyze, _add_cluster, _add_axes,
-                _add_evaluate, _add_sweep_latent, _add_subset, _add_spectrogram):
+                _add_evaluate, _add_sweep_latent, _add_subset, _add_spectrogram, _add_highband):
         add(sub)
     for command in sub.choices.values():
         add_log_flags(command)

@@ -271,12 +271,24 @@ class Shaping(nn.Module):
         """Power gain ``[B, rows, T]`` for knob values ``[B, K]`` and the decoded band power ``[B, M, T]``
         (:func:`trainer.spec.features_to_power` of the features: its frame sums place decay, its total keeps
         brightness's level)."""
-        frame_power = power.sum(dim=-2)
+        return self.gain(values, *self.envelope_terms(values, power))
+
+    def envelope_terms(self, values: torch.Tensor, power: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parts of the gain that depend on the sound: decay's time gain ``[B, 1, T]`` and brightness's level
+        ``[B, 1, 1]`` (natural log of power), from the band power ``[B, M, T]``. A second band of the same sound
+        (a two-band decoder's high band) takes these from the first, so decay and brightness act on the whole
+        sound alike."""
+        v = torch.clamp(values, -1.0, 1.0)
+        decay = (self._decay_db(v, power.sum(dim=-2)) * (np.log(10.0) / 10.0))[:, None, :]
+        return decay, self._brightness_level(v, power)
+
+    def gain(self, values: torch.Tensor, decay: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Power gain ``[B, rows, T]`` on this module's frequency rows from knob values ``[B, K]`` and the sound's
+        :meth:`envelope_terms` (computed here or on another band of the same sound)."""
         v = torch.clamp(values, -1.0, 1.0)
         amounts = torch.cat([torch.relu(v), torch.relu(-v)], dim=1)                   # [B, 2K]
         log_gain = torch.matmul(self.freq[None] * amounts[:, None, :], self.time)     # [B, rows, T]
-        log_gain = log_gain + (self._decay_db(v, frame_power) * (np.log(10.0) / 10.0))[:, None, :]
-        return torch.exp(log_gain - self._brightness_level(v, power))
+        return torch.exp(log_gain + decay - level)
 
     def _brightness_level(self, v: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
         """Natural log ``[B, 1, 1]`` of the power brightness adds, so the gain can take it back out

@@ -1,0 +1,164 @@
+"""The two-band decoder graph: a 22.05 kHz VAE's band plus a predicted band above it, rendered at 44.1 kHz.
+
+``benchmarks/README.md`` ("Full band for the kick model") measured ``two-band 22k+32 hK2`` as the way to bring
+back the band above 11 kHz at about today's render cost: the ``kick-22k`` rows rendered as today (clamped mel
+inverse, Griffin-Lim, K = 6), upsampled to 44.1 kHz by a 63-tap polyphase FIR whose taps carry the crossover's
+low-pass, plus 32 HTK mels over 9-22.05 kHz of a 44.1 kHz, n_fft 512 spec (``kick-44k-high``) rendered by their
+own clamped inverse with the crossover's high side folded into it and Griffin-Lim at K = 2. The crossover is
+power-complementary (sine/cosine over :data:`CROSSOVER`): the bands' phases are unrelated, so their powers add.
+
+Here the high rows come from :class:`trainer.highband.HighBandNet` applied to the VAE's decoded features, so the
+VAE (its latent, pads, knobs and low band) is the shipped one. The knobs (:mod:`trainer.shaping`) act on both
+bands: the low band exactly as :class:`export.graph.MagnitudeToAudio` shapes it, the high band by the same gains
+evaluated on its own frequency axis (click and brightness reach it; sub and punch are zero there), with decay's
+time gain and brightness's level taken from the low band, so decay and brightness treat the sound as one.
+
+The exported model is a 44.1 kHz model to the runtime (metadata spec ``kick-44k-low``): the decoder's audio is
+``[B, 32768]`` at 44.1 kHz and the encoder reads 44.1 kHz audio through ``kick-44k-low``, whose features equal the
+VAE's ``kick-22k`` ones (the same bins and window duration); ``logmel`` stays the low band's features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.graph import MagnitudeToAudio
+from runtime.errors import ConfigError
+from runtime.spec import SpectrogramSpec
+from trainer.highband import HighBandNet
+from trainer.shaping import Shaping
+from trainer.spec import features_to_power, mel_inverse
+from trainer.vae import VAE
+
+#: The low band alone below the first frequency (Hz), the high band alone above the second, sine/cosine between.
+CROSSOVER = (9500.0, 10500.0)
+#: K of the low band in the two-band decoder (no worse than K = 8 on kick-22k, and the pair then costs what one
+#: kick-22k band at K = 8 does) and of the high band in every two-band graph (benchmarks/README.md).
+LOW_ITERATIONS = 6
+HIGH_ITERATIONS = 2
+
+
+def crossover_weight(freqs: np.ndarray, role: str) -> np.ndarray:
+    """Amplitude weight of a band's ``role`` ("low", "high"; anything else: 1) at ``freqs`` (Hz); low^2 + high^2
+    = 1, so two bands of unrelated phase sum to the original power."""
+    lo, hi = CROSSOVER
+    x = np.clip((np.asarray(freqs, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    if role == "low":
+        return np.cos(0.5 * np.pi * x)
+    if role == "high":
+        return np.sin(0.5 * np.pi * x)
+    return np.ones_like(x)
+
+
+def fold_high_side(inverse: np.ndarray, spec: SpectrogramSpec) -> np.ndarray:
+    """A mel inverse ``[n_freq, M]`` (band power -> linear power) of a high band times the crossover's high side
+    (squared: it weighs power): the crossover costs no op in the graph."""
+    freqs = np.arange(spec.n_freq) * spec.sample_rate / spec.n_fft
+    return np.ascontiguousarray(inverse * crossover_weight(freqs, "high")[:, None] ** 2)
+
+
+class Upsample2(nn.Module):
+    """``[B, N]`` at 22.05 kHz -> ``[B, 2N]`` at 44.1 kHz: a linear-phase FIR (``taps`` odd, centred: no delay) on
+    the zero-stuffed signal, the crossover's low-pass folded into the taps, computed polyphase: one Conv1d with a
+    kernel per output phase, interleaved (in onnxruntime 3x faster than the equivalent ConvTranspose1d)."""
+
+    def __init__(self, taps: int = 63) -> None:
+        super().__init__()
+        from scipy import signal
+
+        h = 2.0 * signal.firwin(taps, cutoff=sum(CROSSOVER) / 2, fs=2 * 22050)
+        half = (taps - 1) // 2
+        self.pad = (half + 1) // 2
+        width = 2 * self.pad + 1
+        kernel = np.zeros((2, 1, width))
+        for phase in range(2):  # y[2q + phase] = sum_t kernel[phase, t] * x[q + t - pad]
+            for t in range(width):
+                index = 2 * (self.pad - t) + half + phase
+                if 0 <= index < taps:
+                    kernel[phase, 0, t] = h[index]
+        self.register_buffer("kernel", torch.tensor(kernel, dtype=torch.float32))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        padded = nn.functional.pad(audio[:, None], (self.pad, self.pad))
+        return nn.functional.conv1d(padded, self.kernel).transpose(1, 2).reshape(audio.shape[0], -1)
+
+
+class HighBand(nn.Module):
+    """High-band features ``[B, M, T]`` (+ knob values and the low band's envelope terms) -> audio ``[B, N]``:
+    the clamped mel inverse with the crossover's high side folded in, the knobs' gain on this band's bins,
+    Griffin-Lim (:class:`MagnitudeToAudio`'s own stages)."""
+
+    def __init__(self, spec: SpectrogramSpec, n_iter: int, init_phase: Any, shaping: bool) -> None:
+        super().__init__()
+        self.synth = MagnitudeToAudio(spec, n_iter, init_phase=init_phase)
+        gl = self.synth.gl
+        inverse = torch.tensor(fold_high_side(mel_inverse(spec), spec), dtype=torch.float32)
+        self.synth.inverse = (inverse[gl.stft.gather_in] * gl.inv_scale ** 2).contiguous()
+        self.shaping = Shaping(spec, rows=gl.stft.gather_in.numpy()) if shaping else None
+        self.spec = spec
+
+    def forward(self, features: torch.Tensor, controls: torch.Tensor | None = None,
+                terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        power = torch.matmul(self.synth.inverse, features_to_power(features, self.spec))
+        if self.shaping is not None:
+            power = power * self.shaping.gain(controls, *terms)
+        st = self.synth.gl.stft
+        mag = torch.sqrt(torch.clamp(power, min=0.0)).reshape(-1, st.k2, 1, st.n1, self.spec.frames)
+        return self.synth.gl.iterate(mag, self.synth.gl.initial_angles(mag))
+
+
+class TwoBandDecoderGraph(nn.Module):
+    """``z`` (+ ``label``) (+ ``controls``) -> ``audio`` ``[B, 2 * low n_samples]`` at twice the low band's rate,
+    ``logmel`` ``[B, M, T]`` (the VAE's features, before the knobs): the interface of
+    :class:`export.preset_folder.DecoderGraph`, two bands inside (the module docstring)."""
+
+    def __init__(self, model: VAE, high_net: HighBandNet, low_spec: SpectrogramSpec, high_spec: SpectrogramSpec,
+                 *, n_iter: int, high_iter: int, low_init: Any, high_init: Any, shaping: bool = False) -> None:
+        super().__init__()
+        if 2 * low_spec.sample_rate != high_spec.sample_rate or low_spec.n_samples * 2 != high_spec.n_samples:
+            raise ConfigError("highband.high_spec", f"must run at twice the low band's rate over the same time "
+                                                    f"({high_spec.sample_rate} Hz x {high_spec.n_samples} against "
+                                                    f"{low_spec.sample_rate} Hz x {low_spec.n_samples})")
+        self.model, self.high_net, self.low_spec = model, high_net, low_spec
+        self.low = MagnitudeToAudio(low_spec, n_iter, init_phase=low_init, shaping=shaping)
+        self.up = Upsample2()
+        self.high = HighBand(high_spec, high_iter, high_init, shaping)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None,
+                controls: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logmel = self.model.decode(z, label)[:, 0]
+        low = self.up(self.low(logmel, controls))
+        terms = None
+        if self.low.shaping is not None:
+            terms = self.low.shaping.envelope_terms(controls, features_to_power(logmel, self.low_spec))
+        high = self.high(self.high_net(logmel[:, None])[:, 0], controls, terms)
+        return low + high, logmel
+
+
+def two_band_graphs(model: VAE, spec: SpectrogramSpec, highband: Path, *, n_iter: int, preview_iterations: int,
+                    phase_init: str, shaping: bool) -> tuple[SpectrogramSpec, nn.Module, nn.Module | None]:
+    """The exported model's spec (the high-band net's 44.1 kHz low spec), decoder and preview decoder graphs of a
+    VAE on ``spec`` with the high band of the checkpoint ``highband`` (:func:`trainer.highband.load_highband`).
+
+    Raises :class:`ConfigError` unless the net's low spec has the VAE's rows and frame grid at twice its rate.
+    """
+    from trainer.highband import load_highband
+    from trainer.phase import make_init
+
+    high_net, _ = load_highband(highband)
+    low44, high_spec = high_net.config.specs()
+    same_grid = (low44.n_bins == spec.n_bins and low44.frames == spec.frames
+                 and low44.hop_length * spec.sample_rate == spec.hop_length * low44.sample_rate)
+    if not same_grid or low44.sample_rate != 2 * spec.sample_rate:
+        raise ConfigError("highband", f"{highband}: its low band ({high_net.config.low_spec}) is not this model's "
+                                      f"{spec.n_bins} x {spec.frames} features at twice its {spec.sample_rate} Hz")
+    low_init, high_init = make_init(phase_init, spec), make_init(phase_init, high_spec)
+    graphs = [TwoBandDecoderGraph(model, high_net, spec, high_spec, n_iter=k, high_iter=min(k, HIGH_ITERATIONS),
+                                  low_init=low_init, high_init=high_init, shaping=shaping).eval()
+              if k else None for k in (n_iter, preview_iterations)]
+    return low44, graphs[0], graphs[1]
