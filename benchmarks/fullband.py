@@ -7,8 +7,8 @@ A candidate is one or two *bands*, each a :class:`runtime.spec.SpectrogramSpec` 
 features) with a mel inverse: ``clamped`` is ``trainer.spec.mel_inverse`` (the pseudo-inverse clamped at 0, what
 every render uses today), ``pinv`` the plain pseudo-inverse with the *power* clamped at 0 after it. A two-band
 candidate renders each band on its own and sums them through a power-complementary crossover (sine/cosine over
-``CROSSOVER`` Hz): the low band at 22.05 kHz resampled to 44.1 kHz and low-passed, the high band's magnitude
-weighted by the high side before its Griffin-Lim. Variants: ``hK2`` renders the high band with 2 iterations
+``export.two_band.CROSSOVER`` Hz): the low band at 22.05 kHz resampled to 44.1 kHz and low-passed, the high
+band's magnitude weighted by the high side before its Griffin-Lim. Variants: ``hK2`` renders the high band with 2 iterations
 whatever the low band's K, ``noise`` with none from a random phase (noise shaped by the high band's envelope).
 
 Quality, as ``benchmarks/spec_ceiling.py`` measures it (real kicks prepared by the training loader -> features ->
@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from export.graph import GriffinLim, MagnitudeToAudio  # noqa: E402
+from export.two_band import Upsample2, crossover_weight, fold_high_side  # noqa: E402
 from export.onnx_file import save_onnx  # noqa: E402
 from trainer.phase import PhaseGradient  # noqa: E402
 from render_quality import bandwidth_khz  # noqa: E402
@@ -66,9 +67,6 @@ from trainer.spec import features_to_power, griffin_lim, mel_basis, mel_inverse,
 from trainer.vae import ModelConfig, build_model  # noqa: E402
 
 DRUMS = os.environ.get("KICKSPACE_DRUMS", "/work/shared/data/drums")
-#: Crossover of a two-band candidate: the low band alone below the first frequency, the high band alone above the
-#: second, sine/cosine (power-complementary) weights between.
-CROSSOVER = (9500.0, 10500.0)
 #: The shipped kick model's architecture (configs/kick-controls.toml): the decoder's share of the render cost.
 CONTROLS = ("sub", "punch", "decay", "click", "brightness")
 HF_EDGE = 11000.0
@@ -86,7 +84,7 @@ class Band:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A representation: one band, or a low and a high band summed through :data:`CROSSOVER`."""
+    """A representation: one band, or a low and a high band summed through :data:`export.two_band.CROSSOVER`."""
 
     name: str
     bands: tuple[Band, ...]
@@ -133,25 +131,11 @@ def candidates() -> dict[str, Candidate]:
 
 
 # ================================================================================================ synthesis
-def crossover_weight(freqs: np.ndarray, role: str) -> np.ndarray:
-    """Amplitude weight of a band's ``role`` at ``freqs`` (Hz); low^2 + high^2 = 1 (the bands sum incoherently)."""
-    lo, hi = CROSSOVER
-    x = np.clip((np.asarray(freqs, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
-    if role == "low":
-        return np.cos(0.5 * np.pi * x)
-    if role == "high":
-        return np.sin(0.5 * np.pi * x)
-    return np.ones_like(x)
-
-
 def inverse_matrix(band: Band) -> np.ndarray:
     """Band power -> linear power ``[n_freq, M]`` of ``band`` (its inverse, a high band's crossover weight in)."""
     spec = band.spec
     inv = mel_inverse(spec) if band.inverse == "clamped" else np.linalg.pinv(mel_basis(spec))
-    if band.role == "high":
-        freqs = np.arange(spec.n_freq) * spec.sample_rate / spec.n_fft
-        inv = inv * crossover_weight(freqs, "high")[:, None] ** 2
-    return np.ascontiguousarray(inv)
+    return fold_high_side(inv, spec) if band.role == "high" else np.ascontiguousarray(inv)
 
 
 def band_magnitude(features: torch.Tensor, band: Band) -> torch.Tensor:
@@ -242,32 +226,6 @@ def load_kicks(files: list[str], rates: set[int]) -> dict[int, np.ndarray]:
 
 
 # ====================================================================================================== cost
-class Upsample2(nn.Module):
-    """``[B, N]`` at 22.05 kHz -> ``[B, 2N]`` at 44.1 kHz: a linear-phase FIR (``taps`` odd, centred: no delay) on
-    the zero-stuffed signal, the crossover's low-pass folded into the taps, computed polyphase: one Conv1d with a
-    kernel per output phase, interleaved (in onnxruntime 3x faster than the equivalent ConvTranspose1d)."""
-
-    def __init__(self, taps: int = 63) -> None:
-        super().__init__()
-        from scipy import signal
-
-        h = 2.0 * signal.firwin(taps, cutoff=sum(CROSSOVER) / 2, fs=2 * 22050)
-        half = (taps - 1) // 2
-        self.pad = (half + 1) // 2
-        width = 2 * self.pad + 1
-        kernel = np.zeros((2, 1, width))
-        for phase in range(2):  # y[2q + phase] = sum_t kernel[phase, t] * x[q + t - pad]
-            for t in range(width):
-                index = 2 * (self.pad - t) + half + phase
-                if 0 <= index < taps:
-                    kernel[phase, 0, t] = h[index]
-        self.register_buffer("kernel", torch.tensor(kernel, dtype=torch.float32))
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        padded = nn.functional.pad(audio[:, None], (self.pad, self.pad))
-        return nn.functional.conv1d(padded, self.kernel).transpose(1, 2).reshape(audio.shape[0], -1)
-
-
 class CandidateGraph(nn.Module):
     """``z`` -> VAE decoder -> each band's :class:`MagnitudeToAudio` (its own inverse) -> 44.1 kHz sum."""
 
