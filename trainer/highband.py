@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.errors import KickspaceError
+from runtime.errors import ConfigError, KickspaceError
 from runtime.files import atomic_path
 from runtime.schema import check_fields, require
 from runtime.spec import SpectrogramSpec, get_spec
@@ -153,7 +153,10 @@ def load_highband(path: str | Path) -> tuple[HighBandNet, dict[str, Any]]:
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION or "model_state" not in data:
         raise KickspaceError(f"{path}: not a high-band checkpoint of format version {FORMAT_VERSION} "
                              "(written by `trainer highband`)")
-    config = HighBandConfig.from_dict(data.get("config"), where=f"{path.name}: config")
+    try:
+        config = HighBandConfig.from_dict(data.get("config"))
+    except ConfigError as err:
+        raise KickspaceError(f"{path}: config: {err}") from None
     low, high = config.specs()
     if data.get("low_spec") != low.to_dict() or data.get("high_spec") != high.to_dict():
         raise KickspaceError(f"{path}: its specs differ from today's {config.low_spec} / {config.high_spec}")
