@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/fullband.py [--candidates NAME ...] [--renders random:32 graph:8 ...]
                                             [--ks 8 2] [--limit 48] [--runs 30] [--no-cost] [--through presets/kicks]
+                                            [--highband RUN/highband.pt]
 
 A candidate is one or two *bands*, each a :class:`runtime.spec.SpectrogramSpec` (the training pipeline's own
 features) with a mel inverse: ``clamped`` is ``trainer.spec.mel_inverse`` (the pseudo-inverse clamped at 0, what
@@ -34,11 +35,15 @@ it), which a busy shared machine disturbs less.
 ``--through PRESET`` also renders real kicks encoded and decoded by an exported model (its ``encoder.onnx`` and the
 ``logmel`` output of its ``decoder.onnx``) through each inverse of that model's spec: does an inverse that helps on
 true features also help on a decoder's?
+
+``--highband CKPT`` adds ``two-band 22k+32 hK2`` with its high band predicted from the kicks' true low band by a
+``trainer highband`` net (what the exported two-band decoder renders, less the VAE's own error).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import os
 import platform
@@ -89,6 +94,7 @@ class Candidate:
     name: str
     bands: tuple[Band, ...]
     note: str = ""
+    highband: Path | None = None   # a `trainer highband` checkpoint predicting the high band from the low one
 
     @property
     def rows(self) -> int:
@@ -164,21 +170,31 @@ def to_output(audio: np.ndarray, band: Band) -> np.ndarray:
     return audio
 
 
+def band_features(cand: Candidate, audio: dict[int, np.ndarray]) -> list[torch.Tensor]:
+    """Each band's features ``[B, 1, M, T]`` of the kicks; a candidate with a ``highband`` checkpoint has its high
+    band predicted from its low band's features by that net (``trainer highband``) instead."""
+    out = [waveform_to_features(torch.from_numpy(audio[b.spec.sample_rate][:, None]), b.spec) for b in cand.bands]
+    if cand.highband is not None:
+        from trainer.highband import load_highband
+
+        with torch.no_grad():
+            out[1] = load_highband(cand.highband)[0](out[0])
+    return out
+
+
 def reconstruct(cand: Candidate, audio: dict[int, np.ndarray], init: str, n_iter: int) -> np.ndarray:
     """Real kicks (prepared at each band's rate, ``audio[rate]``) through ``cand`` -> ``[B, N]`` at 44.1 kHz.
 
     ``init``: "random" or "pghi" (each band rendered on its own, resampled by soxr, ideal crossover), or "graph"
     (the timed graph's synthesis, :meth:`CandidateGraph.synthesize`: in-graph PGHI, FIR upsampler)."""
+    features = band_features(cand, audio)
     if init == "graph":
-        rows = [waveform_to_features(torch.from_numpy(audio[b.spec.sample_rate][:, None]), b.spec)[:, 0]
-                for b in cand.bands]
         with torch.no_grad():
-            y = CandidateGraph(cand, None, n_iter).synthesize(torch.cat(rows, dim=1)).numpy()
+            y = CandidateGraph(cand, None, n_iter).synthesize(torch.cat([f[:, 0] for f in features], dim=1)).numpy()
         return to_output(y, Band(cand.bands[0].spec)) if len(cand.bands) == 1 else y
     out = None
-    for band in cand.bands:
-        x = torch.from_numpy(audio[band.spec.sample_rate][:, None])
-        mag = band_magnitude(waveform_to_features(x, band.spec), band)
+    for band, feats in zip(cand.bands, features):
+        mag = band_magnitude(feats, band)
         k = n_iter if band.n_iter is None else band.n_iter
         y = to_output(render_band(mag, band.spec, "random" if band.n_iter == 0 else init, k), band)
         out = y if out is None else out + y
@@ -320,7 +336,9 @@ def through_model(preset: Path, audio: dict[int, np.ndarray], n_iter: int) -> li
     spec = SpectrogramSpec.from_dict(json.loads(next(p.value for p in meta if p.key == "kickspace"))["spec"])
     x = audio[spec.sample_rate]
     mu = ort.InferenceSession(str(preset / "encoder.onnx")).run(["mu"], {"audio": x})[0]
-    shipped, logmel = ort.InferenceSession(str(preset / "decoder.onnx")).run(["audio", "logmel"], {"z": mu})
+    decoder = ort.InferenceSession(str(preset / "decoder.onnx"))
+    feed = {i.name: np.zeros((len(mu), i.shape[1]), np.float32) for i in decoder.get_inputs() if i.name == "controls"}
+    shipped, logmel = decoder.run(["audio", "logmel"], {"z": mu, **feed})  # knobs at 0: the model's own sound
     feats = torch.from_numpy(logmel[:, None])
     rows = [("the model's own decoder.onnx audio", scores(audio[RATE], to_output(shipped, Band(spec))))]
     for inv in ("clamped", "pinv"):
@@ -347,6 +365,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30, help="timed renders per graph (default 30)")
     parser.add_argument("--no-cost", action="store_true", help="quality only")
     parser.add_argument("--through", type=Path, default=None, help="an exported model folder (see docstring)")
+    parser.add_argument("--highband", type=Path, default=None,
+                        help="a `trainer highband` checkpoint: also render `two-band 22k+32 hK2` with its high band "
+                             "predicted from the low band by that net")
     return parser.parse_args()
 
 
@@ -376,6 +397,9 @@ def main() -> None:
     torch.set_num_threads(1)
     table = candidates()
     cands = [table[n] for n in args.candidates]
+    if args.highband is not None:
+        base = table["two-band 22k+32 hK2"]
+        cands.append(dataclasses.replace(base, name=f"{base.name}, high band predicted", highband=args.highband))
     renders = [(r.split(":")[0], int(r.split(":")[1])) for r in args.renders]
     files = sorted(glob.glob(f"{DRUMS}/*/kick/*"))[: args.limit]
     audio = load_kicks(files, {b.spec.sample_rate for c in cands for b in c.bands})

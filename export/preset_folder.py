@@ -142,12 +142,13 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         kHz low spec, the encoder reads 44.1 kHz audio). Default: the run folder's ``highband.pt`` when present;
         False: none.
     """
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent  # the run folder resolve_checkpoint reads
+    highband = _optional(highband, folder / HIGHBAND_FILE) if highband is not False else None
+    n_iter = (LOW_ITERATIONS if highband else DEFAULT_ITERATIONS) if n_iter is None else n_iter
     log.debug(f"exporting {run} ({checkpoint}) to {out}: K={n_iter}, preview K={preview_iterations}, "
-              f"phase init {phase_init}")
+              f"phase init {phase_init}" + (f", high band {highband}" if highband else ""))
     path = resolve_checkpoint(run, checkpoint)
     model, spec, ckpt = load_model(path)
-    highband = _optional(highband, path.parent / HIGHBAND_FILE) if highband is not False else None
-    n_iter = (LOW_ITERATIONS if highband else DEFAULT_ITERATIONS) if n_iter is None else n_iter
     _check_exportable(model, spec, n_iter, preview_iterations)
     preview_iterations = preview_iterations if preview_iterations < n_iter else 0
     analysis = path.parent / "analysis"

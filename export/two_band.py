@@ -32,7 +32,7 @@ from runtime.errors import ConfigError
 from runtime.spec import SpectrogramSpec
 from trainer.highband import HighBandNet
 from trainer.shaping import Shaping
-from trainer.spec import features_to_power, mel_inverse
+from trainer.spec import features_to_power, mel_inverse, render_envelope
 from trainer.vae import VAE
 
 #: The low band alone below the first frequency (Hz), the high band alone above the second, sine/cosine between.
@@ -128,6 +128,8 @@ class TwoBandDecoderGraph(nn.Module):
         self.low = MagnitudeToAudio(low_spec, n_iter, init_phase=low_init, shaping=shaping)
         self.up = Upsample2()
         self.high = HighBand(high_spec, high_iter, high_init, shaping)
+        # the FIR reaches across the low band's silent first and last samples: the sum gets every render's envelope
+        self.register_buffer("envelope", torch.tensor(render_envelope(high_spec), dtype=torch.float32))
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None,
                 controls: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +139,7 @@ class TwoBandDecoderGraph(nn.Module):
         if self.low.shaping is not None:
             terms = self.low.shaping.envelope_terms(controls, features_to_power(logmel, self.low_spec))
         high = self.high(self.high_net(logmel[:, None])[:, 0], controls, terms)
-        return low + high, logmel
+        return (low + high) * self.envelope, logmel
 
 
 def two_band_graphs(model: VAE, spec: SpectrogramSpec, highband: Path, *, n_iter: int, preview_iterations: int,
