@@ -170,7 +170,7 @@ def band_pairs(roots: Sequence[Path], config: HighBandConfig, *, preprocess, lay
                cache_dir: Path | None = None, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray, Any]:
     """Ingest ``roots`` at the low spec (the training ingest: bad files skipped with a reason and counted) ->
     low features ``[N, 1, M_low, T]``, high features ``[N, 1, M_high, T]`` of the same prepared audio, the
-    ingest summary."""
+    :class:`trainer.data.ingest.Corpus` (paths, skip summary)."""
     from trainer.data.ingest import ingest
     from trainer.spec import waveform_to_features
 
@@ -182,7 +182,7 @@ def band_pairs(roots: Sequence[Path], config: HighBandConfig, *, preprocess, lay
                              "(one to train on, one to hold out)")
     high = np.concatenate([waveform_to_features(corpus.audio[i:i + 64], high_spec).numpy()
                            for i in range(0, len(corpus), 64)])
-    return corpus.features.astype(np.float32), high.astype(np.float32), corpus.summary
+    return corpus.features.astype(np.float32), high.astype(np.float32), corpus
 
 
 def split(n: int, config: HighBandConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -245,10 +245,10 @@ def fit_highband(roots: Sequence[Path], *, out: str | Path, config: HighBandConf
     from trainer.data.audio import Preprocess
 
     torch.set_num_threads(config.threads)
-    low, high, summary = band_pairs(roots, config, preprocess=preprocess or Preprocess(), layout=layout,
+    low, high, corpus = band_pairs(roots, config, preprocess=preprocess or Preprocess(), layout=layout,
                                     cache_dir=cache_dir, use_cache=use_cache)
     net, history, metrics = train(low, high, config)
-    metrics.update(kept=len(low), skipped=len(summary.skipped),
+    metrics.update(kept=len(low), skipped=len(corpus.summary.skipped),
                    parameters=sum(p.numel() for p in net.parameters()))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
