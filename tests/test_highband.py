@@ -1,6 +1,8 @@
-"""The band above 11 kHz of a 22.05 kHz model: ``trainer highband`` and the two-band export (tiny models, real specs)."""
+"""The band above 11 kHz of a 22.05 kHz model: `trainer highband` and the two-band export (tiny models, real specs)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from runtime.spec import SPECS
 from trainer import cli as trainer_cli
 from trainer.checkpoint import Checkpoint, save_checkpoint
 from trainer.data.synth import write_corpus
-from trainer.highband import HIGHBAND_FILE, HighBandConfig, HighBandNet, fit_highband, load_highband, save_highband
+from trainer.highband import (HIGHBAND_FILE, HighBandConfig, HighBandNet, fit_highband, load_highband,
+                              save_highband, train)
 from trainer.shaping import KNOBS
 from trainer.spec import features_to_power
 from trainer.vae import ModelConfig, build_model
@@ -80,6 +83,19 @@ def test_fit_skips_bad_files_writes_a_loadable_checkpoint_and_is_reproducible(tm
     for name in ("foreign.pt", "bad.pt", "missing.pt"):
         with pytest.raises(KickspaceError, match=name):
             load_highband(tmp_path / name)
+
+
+def test_balanced_roots_weigh_each_root_equally_in_draws_and_held_out_mse():
+    gen = np.random.default_rng(0)
+    low = (2 * gen.random((12, *LOW44.shape)) - 1).astype(np.float32)
+    high = -np.ones((12, *HIGH.shape), np.float32)
+    high[:3] = 0.5                                   # root 0: three loud sounds; root 1: nine at the floor
+    groups = np.r_[np.zeros(3, np.int64), np.ones(9, np.int64)]
+    config = HighBandConfig(hidden=8, layers=2, kernel=3, epochs=1, batch_size=4, val_fraction=0.5, seed=2)
+    _, _, plain = train(low, high, config, groups)
+    _, _, balanced = train(low, high, dataclasses.replace(config, balance_roots=True), groups)
+    assert {0, 1} <= set(groups[balanced["val_indices"]])
+    assert balanced["baseline_mse"] > plain["baseline_mse"]   # the loud root's error counts for half
 
 
 def test_all_zero_knobs_are_the_identity_on_both_bands_and_a_floor_high_band_is_digital_silence(tmp_path):

@@ -473,6 +473,8 @@ def _add_highband(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the init and the batches (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--balance-roots", action="store_true",
+                   help="draw each data root's sounds equally often (a few real kicks beside many synthetic ones)")
     _preprocess_arguments(p)
     p.set_defaults(handler=_run_highband)
 
@@ -483,7 +485,7 @@ def _run_highband(args: argparse.Namespace) -> int:
     from trainer.data.audio import Preprocess
     from trainer.highband import HighBandConfig, fit_highband
 
-    config = HighBandConfig(seed=args.seed, threads=args.threads)
+    config = HighBandConfig(seed=args.seed, threads=args.threads, balance_roots=args.balance_roots)
     config = config if args.epochs is None else dataclasses.replace(config, epochs=args.epochs)
     path, m = fit_highband(args.data, out=args.out, config=config, preprocess=Preprocess(loudness=args.loudness),
                            layout=args.layout, cache_dir=args.cache, use_cache=not args.no_cache)

@@ -55,6 +55,9 @@ class HighBandConfig:
     epochs, batch_size, lr, noise, val_fraction, seed, threads
         Training: Adam at ``lr`` (cosine to 1 % of it), input noise of std ``noise`` (normalised units), the
         held-out fraction, the seed of the split, the init and the batches, and torch's CPU threads.
+    balance_roots : bool
+        Draw each data root's sounds equally often (with replacement) and weigh each root equally in the held-out
+        MSE: a few real kicks beside many synthetic ones then count as much as those.
     """
 
     low_spec: str = "kick-44k-low"
@@ -69,6 +72,7 @@ class HighBandConfig:
     val_fraction: float = 0.1
     seed: int = 0
     threads: int = 1
+    balance_roots: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers", "kernel", "epochs", "batch_size", "threads"):
@@ -192,21 +196,35 @@ def split(n: int, config: HighBandConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _mse(net: HighBandNet, x: torch.Tensor, y: torch.Tensor) -> float:
+def _mse(net: HighBandNet, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> float:
+    """MSE of each sound ``[N]``, averaged with ``weight`` (summing to 1)."""
     with torch.no_grad():
-        return float(sum(((net(x[i:i + 256]) - y[i:i + 256]) ** 2).sum() for i in range(0, len(x), 256))
-                     / y.numel())
+        each = torch.cat([((net(x[i:i + 256]) - y[i:i + 256]) ** 2).mean(dim=(1, 2, 3)) for i in range(0, len(x), 256)])
+    return float((each * weight).sum())
 
 
-def train(low: np.ndarray, high: np.ndarray, config: HighBandConfig) -> tuple[HighBandNet, list, dict]:
+def _weights(groups: np.ndarray, index: np.ndarray, balance: bool) -> torch.Tensor:
+    """Per-sound weights of ``index`` summing to 1: equal, or equal per group (data root) when ``balance``."""
+    if not balance:
+        return torch.full((len(index),), 1.0 / len(index), dtype=torch.float64)
+    g = groups[index]
+    counts = {k: int((g == k).sum()) for k in np.unique(g)}
+    return torch.tensor([1.0 / (counts[k] * len(counts)) for k in g], dtype=torch.float64)
+
+
+def train(low: np.ndarray, high: np.ndarray, config: HighBandConfig,
+          groups: np.ndarray | None = None) -> tuple[HighBandNet, list, dict]:
     """Fit a :class:`HighBandNet` -> the best held-out epoch's net, the per-epoch history and the metrics
-    (held-out MSE, and the baseline of predicting the training set's mean high spectrogram for every sound)."""
+    (held-out MSE, and the baseline of predicting the training set's mean high spectrogram for every sound).
+    ``groups``: each sound's data root (``config.balance_roots``)."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     train_i, val_i = split(len(low), config)
     x, y = torch.from_numpy(low), torch.from_numpy(high)
     xt, yt, xv, yv = x[train_i], y[train_i], x[val_i], y[val_i]
-    baseline = float(((yv - yt.mean(dim=0, keepdim=True)) ** 2).mean())
+    groups = np.zeros(len(low), np.int64) if groups is None else np.asarray(groups)
+    draw, val_w = _weights(groups, train_i, config.balance_roots), _weights(groups, val_i, config.balance_roots)
+    baseline = float((((yv - yt.mean(dim=0, keepdim=True)) ** 2).mean(dim=(1, 2, 3)) * val_w).sum())
     net = HighBandNet(config)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     steps = config.epochs * math.ceil(len(xt) / config.batch_size)
@@ -215,7 +233,9 @@ def train(low: np.ndarray, high: np.ndarray, config: HighBandConfig) -> tuple[Hi
     for epoch in range(config.epochs):
         start, net_loss = time.perf_counter(), 0.0
         net.train()
-        for batch in torch.randperm(len(xt), generator=gen).split(config.batch_size):
+        order = (torch.multinomial(draw, len(xt), replacement=True, generator=gen) if config.balance_roots
+                 else torch.randperm(len(xt), generator=gen))
+        for batch in order.split(config.batch_size):
             inputs = xt[batch] + config.noise * torch.randn(xt[batch].shape, generator=gen)
             loss = nn.functional.mse_loss(net(torch.clamp(inputs, -1.0, 1.0)), yt[batch])
             opt.zero_grad()
@@ -224,7 +244,7 @@ def train(low: np.ndarray, high: np.ndarray, config: HighBandConfig) -> tuple[Hi
             sched.step()
             net_loss += loss.item() * len(batch)
         net.eval()
-        val = _mse(net, xv, yv)
+        val = _mse(net, xv, yv, val_w)
         history.append({"epoch": epoch + 1, "train_mse": net_loss / len(xt), "val_mse": val,
                         "seconds": time.perf_counter() - start})
         log.info(f"highband epoch {epoch + 1}/{config.epochs}: train {net_loss / len(xt):.5f} val {val:.5f} "
@@ -247,7 +267,9 @@ def fit_highband(roots: Sequence[Path], *, out: str | Path, config: HighBandConf
     torch.set_num_threads(config.threads)
     low, high, corpus = band_pairs(roots, config, preprocess=preprocess or Preprocess(), layout=layout,
                                     cache_dir=cache_dir, use_cache=use_cache)
-    net, history, metrics = train(low, high, config)
+    roots = [Path(r) for r in roots]
+    groups = np.array([next(i for i, r in enumerate(roots) if Path(p).is_relative_to(r)) for p in corpus.paths])
+    net, history, metrics = train(low, high, config, groups)
     metrics.update(kept=len(low), skipped=len(corpus.summary.skipped),
                    parameters=sum(p.numel() for p in net.parameters()))
     out = Path(out)
