@@ -310,17 +310,26 @@ def time_graphs(cands: list[Candidate], ks: tuple[int, ...], runs: int) -> dict[
                           output_names=("audio", "logmel"), optimize=True)
                 sessions[(key, k)] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 feeds[(key, k)] = {"z": z.numpy()}
-    times: dict[tuple, list[tuple[float, float]]] = {key: [] for key in sessions}
+    out: dict[tuple, dict[int, tuple]] = {}
+    for (key, k), figures in time_sessions(sessions, feeds, runs).items():
+        out.setdefault(key, {})[k] = figures
+    return out
+
+
+def time_sessions(sessions: dict, feeds: dict, runs: int) -> dict:
+    """Each onnxruntime session run ``runs`` times (after 5 warm-up rounds), interleaved -> per key: wall median,
+    wall p95 and CPU median (``time.thread_time``: one ORT thread runs on the caller), ms."""
+    times: dict = {key: [] for key in sessions}
     for round_ in range(runs + 5):
         for key, session in sessions.items():
             start, cpu = time.perf_counter(), time.thread_time()
             session.run(None, feeds[key])
             if round_ >= 5:
                 times[key].append(((time.perf_counter() - start) * 1e3, (time.thread_time() - cpu) * 1e3))
-    out: dict[tuple, dict[int, tuple]] = {}
-    for (key, k), t in times.items():
+    out = {}
+    for key, t in times.items():
         wall, cpu = np.asarray(t).T
-        out.setdefault(key, {})[k] = (float(np.median(wall)), float(np.percentile(wall, 95)), float(np.median(cpu)))
+        out[key] = (float(np.median(wall)), float(np.percentile(wall, 95)), float(np.median(cpu)))
     return out
 
 

@@ -21,7 +21,6 @@ import glob
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fullband import RATE, _fmt, candidates, load_kicks, reconstruct, scores  # noqa: E402
+from fullband import RATE, _fmt, candidates, load_kicks, reconstruct, scores, time_sessions  # noqa: E402
 from render_quality import bandwidth_khz  # noqa: E402
 from trainer.highband import band_pairs, load_highband  # noqa: E402
 from trainer.data.audio import Preprocess  # noqa: E402
@@ -89,17 +88,9 @@ def timing(ckpt: Path, folders: list[Path], runs: int) -> None:
         sessions["the high-band net alone"] = ort.InferenceSession(f"{tmp}/net.onnx", options,
                                                                    providers=["CPUExecutionProvider"])
     feeds["the high-band net alone"] = {"low": (2 * rng.random((1, 1, 128, 128)) - 1).astype(np.float32)}
-    times: dict[str, list] = {key: [] for key in sessions}
-    for round_ in range(runs + 5):
-        for key, session in sessions.items():
-            start, cpu = time.perf_counter(), time.thread_time()
-            session.run(None, feeds[key])
-            if round_ >= 5:
-                times[key].append(((time.perf_counter() - start) * 1e3, (time.thread_time() - cpu) * 1e3))
     print(f"\n| graph ({runs} runs) | wall median | wall p95 | CPU median |\n|---|---|---|---|")
-    for key, t in times.items():
-        wall, cpu = np.asarray(t).T
-        print(f"| {key} | {np.median(wall):.2f} | {np.percentile(wall, 95):.2f} | {np.median(cpu):.2f} |")
+    for key, (wall, p95, cpu) in time_sessions(sessions, feeds, runs).items():
+        print(f"| {key} | {wall:.2f} | {p95:.2f} | {cpu:.2f} |")
 
 
 def main() -> None:
