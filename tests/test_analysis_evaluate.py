@@ -7,8 +7,11 @@ import json
 import numpy as np
 
 from tests.analysis_fixtures import SPEC, tiny_run  # noqa: F401  (session fixture)
-from trainer.analysis.evaluate import (diversity, evaluate, frechet_distance, log_spectral_distance,
-                                       nearest_distances)
+from trainer import cli as trainer_cli
+from trainer.analysis.evaluate import diversity, evaluate, log_spectral_distance, nearest_distances
+from trainer.analysis.realism import GaussianPrior, fit_posterior, frechet_distance, realism
+from trainer.analysis.run import encode
+from trainer.descriptors import DESCRIPTORS
 
 
 def test_log_spectral_distance_is_zero_for_identity_and_reads_a_db_offset() -> None:
@@ -42,7 +45,7 @@ def test_nearest_neighbour_finds_the_copy() -> None:
 
 
 def test_evaluate_reports_round_trip_realism_diversity_memorisation(tiny_run, tmp_path) -> None:  # noqa: F811
-    report = evaluate(tiny_run.run, tiny_run.held_out, out=tmp_path, train=tiny_run.train, n_iter=8)
+    report = evaluate(tiny_run.run, tiny_run.held_out, out=tmp_path, train=tiny_run.train, n_iter=8, samples=24)
     saved = json.loads((tmp_path / "evaluate.json").read_text())
     rt = saved["round_trip_db"]
     n = len(tiny_run.held_out)
@@ -50,12 +53,88 @@ def test_evaluate_reports_round_trip_realism_diversity_memorisation(tiny_run, tm
     # The VAE cannot beat the spec's own round trip on average; its share is what it adds.
     assert rt["vae"]["median"] > rt["oracle_spec"]["median"] > 0
     assert np.isclose(rt["vae_share_db"], rt["vae"]["median"] - rt["oracle_spec"]["median"])
-    real = saved["realism"]
+    assert list(saved["realism"]) == ["standard"] and saved["posterior"] is None  # no --prior-data: no posterior
+    real = saved["realism"]["standard"]
     assert real["frechet_generated_vs_real"] >= 0 and real["frechet_real_half_vs_half"] >= 0
-    assert saved["diversity"]["logmel_generated_db"] > 0 and isinstance(saved["diversity"]["collapsed"], bool)
-    mem = saved["memorisation"]
-    assert len(mem["generated_nn_db"]) == n and 0.0 <= mem["copy_fraction"] <= 1.0
+    assert real["sizes"] == [n // 2, n - n // 2] and real["generated"] == 24 and real["real"] == n
+    assert saved["reference"]["is_data"] and saved["reference"]["in_training"] == 0
+    div = saved["diversity"]["standard"]
+    assert div["logmel_generated_db"] > 0 and isinstance(div["collapsed"], bool)
+    mem = saved["memorisation"]["standard"]
+    assert len(mem["generated_nn_db"]) == 24 and len(mem["real_nn_db"]) == n and 0.0 <= mem["copy_fraction"] <= 1.0
     assert set(mem["nearest_training_file"]) <= {p.split("/")[-1] for p in tiny_run.train.paths}
     text = (tmp_path / "evaluate.md").read_text()
     assert f"{report['round_trip_db']['vae_share_db']:.3g} dB" in text and "Memorisation" in text
+    assert "Real reference: 16 sounds, the held-out `--data` sounds; none of them is in the training data" in text
     assert (tmp_path / "round_trip.png").is_file() and (tmp_path / "memorisation.png").is_file()
+    assert not (tmp_path / "prior.json").exists()
+
+
+def _raw(units: np.ndarray) -> np.ndarray:
+    """Descriptor values whose regression units (:func:`trainer.descriptors.control_units`) are ``units``."""
+    out = units.copy()
+    for name in ("decay", "brightness", "pitch", "length"):  # the log-unit descriptors
+        out[:, DESCRIPTORS.index(name)] = np.exp(units[:, DESCRIPTORS.index(name)])
+    return out
+
+
+def test_realism_compares_generated_and_real_halves_at_the_same_sizes() -> None:
+    rng = np.random.default_rng(0)
+    real = _raw(rng.standard_normal((20, len(DESCRIPTORS))))
+    alike = realism(_raw(rng.standard_normal((2000, len(DESCRIPTORS)))), real, seed=1)
+    assert alike["sizes"] == [10, 10] and alike["splits"] == 50
+    # Same distribution, same sizes: the same small-sample bias, so a ratio near 1; the full-size figure (2000 vs
+    # 20 sounds) carries far less of that bias than either 10-vs-10 figure.
+    assert 0.7 < alike["ratio"] < 1.4
+    assert alike["frechet_full"] < 0.5 * alike["frechet_real_half_vs_half"]
+    shifted = _raw(rng.standard_normal((2000, len(DESCRIPTORS))) + [0, 0, 0, 2.0, 0, 0, 0, 0])
+    far = realism(shifted, real, seed=1)
+    assert far["ratio"] > 1.5 and set(far["descriptors"]) == set(DESCRIPTORS)
+    # Descriptor shifts are in the real set's standard deviations: brightness moved by 2 sd, the rest stayed.
+    shift = {name: d["mean_shift_sd"] for name, d in far["descriptors"].items()}
+    assert shift["brightness"] > 1.2 and all(abs(v) < 0.6 for k, v in shift.items() if k != "brightness")
+    assert all(0.6 < d["spread_ratio"] < 1.5 for d in far["descriptors"].values())
+
+
+def test_posterior_sampler_is_the_gaussian_of_the_encoded_means(tiny_run) -> None:  # noqa: F811
+    mu, _ = encode(tiny_run.run.model, tiny_run.train.features)
+    prior = fit_posterior(tiny_run.run, tiny_run.train)
+    assert prior.sounds == len(mu) and np.allclose(prior.mean, mu.mean(axis=0))
+    assert np.allclose(prior.cov, np.cov(mu, rowvar=False))
+    draws = prior.sample(20000, np.random.default_rng(0))
+    scale = np.sqrt(np.diag(prior.cov))
+    assert np.allclose(draws.mean(axis=0), prior.mean, atol=0.05 * scale.max())
+    assert np.allclose(np.cov(draws, rowvar=False), prior.cov, atol=0.05 * prior.cov.diagonal().max())
+    # Fewer sounds than code columns: a rank-deficient covariance still draws, within the sounds' span.
+    few = GaussianPrior.of_codes(mu[:3]).sample(5, np.random.default_rng(0))
+    assert few.shape == (5, mu.shape[1]) and np.isfinite(few).all()
+
+
+def test_cli_flags_name_reference_and_samplers_and_write_prior(tiny_run, tmp_path, capsys) -> None:  # noqa: F811
+    code = trainer_cli.main(["evaluate", str(tiny_run.folder), "--data", str(tiny_run.held_out_root),
+                             "--train-data", str(tiny_run.train_root), "--real-data", str(tiny_run.train_root),
+                             str(tiny_run.held_out_root), "--prior-data", str(tiny_run.train_root),
+                             "--samples", "12", "--gl-iters", "4", "--out", str(tmp_path), "--no-cache"])
+    assert code == 0, capsys.readouterr().err
+    assert "realism ratio (generated / real half vs half) standard" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "evaluate.json").read_text())
+    n_train, n_held = len(tiny_run.train), len(tiny_run.held_out)
+    assert list(saved["realism"]) == ["standard", "posterior"] and saved["samples"] == 12
+    assert saved["reference"] == {"roots": [str(tiny_run.train_root), str(tiny_run.held_out_root)],
+                                  "sounds": n_train + n_held, "is_data": False, "in_training": n_train}
+    assert saved["posterior"]["sounds"] == n_train and saved["posterior"]["in_reference"] == n_train
+    text = (tmp_path / "evaluate.md").read_text()
+    assert f"Real reference: {n_train + n_held} sounds" in text and f"{n_train} of them are in the training" in text
+    assert "| posterior |" in text and "posterior sampler was fitted on" in text
+    prior = json.loads((tmp_path / "prior.json").read_text())
+    code_size = tiny_run.run.model.code_size
+    assert prior["kind"] == "gaussian" and len(prior["mean"]) == code_size and len(prior["cov"]) == code_size
+    assert prior["fitted_on"] == [str(tiny_run.train_root)]
+
+
+def test_cli_bad_prior_data_path_is_one_line_naming_it(tiny_run, tmp_path, capsys) -> None:  # noqa: F811
+    missing = tmp_path / "no-such-kicks"
+    code = trainer_cli.main(["evaluate", str(tiny_run.folder), "--data", str(tiny_run.held_out_root),
+                             "--prior-data", str(missing), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--prior-data" in err and str(missing) in err

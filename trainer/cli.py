@@ -337,26 +337,57 @@ def _run_knob_check(args: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="held-out round trip, realism, diversity and memorisation report",
                        description="On audio the model never saw: round-trip log-mel distance next to Griffin-Lim "
-                                   "and spec oracles, Fréchet distance of descriptors (generated vs real, real half "
-                                   "vs half), pairwise diversity with a collapse verdict, and nearest training "
-                                   "neighbours (with --train-data). Writes evaluate.json, evaluate.md and plots.")
+                                   "and spec oracles, Fréchet distance of descriptors (generated vs a real "
+                                   "reference, beside real half vs half at the same sizes, per descriptor), "
+                                   "pairwise diversity with a collapse verdict, and nearest training neighbours "
+                                   "(with --train-data), for prior samples and, with --prior-data, for samples of a "
+                                   "Gaussian fitted to the encoder means of real sounds (prior.json). Writes "
+                                   "evaluate.json, evaluate.md and plots.")
     _run_arguments(p, data="required")
     p.add_argument("--train-data", type=Path, nargs="+", default=None,
                    help="the run's training data folders (for the memorisation check)")
+    p.add_argument("--samples", type=int, default=256, help="generated sounds per sampler (default 256)")
+    p.add_argument("--real-data", type=Path, nargs="+", default=None,
+                   help="the real reference for realism and diversity (default: the --data sounds); may include "
+                        "training sounds, the report says how many")
+    p.add_argument("--prior", choices=("standard", "posterior"), default="standard",
+                   help="standard: report codes drawn from N(0, I) (always reported); posterior: also a Gaussian "
+                        "fitted to the encoder means of real sounds, on --prior-data, else on the reference's "
+                        "sounds that are in --train-data (default standard; --prior-data implies posterior)")
+    p.add_argument("--prior-data", type=Path, nargs="+", default=None,
+                   help="real sounds to fit the posterior sampler on (e.g. the real training kicks); writes "
+                        "prior.json")
     p.set_defaults(handler=_run_evaluate)
+
+
+def _existing(paths: Sequence[Path] | None, flag: str) -> Sequence[Path] | None:
+    """``paths`` unchanged; a missing one is a one-line error naming ``flag`` and the path."""
+    from runtime.schema import require
+
+    for path in paths or ():
+        require(path.exists(), flag, f"{path}: no such file or folder")
+    return paths
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from trainer.analysis.evaluate import evaluate
     from trainer.analysis.run import load_corpus
 
+    for flag in ("data", "train_data", "real_data", "prior_data"):
+        _existing(getattr(args, flag), "--" + flag.replace("_", "-"))
     run, corpus, out = _load_run_and_data(args)
-    train = (load_corpus(run, args.train_data, cache_dir=args.cache, use_cache=not args.no_cache)
-             if args.train_data else None)
-    report = evaluate(run, corpus, out=out, train=train, n_iter=args.gl_iters, seed=args.seed)
+
+    def load(roots: Sequence[Path] | None):
+        return load_corpus(run, roots, cache_dir=args.cache, use_cache=not args.no_cache) if roots else None
+
+    report = evaluate(run, corpus, out=out, train=load(args.train_data), reference=load(args.real_data),
+                      prior_data=load(args.prior_data), posterior=args.prior == "posterior", samples=args.samples,
+                      n_iter=args.gl_iters, seed=args.seed)
     rt = report["round_trip_db"]
+    realism = ", ".join(f"{name} {r['ratio']:.2f}" for name, r in report["realism"].items())
     print(f"round trip {rt['vae']['median']:.2f} dB (spec oracle {rt['oracle_spec']['median']:.2f} dB); "
-          f"collapse: {report['diversity']['collapsed']}; wrote {out / 'evaluate.md'}")
+          f"realism ratio (generated / real half vs half) {realism}; "
+          f"collapse: {any(d['collapsed'] for d in report['diversity'].values())}; wrote {out / 'evaluate.md'}")
     return 0
 
 

@@ -8,8 +8,10 @@ round trip
     that the VAE causes: Griffin-Lim on the *true* linear magnitude (phase only), and the spec round trip
     (true log-mel -> mel inverse -> Griffin-Lim: what any model on this spec could reach at best).
 realism
-    Fréchet distance between Gaussians fitted to the descriptors (regression units, standardised on the real set)
-    of prior samples and of the real sounds, next to the distance between two random halves of the real set.
+    Fréchet distance of descriptor distributions, generated vs a real reference, beside real half vs half at the
+    same sizes (averaged over random splits) and per descriptor (:mod:`trainer.analysis.realism`), for each
+    sampler: ``standard`` draws codes from ``N(0, I)``; ``posterior`` from a Gaussian fitted to the encoder means
+    of real sounds (stored as ``prior.json``).
 diversity
     Median pairwise distance among generated sounds vs among real sounds, in log-mel dB and in descriptor space;
     a ratio far below 1 is a collapse to near-identical outputs (verdict when below :data:`COLLAPSE_RATIO`).
@@ -20,19 +22,19 @@ memorisation
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import linalg
 
 from runtime.spec import SpectrogramSpec
 from trainer.analysis import plots
+from trainer.analysis.realism import GaussianPrior, draw, fit_posterior, realism, standardised_descriptors, write_prior
 from trainer.analysis.run import Run, conditions, decode, describe_audio, encode, pairwise_distances, to_audio
 from trainer.analysis.reports import fmt, table, write_json, write_text
 from trainer.data.ingest import Corpus
-from trainer.descriptors import control_units
 from trainer.spec import LogMel, griffin_lim, ref_db, waveform_to_features
 
 FLOOR_DB = 60.0
@@ -78,31 +80,6 @@ def round_trip(run: Run, corpus: Corpus, *, n_iter: int = 32) -> dict[str, np.nd
 
 
 # ================================================================================================ realism / diversity
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to rows of ``a [N, D]`` and ``b [M, D]``."""
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    eps = 1e-6 * np.eye(a.shape[1])  # keeps the square root defined for degenerate (e.g. tiny) sets
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)) + eps, np.atleast_2d(np.cov(b, rowvar=False)) + eps
-    root = np.real(linalg.sqrtm(cov_a @ cov_b))
-    return float(max(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root), 0.0))
-
-
-def standardised_descriptors(descriptors: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Descriptors in regression units, standardised by the ``reference`` set's mean and std."""
-    ref = control_units(reference)
-    return (control_units(descriptors) - ref.mean(axis=0)) / (ref.std(axis=0) + 1e-9)
-
-
-def realism(generated: np.ndarray, real: np.ndarray, *, seed: int = 0) -> dict[str, float]:
-    """Fréchet distance of descriptor distributions ``[N, D]``: generated vs real, and real half vs half."""
-    keep = control_units(real).std(axis=0) > 1e-6  # a descriptor constant over the real set carries no distribution
-    g, r = standardised_descriptors(generated, real)[:, keep], standardised_descriptors(real, real)[:, keep]
-    order = np.random.default_rng(seed).permutation(len(r))
-    half = len(r) // 2
-    return {"frechet_generated_vs_real": frechet_distance(g, r),
-            "frechet_real_half_vs_half": frechet_distance(r[order[:half]], r[order[half:]])}
-
-
 def diversity(generated_feats: np.ndarray, real_feats: np.ndarray, generated_desc: np.ndarray,
               real_desc: np.ndarray, spec: SpectrogramSpec) -> dict[str, Any]:
     """Median pairwise spreads (log-mel RMS dB; standardised descriptors), generated vs real, and a collapse verdict."""
@@ -147,68 +124,152 @@ def memorisation(generated_feats: np.ndarray, real_feats: np.ndarray, train: Cor
 
 
 # ================================================================================================ the command
-def prior_like(run: Run, corpus: Corpus, *, seed: int) -> np.ndarray:
-    """As many prior samples as real sounds (with the real sounds' classes for a CVAE), features ``[N, C, M, T]``."""
-    gen = torch.Generator().manual_seed(seed)
-    labels, pitch = conditions(run, corpus)
-    z = torch.randn(len(corpus), run.model.code_size, generator=gen).double().numpy()
-    return decode(run.model, z, labels=labels, pitch=pitch)
+def _real_paths(corpus: Corpus | None) -> set[str]:
+    return set() if corpus is None else {os.path.realpath(p) for p in corpus.paths}
 
 
-def evaluate(run: Run, corpus: Corpus, *, out: Path, train: Corpus | None = None, n_iter: int = 32,
+def _roots(corpus: Corpus) -> list[str]:
+    return [root for root, _ in corpus.summary.layouts]
+
+
+def _samplers(run: Run, reference: Corpus, train: Corpus | None, prior_data: Corpus | None,
+              posterior: bool) -> tuple[dict[str, GaussianPrior | None], dict[str, Any] | None]:
+    """The samplers to report (``standard`` always; ``posterior`` with ``prior_data`` or ``posterior``) and the
+    posterior's description; without ``prior_data`` it is fitted on the reference's sounds that are in ``train``."""
+    if prior_data is None and not posterior:
+        return {"standard": None}, None
+    if prior_data is not None:
+        prior, roots = fit_posterior(run, prior_data), _roots(prior_data)
+        in_reference = len(_real_paths(prior_data) & _real_paths(reference))
+    else:
+        from runtime.schema import require
+
+        require(train is not None, "--prior posterior", "needs --prior-data, or --train-data to fit on the real "
+                                                        "reference's training sounds")
+        trained = _real_paths(train)
+        rows = np.array([os.path.realpath(p) in trained for p in reference.paths])
+        prior, roots = fit_posterior(run, reference, rows), _roots(reference)
+        in_reference = int(rows.sum())
+    return ({"standard": None, "posterior": prior},
+            {"fitted_on": roots, "sounds": prior.sounds, "in_reference": in_reference, "file": "prior.json"})
+
+
+def evaluate(run: Run, corpus: Corpus, *, out: Path, train: Corpus | None = None, reference: Corpus | None = None,
+             prior_data: Corpus | None = None, posterior: bool = False, samples: int = 256, n_iter: int = 32,
              seed: int = 0) -> dict[str, Any]:
-    """``trainer evaluate``: ``evaluate.json``, ``evaluate.md``, ``round_trip.png`` (+ ``memorisation.png``)."""
+    """``trainer evaluate``: ``evaluate.json``, ``evaluate.md``, ``round_trip.png`` (+ ``memorisation.png``,
+    ``prior.json``).
+
+    ``corpus`` holds the held-out sounds (round trip; the real side of memorisation). ``reference`` is the real set
+    realism and diversity compare with (default ``corpus``); it may include training sounds (FID is conventionally
+    computed against the training set): the report counts them. ``samples`` generated sounds per sampler.
+    ``prior_data`` (or ``posterior``) adds the posterior sampler (:func:`trainer.analysis.realism.fit_posterior`),
+    fitted on ``prior_data``, else on the reference's sounds that are in ``train``, and written to ``prior.json``.
+    """
+    from runtime.schema import require
+
+    require(samples >= 2, "samples", f"must be at least 2 (a distribution needs two sounds), got {samples}")
+    reference = corpus if reference is None else reference
+    samplers, fitted = _samplers(run, reference, train, prior_data, posterior)
     trip = round_trip(run, corpus, n_iter=n_iter)
-    generated = prior_like(run, corpus, seed=seed)
-    gen_desc = describe_audio(to_audio(generated, run.spec, n_iter=n_iter), run.spec)
-    real_desc = describe_audio(corpus.audio, run.spec)
+    real_desc = describe_audio(reference.audio, run.spec)
     report: dict[str, Any] = {
-        "run": str(run.path), "examples": len(corpus), "data": corpus.summary.describe(),
+        "run": str(run.path), "examples": len(corpus), "data": corpus.summary.describe(), "samples": samples,
+        "reference": {"roots": _roots(reference), "sounds": len(reference), "is_data": reference is corpus,
+                      "in_training": None if train is None else len(_real_paths(reference) & _real_paths(train))},
         "round_trip_db": {k: {"median": float(np.median(v)), "mean": float(np.mean(v)), "per_example": v}
                           for k, v in trip.items()},
-        "realism": realism(gen_desc, real_desc, seed=seed),
-        "diversity": diversity(generated, corpus.features, gen_desc, real_desc, run.spec),
-    }
+        "realism": {}, "diversity": {}, "posterior": fitted}
     rt = report["round_trip_db"]
     report["round_trip_db"]["vae_share_db"] = rt["vae"]["median"] - rt["oracle_spec"]["median"]
     plots.histogram_png(out / "round_trip.png", {k: v for k, v in trip.items()}, xlabel="log-mel distance (dB)",
                         title="Round trip on held-out audio")
     if train is not None:
-        mem = memorisation(generated, corpus.features, train, run.spec)
-        report["memorisation"] = mem
-        plots.histogram_png(out / "memorisation.png", {"generated": mem["generated_nn_db"],
-                                                       "held-out real": mem["real_nn_db"]},
+        report["memorisation"] = {}
+    for name, prior in samplers.items():
+        generated = draw(run, reference, samples, prior=prior, seed=seed)
+        gen_desc = describe_audio(to_audio(generated, run.spec, n_iter=n_iter), run.spec)
+        report["realism"][name] = realism(gen_desc, real_desc, seed=seed)
+        report["diversity"][name] = diversity(generated, reference.features, gen_desc, real_desc, run.spec)
+        if train is not None:
+            report["memorisation"][name] = memorisation(generated, corpus.features, train, run.spec)
+    if fitted is not None:
+        write_prior(out / "prior.json", samplers["posterior"], run, fitted["fitted_on"])
+    if train is not None:
+        mem = report["memorisation"]
+        plots.histogram_png(out / "memorisation.png",
+                            {**{f"generated ({k})": v["generated_nn_db"] for k, v in mem.items()},
+                             "held-out real": mem["standard"]["real_nn_db"]},
                             xlabel="distance to nearest training sound (dB)", title="Memorisation")
     write_json(out / "evaluate.json", report)
     write_text(out / "evaluate.md", _markdown(report))
     return report
 
 
+def _reference_line(report: dict[str, Any]) -> str:
+    ref, post = report["reference"], report["posterior"]
+    where = "the held-out `--data` sounds" if ref["is_data"] else f"`{', '.join(ref['roots'])}`"
+    trained = ("" if ref["in_training"] is None else
+               f"; {ref['in_training']} of them are in the training data" if ref["in_training"] else
+               "; none of them is in the training data")
+    line = f"Real reference: {ref['sounds']} sounds, {where}{trained}. Generated: {report['samples']} per sampler."
+    if post is not None:
+        line += (f" The posterior sampler was fitted on {post['sounds']} sounds (`{', '.join(post['fitted_on'])}`), "
+                 f"{post['in_reference']} of which are in the reference; it is stored in `{post['file']}`.")
+    return line
+
+
+def _realism_markdown(report: dict[str, Any]) -> list[str]:
+    real = report["realism"]
+    first = next(iter(real.values()))
+    half, other = first["sizes"]
+    rows = [[name, f"{fmt(r['frechet_real_half_vs_half'])} ± {fmt(r['frechet_real_half_vs_half_sd'], 2)}",
+             f"{fmt(r['frechet_generated_vs_real'])} ± {fmt(r['frechet_generated_vs_real_sd'], 2)}", r["ratio"],
+             r["frechet_full"]] for name, r in real.items()]
+    names = list(first["descriptors"])
+    shift = [[d] + [v for r in real.values() for v in (r["descriptors"][d]["mean_shift_sd"],
+                                                      r["descriptors"][d]["spread_ratio"])] for d in names]
+    return [
+        "## Realism (Fréchet distance of standardised descriptor distributions; lower is better)",
+        _reference_line(report) + " Samplers: `standard` draws codes from N(0, I); `posterior` from a Gaussian "
+        "fitted to the encoder means of real sounds.",
+        table(["sampler", f"real half vs half ({half} vs {other})", f"generated vs real ({half} vs {other})",
+               "ratio", f"generated ({first['generated']}) vs real ({first['real']})"], rows),
+        f"Means ± sd over {first['splits']} random splits and draws at the same sizes, so both carry the same "
+        "small-sample bias; the ratio is the figure to read (1: as far from the real sounds as they are from each "
+        "other). The last column uses every sound.",
+        "Per descriptor: the generated sounds' mean shift (in real standard deviations) and spread ratio "
+        "(generated std / real std; 1 is the real spread).",
+        table(["descriptor"] + [f"{name} {what}" for name in real for what in ("shift", "spread")], shift),
+    ]
+
+
 def _markdown(report: dict[str, Any]) -> str:
-    rt, real, div = report["round_trip_db"], report["realism"], report["diversity"]
+    rt, div = report["round_trip_db"], report["diversity"]
     parts = [
         f"# Evaluation of {report['run']} on {report['examples']} held-out sounds",
         f"## Round trip (log-mel distance, dB, bands within {FLOOR_DB:g} dB of each peak; lower is better)",
         table(["path", "median", "mean"], [[k, v["median"], v["mean"]] for k, v in rt.items() if isinstance(v, dict)]),
         f"The VAE adds **{fmt(rt['vae_share_db'])} dB** (median) to the spec's own round trip; Griffin-Lim on the "
         "true magnitude isolates the phase reconstruction alone. Histogram: `round_trip.png`.",
-        "## Realism (Fréchet distance of standardised descriptor distributions)",
-        table(["generated vs real", "real half vs half"],
-              [[real["frechet_generated_vs_real"], real["frechet_real_half_vs_half"]]]),
-        "## Diversity (median pairwise distance)",
-        table(["space", "generated", "real", "ratio"],
-              [["log-mel (dB)", div["logmel_generated_db"], div["logmel_real_db"], div["logmel_ratio"]],
-               ["descriptors (std units)", div["descriptor_generated"], div["descriptor_real"],
-                div["descriptor_ratio"]]]),
-        f"**Collapse: {'YES - generated sounds are near-identical' if div['collapsed'] else 'no'}** "
-        f"(verdict when a ratio is below {COLLAPSE_RATIO}).",
+        *_realism_markdown(report),
+        "## Diversity (median pairwise distance, generated vs the real reference)",
+        table(["sampler", "space", "generated", "real", "ratio"],
+              [row for name, d in div.items() for row in (
+                  [name, "log-mel (dB)", d["logmel_generated_db"], d["logmel_real_db"], d["logmel_ratio"]],
+                  [name, "descriptors (std units)", d["descriptor_generated"], d["descriptor_real"],
+                   d["descriptor_ratio"]])]),
+        "**Collapse: " + "; ".join(f"{name} {'YES - near-identical sounds' if d['collapsed'] else 'no'}"
+                                   for name, d in div.items())
+        + f"** (verdict when a ratio is below {COLLAPSE_RATIO}).",
     ]
     mem = report.get("memorisation")
     if mem:
         parts += ["## Memorisation (distance to the nearest training sound, dB)",
-                  table(["generated median", "held-out real median", "copy threshold", "share of likely copies"],
-                        [[mem["generated_nn_median_db"], mem["real_nn_median_db"], mem["copy_threshold_db"],
-                          mem["copy_fraction"]]]),
+                  table(["sampler", "generated median", "held-out real median", "copy threshold",
+                         "share of likely copies"],
+                        [[name, m["generated_nn_median_db"], m["real_nn_median_db"], m["copy_threshold_db"],
+                          m["copy_fraction"]] for name, m in mem.items()]),
                   "Histogram: `memorisation.png`."]
     else:
         parts += ["## Memorisation\nNot measured: pass the training data (`--train-data`)."]
