@@ -2,10 +2,17 @@
 
 ``benchmarks/README.md`` ("Full band for the kick model") measured ``two-band 22k+32 hK2`` as the way to bring
 back the band above 11 kHz at about today's render cost: the ``kick-22k`` rows rendered as today (clamped mel
-inverse, Griffin-Lim, K = 6), upsampled to 44.1 kHz by a 63-tap polyphase FIR whose taps carry the crossover's
-low-pass, plus 32 HTK mels over 9-22.05 kHz of a 44.1 kHz, n_fft 512 spec (``kick-44k-high``) rendered by their
-own clamped inverse with the crossover's high side folded into it and Griffin-Lim at K = 2. The crossover is
-power-complementary (sine/cosine over :data:`CROSSOVER`): the bands' phases are unrelated, so their powers add.
+inverse, Griffin-Lim, K = 6), upsampled to 44.1 kHz by a polyphase FIR whose taps are the crossover's low side,
+plus 32 HTK mels over 9-22.05 kHz of a 44.1 kHz, n_fft 512 spec (``kick-44k-high``) rendered by their own clamped
+inverse with the crossover's high side folded into it and Griffin-Lim at K = 2.
+
+The FIR (:func:`lowpass_taps`: Kaiser-windowed sinc, :data:`FIR_TAPS` taps, beta :data:`FIR_BETA`, cut at
+:data:`FIR_CUTOFF`) is both the upsampler's image filter and the crossover: its stopband (about -100 dB from 12 kHz)
+keeps the mirror image of the low band's sub-bass at 22.05 kHz minus its frequency out of the high band, and its
+transition (about 9.2-11.4 kHz, above where the high band's mels start) is where the bands hand over. The high
+band's power weight is derived from the FIR's own response, ``1 - |H|^2`` clipped to [0, 1] (:func:`crossover_weight`),
+so the crossover is power-complementary by construction: the bands' phases are unrelated, so their powers add, and
+``|H|^2 + w_high = 1`` on every bin of the transition.
 
 Here the high rows come from :class:`trainer.highband.HighBandNet` applied to the VAE's decoded features, so the
 VAE (its latent, pads, knobs and low band) is the shipped one. The knobs (:mod:`trainer.shaping`) act on both
@@ -35,43 +42,67 @@ from trainer.shaping import Shaping
 from trainer.spec import features_to_power, mel_inverse, render_envelope
 from trainer.vae import VAE
 
-#: The low band alone below the first frequency (Hz), the high band alone above the second, sine/cosine between.
-CROSSOVER = (9500.0, 10500.0)
+#: The crossover's low side and the upsampler's image filter (:func:`lowpass_taps`): its length (odd: linear phase,
+#: centred), Kaiser beta (stopband about -100 dB) and cut-off (Hz, the -6 dB point; |H|^2 = 1/2 near 10.25 kHz).
+FIR_TAPS = 95
+FIR_BETA = 10.0
+FIR_CUTOFF = 10500.0
+#: The output rate of the two-band decoder (Hz): twice the low band's.
+RATE = 44100
 #: K of the low band in the two-band decoder (no worse than K = 8 on kick-22k, and the pair then costs what one
 #: kick-22k band at K = 8 does) and of the high band in every two-band graph (benchmarks/README.md).
 LOW_ITERATIONS = 6
 HIGH_ITERATIONS = 2
 
 
+def lowpass_taps(taps: int = FIR_TAPS) -> np.ndarray:
+    """The crossover's low-pass at :data:`RATE`: a Kaiser-windowed sinc (``scipy.signal.firwin(taps, FIR_CUTOFF,
+    window=("kaiser", FIR_BETA), fs=RATE)``, written in numpy so no graph or benchmark needs scipy), unit gain at DC.
+    """
+    n = np.arange(taps) - (taps - 1) / 2
+    cut = 2.0 * FIR_CUTOFF / RATE
+    h = cut * np.sinc(cut * n) * np.kaiser(taps, FIR_BETA)
+    return h / h.sum()
+
+
+def lowpass_response(freqs: np.ndarray, taps: int = FIR_TAPS) -> np.ndarray:
+    """|H(f)| of :func:`lowpass_taps` at ``freqs`` (Hz): the low band's amplitude gain through :class:`Upsample2`
+    (whose taps are twice these, the zero-stuffing's halving undone)."""
+    h = lowpass_taps(taps)
+    n = np.arange(taps) - (taps - 1) / 2
+    omega = 2 * np.pi * np.asarray(freqs, dtype=np.float64) / RATE
+    return np.abs(np.cos(np.multiply.outer(omega, n)) @ h)   # linear phase: the amplitude is a cosine sum
+
+
 def crossover_weight(freqs: np.ndarray, role: str) -> np.ndarray:
-    """Amplitude weight of a band's ``role`` ("low", "high"; anything else: 1) at ``freqs`` (Hz); low^2 + high^2
-    = 1, so two bands of unrelated phase sum to the original power."""
-    lo, hi = CROSSOVER
-    x = np.clip((np.asarray(freqs, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    """Amplitude weight of a band's ``role`` ("low", "high"; anything else: 1) at ``freqs`` (Hz): the low side is
+    the FIR's own |H| (:func:`lowpass_response`), the high side ``sqrt(1 - |H|^2)`` clipped to [0, 1], so low^2 +
+    high^2 = 1 wherever |H| <= 1 (the passband's ripple, under 1e-4, clips the high side to 0): two bands of
+    unrelated phase sum to the original power whatever the FIR's transition looks like."""
+    gain = lowpass_response(freqs)
     if role == "low":
-        return np.cos(0.5 * np.pi * x)
+        return gain
     if role == "high":
-        return np.sin(0.5 * np.pi * x)
-    return np.ones_like(x)
+        return np.sqrt(np.clip(1.0 - gain ** 2, 0.0, 1.0))
+    return np.ones_like(gain)
 
 
 def fold_high_side(inverse: np.ndarray, spec: SpectrogramSpec) -> np.ndarray:
     """A mel inverse ``[n_freq, M]`` (band power -> linear power) of a high band times the crossover's high side
-    (squared: it weighs power): the crossover costs no op in the graph."""
+    in power, ``1 - |H|^2`` on the spec's bins: the crossover costs no op in the graph."""
     freqs = np.arange(spec.n_freq) * spec.sample_rate / spec.n_fft
     return np.ascontiguousarray(inverse * crossover_weight(freqs, "high")[:, None] ** 2)
 
 
 class Upsample2(nn.Module):
     """``[B, N]`` at 22.05 kHz -> ``[B, 2N]`` at 44.1 kHz: a linear-phase FIR (``taps`` odd, centred: no delay) on
-    the zero-stuffed signal, the crossover's low-pass folded into the taps, computed polyphase: one Conv1d with a
-    kernel per output phase, interleaved (in onnxruntime 3x faster than the equivalent ConvTranspose1d)."""
+    the zero-stuffed signal, the crossover's low-pass (:func:`lowpass_taps`, times 2 for the zero-stuffing) as its
+    taps, computed polyphase: one Conv1d with a kernel per output phase, interleaved (in onnxruntime 3x faster
+    than the equivalent ConvTranspose1d)."""
 
-    def __init__(self, taps: int = 63) -> None:
+    def __init__(self, taps: int = FIR_TAPS) -> None:
         super().__init__()
-        from scipy import signal
-
-        h = 2.0 * signal.firwin(taps, cutoff=sum(CROSSOVER) / 2, fs=2 * 22050)
+        h = 2.0 * lowpass_taps(taps)
         half = (taps - 1) // 2
         self.pad = (half + 1) // 2
         width = 2 * self.pad + 1
