@@ -8,8 +8,8 @@ A candidate is one or two *bands*, each a :class:`runtime.spec.SpectrogramSpec` 
 features) with a mel inverse: ``clamped`` is ``trainer.spec.mel_inverse`` (the pseudo-inverse clamped at 0, what
 every render uses today), ``pinv`` the plain pseudo-inverse with the *power* clamped at 0 after it. A two-band
 candidate renders each band on its own and sums them through a power-complementary crossover (the two-band
-upsampler's FIR, ``export.two_band.crossover_weight``): the low band at 22.05 kHz resampled to 44.1 kHz and low-passed, the high
-band's magnitude weighted by the high side before its Griffin-Lim. Variants: ``hK2`` renders the high band with 2 iterations
+upsampler's FIR, ``export.two_band.crossover_weight``): the low band at 22.05 kHz resampled to 44.1 kHz and
+low-passed, the high band's magnitude weighted by the high side before its Griffin-Lim. Variants: ``hK2`` renders the high band with 2 iterations
 whatever the low band's K, ``noise`` with none from a random phase (noise shaped by the high band's envelope).
 
 Quality, as ``benchmarks/spec_ceiling.py`` measures it (real kicks prepared by the training loader -> features ->
