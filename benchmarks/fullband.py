@@ -9,8 +9,9 @@ features) with a mel inverse: ``clamped`` is ``trainer.spec.mel_inverse`` (the p
 every render uses today), ``pinv`` the plain pseudo-inverse with the *power* clamped at 0 after it. A two-band
 candidate renders each band on its own and sums them through a power-complementary crossover (the two-band
 upsampler's FIR, ``export.two_band.crossover_weight``): the low band at 22.05 kHz resampled to 44.1 kHz and
-low-passed, the high band's magnitude weighted by the high side before its Griffin-Lim. Variants: ``hK2`` renders the high band with 2 iterations
-whatever the low band's K, ``noise`` with none from a random phase (noise shaped by the high band's envelope).
+low-passed, the high band's magnitude weighted by the high side before its Griffin-Lim. Variants: ``hK2``
+renders the high band with 2 iterations whatever the low band's K, ``noise`` with none from a random phase (noise
+shaped by the high band's envelope).
 
 Quality, as ``benchmarks/spec_ceiling.py`` measures it (real kicks prepared by the training loader -> features ->
 inverse + Griffin-Lim -> 44.1 kHz; medians over kicks; lower is better): full band (96-band mel dB), 20-250 Hz
