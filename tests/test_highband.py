@@ -18,7 +18,8 @@ from runtime.spec import SPECS
 from trainer import cli as trainer_cli
 from trainer.checkpoint import Checkpoint, save_checkpoint
 from trainer.data.synth import write_corpus
-from trainer.highband import (HIGHBAND_FILE, HighBandConfig, HighBandNet, fit_highband, load_highband,
+from trainer import highband
+from trainer.highband import (HIGHBAND_FILE, STATE_FILE, HighBandConfig, HighBandNet, fit_highband, load_highband,
                               save_highband, train)
 from trainer.shaping import KNOBS
 from trainer.spec import features_to_power
@@ -83,6 +84,51 @@ def test_fit_skips_bad_files_writes_a_loadable_checkpoint_and_is_reproducible(tm
     for name in ("foreign.pt", "bad.pt", "missing.pt"):
         with pytest.raises(KickspaceError, match=name):
             load_highband(tmp_path / name)
+
+
+def test_a_killed_fit_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    gen = np.random.default_rng(1)
+    low = (2 * gen.random((10, *LOW44.shape)) - 1).astype(np.float32)
+    high = (2 * gen.random((10, *HIGH.shape)) - 1).astype(np.float32)
+    groups = np.r_[np.zeros(4, np.int64), np.ones(6, np.int64)]
+    config = HighBandConfig(hidden=8, layers=2, kernel=3, epochs=4, batch_size=3, balance_roots=True)
+    net, history, metrics = train(low, high, config, groups, state=tmp_path / "whole.pt")
+    save, saved = highband._save_state, []
+
+    def killed_after_two(*args, **kwargs):
+        save(*args, **kwargs)
+        saved.append(1)
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # a kill right after epoch 2's state is on disk
+
+    monkeypatch.setattr(highband, "_save_state", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(low, high, config, groups, state=tmp_path / "killed.pt")
+    monkeypatch.undo()
+    before = torch.load(tmp_path / "killed.pt", weights_only=True)["history"]
+    again, history2, metrics2 = train(low, high, config, groups, state=tmp_path / "killed.pt", resume=True)
+    assert len(before) == 2 and history2[:2] == before   # epochs 1-2 restored (their own seconds), not re-run
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in history] == \
+        [{k: v for k, v in h.items() if k != "seconds"} for h in history2]
+    assert metrics == metrics2
+    with pytest.raises(KickspaceError, match="data differ"):
+        train(low[::-1].copy(), high, config, groups, state=tmp_path / "killed.pt", resume=True)
+    with pytest.raises(ConfigError, match="highband.lr"):
+        train(low, high, dataclasses.replace(config, lr=1e-3), groups, state=tmp_path / "killed.pt", resume=True)
+
+
+def test_cli_refuses_a_second_run_into_a_folder_and_resumes_with_the_runs_settings(tmp_path, capsys):
+    write_corpus(tmp_path / "data", n=4, seed=5)
+    base = ["highband", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--no-cache"]
+    assert trainer_cli.main(base + ["--resume"]) == 2 and "nothing to resume" in capsys.readouterr().err
+    assert trainer_cli.main(base + ["--epochs", "1", "--seed", "3"]) == 0
+    assert (tmp_path / "run" / STATE_FILE).is_file()
+    assert trainer_cli.main(base + ["--epochs", "2"]) == 2 and "--resume" in capsys.readouterr().err
+    assert trainer_cli.main(base + ["--resume", "--seed", "4"]) == 2 and "highband.seed" in capsys.readouterr().err
+    assert trainer_cli.main(base + ["--resume", "--epochs", "2"]) == 0
+    _, data = load_highband(tmp_path / "run" / HIGHBAND_FILE)
+    assert len(data["history"]) == 2 and data["config"]["seed"] == 3 and data["config"]["epochs"] == 2
 
 
 def test_balanced_roots_weigh_each_root_equally_in_draws_and_held_out_mse():

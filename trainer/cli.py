@@ -501,11 +501,14 @@ def _add_highband(sub: argparse._SubParsersAction) -> None:
                                    "OUT/highband.pt; python -m export onnx renders it as the model's high band.")
     p.add_argument("data", type=Path, nargs="+", help="data roots (flat folder, bank of class folders)")
     p.add_argument("--out", type=Path, required=True, help="run folder (e.g. the VAE's run folder)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the init and the batches (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150, or the resumed run's)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the split, the init and the batches (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1, or the resumed run's)")
     p.add_argument("--balance-roots", action="store_true",
                    help="draw each data root's sounds equally often (a few real kicks beside many synthetic ones)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its highband-last.pt, with its settings (--epochs, --threads "
+                        "may change)")
     _preprocess_arguments(p)
     p.set_defaults(handler=_run_highband)
 
@@ -514,12 +517,15 @@ def _run_highband(args: argparse.Namespace) -> int:
     import dataclasses
 
     from trainer.data.audio import Preprocess
-    from trainer.highband import HighBandConfig, fit_highband
+    from trainer.highband import HighBandConfig, fit_highband, saved_config
 
-    config = HighBandConfig(seed=args.seed, threads=args.threads, balance_roots=args.balance_roots)
-    config = config if args.epochs is None else dataclasses.replace(config, epochs=args.epochs)
+    config = saved_config(args.out) if args.resume else HighBandConfig()
+    given = {"epochs": args.epochs, "seed": args.seed, "threads": args.threads,
+             "balance_roots": args.balance_roots or None}
+    config = dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None})
     path, m = fit_highband(args.data, out=args.out, config=config, preprocess=Preprocess(loudness=args.loudness),
-                           layout=args.layout, cache_dir=args.cache, use_cache=not args.no_cache)
+                           layout=args.layout, cache_dir=args.cache, use_cache=not args.no_cache,
+                           resume=args.resume)
     say(f"wrote {path}: {m['kept']} sounds ({m['skipped']} skipped), held-out MSE {m['val_mse']:.5f} = "
         f"{m['val_ratio']:.3f} x the mean-spectrogram baseline {m['baseline_mse']:.5f} (best epoch "
         f"{m['best_epoch']}, {m['parameters']} parameters)")

@@ -13,11 +13,19 @@ target = high features, holds out a seeded split, trains with MSE (a little inpu
 decoder's smoother features) and writes ``RUN/highband.pt`` atomically: a plain dict of tensors and numbers
 (``format_version``, ``config``, ``low_spec``, ``high_spec``, ``model_state``, ``history``, ``metrics``) read
 back weights-only by :func:`load_highband`.
+
+Resuming, as ``trainer fit`` resumes: after every epoch ``RUN/highband-last.pt`` (:data:`STATE_FILE`) is written
+atomically with everything the loop needs to go on (the net, Adam's and the cosine schedule's state, the batch
+generator, the best epoch's weights, the history) and a fingerprint of the data, so a killed run continues with
+``--resume`` and ends with the weights an uninterrupted run ends with. A folder holding that file is refused
+without ``--resume`` (so a second run cannot silently overwrite the first); ``--resume`` continues with the run's
+own settings, of which only ``epochs`` and ``threads`` may change.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import time
@@ -30,7 +38,7 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError, KickspaceError
-from runtime.files import atomic_path
+from runtime.files import atomic_path, remove_stale_temporaries
 from runtime.schema import check_fields, require
 from runtime.spec import SpectrogramSpec, get_spec
 
@@ -39,6 +47,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 #: The file ``trainer highband`` writes into its run folder and ``python -m export onnx`` looks for in a run.
 HIGHBAND_FILE = "highband.pt"
+#: The training state ``trainer highband`` writes after every epoch and ``--resume`` continues from.
+STATE_FILE = "highband-last.pt"
+#: Config fields a resumed run may change (everything else shapes the net, the data or the batches).
+RESUMABLE = ("epochs", "threads")
 
 
 @dataclass(frozen=True)
@@ -212,66 +224,170 @@ def _weights(groups: np.ndarray, index: np.ndarray, balance: bool) -> torch.Tens
     return torch.tensor([1.0 / (counts[k] * len(counts)) for k in g], dtype=torch.float64)
 
 
-def train(low: np.ndarray, high: np.ndarray, config: HighBandConfig,
-          groups: np.ndarray | None = None) -> tuple[HighBandNet, list, dict]:
+def train(low: np.ndarray, high: np.ndarray, config: HighBandConfig, groups: np.ndarray | None = None, *,
+          state: str | Path | None = None, resume: bool = False) -> tuple[HighBandNet, list, dict]:
     """Fit a :class:`HighBandNet` -> the best held-out epoch's net, the per-epoch history and the metrics
     (held-out MSE, and the baseline of predicting the training set's mean high spectrogram for every sound).
-    ``groups``: each sound's data root (``config.balance_roots``)."""
+
+    ``groups``: each sound's data root (``config.balance_roots``). ``state``: a file written atomically after every
+    epoch (:func:`_save_state`); ``resume`` continues from it (:func:`_restore`) and ends where an uninterrupted
+    run of ``config`` ends: the same weights, history (but its seconds) and metrics.
+    """
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
     train_i, val_i = split(len(low), config)
+    loop = _Loop(config, torch.Generator().manual_seed(config.seed), len(train_i))
     x, y = torch.from_numpy(low), torch.from_numpy(high)
     xt, yt, xv, yv = x[train_i], y[train_i], x[val_i], y[val_i]
     groups = np.zeros(len(low), np.int64) if groups is None else np.asarray(groups)
     draw, val_w = _weights(groups, train_i, config.balance_roots), _weights(groups, val_i, config.balance_roots)
     baseline = float((((yv - yt.mean(dim=0, keepdim=True)) ** 2).mean(dim=(1, 2, 3)) * val_w).sum())
-    net = HighBandNet(config)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    steps = config.epochs * math.ceil(len(xt) / config.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=config.lr * 0.01)
-    best, best_state, history = math.inf, None, []
-    for epoch in range(config.epochs):
-        start, net_loss = time.perf_counter(), 0.0
-        net.train()
-        order = (torch.multinomial(draw, len(xt), replacement=True, generator=gen) if config.balance_roots
-                 else torch.randperm(len(xt), generator=gen))
-        for batch in order.split(config.batch_size):
-            inputs = xt[batch] + config.noise * torch.randn(xt[batch].shape, generator=gen)
-            loss = nn.functional.mse_loss(net(torch.clamp(inputs, -1.0, 1.0)), yt[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            net_loss += loss.item() * len(batch)
-        net.eval()
-        val = _mse(net, xv, yv, val_w)
-        history.append({"epoch": epoch + 1, "train_mse": net_loss / len(xt), "val_mse": val,
-                        "seconds": time.perf_counter() - start})
-        log.info(f"highband epoch {epoch + 1}/{config.epochs}: train {net_loss / len(xt):.5f} val {val:.5f} "
+    data_hash = _fingerprint(low, high, groups) if state is not None else ""
+    if resume:
+        _restore(Path(state), loop, data_hash)
+    for epoch in range(len(loop.history), config.epochs):
+        start = time.perf_counter()
+        train_mse = loop.epoch(xt, yt, draw)
+        val = _mse(loop.net, xv, yv, val_w)
+        loop.history.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val,
+                             "seconds": time.perf_counter() - start})
+        log.info(f"highband epoch {epoch + 1}/{config.epochs}: train {train_mse:.5f} val {val:.5f} "
                  f"(baseline {baseline:.5f})")
-        if val < best:
-            best, best_state = val, {k: v.detach().clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best_state)
+        if val < loop.best:
+            loop.best, loop.best_state = val, {k: v.detach().clone() for k, v in loop.net.state_dict().items()}
+        if state is not None:
+            _save_state(Path(state), loop, data_hash)
+    net, history, best = loop.net, loop.history, loop.best
+    net.load_state_dict(loop.best_state)
     metrics = {"val_mse": best, "baseline_mse": baseline, "val_ratio": best / baseline if baseline else math.nan,
                "best_epoch": int(np.argmin([h["val_mse"] for h in history])) + 1, "train_n": len(xt),
                "val_n": len(xv), "val_indices": val_i.tolist()}
     return net.eval(), history, metrics
 
 
+class _Loop:
+    """What one epoch changes and a resumed run restores: the net, Adam, the cosine schedule (over every step of
+    ``config.epochs`` on ``n_train`` sounds), the batch and noise generator, the best held-out epoch, the history."""
+
+    def __init__(self, config: HighBandConfig, gen: torch.Generator, n_train: int) -> None:
+        self.config, self.gen = config, gen
+        self.net = HighBandNet(config)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.steps = config.epochs * math.ceil(n_train / config.batch_size)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.steps, eta_min=config.lr * 0.01)
+        self.best, self.best_state, self.history = math.inf, None, []
+
+    def epoch(self, xt: torch.Tensor, yt: torch.Tensor, draw: torch.Tensor) -> float:
+        """One pass over the training sounds (drawn by ``draw`` when balancing roots) -> their mean MSE."""
+        config, net = self.config, self.net
+        net.train()
+        order = (torch.multinomial(draw, len(xt), replacement=True, generator=self.gen) if config.balance_roots
+                 else torch.randperm(len(xt), generator=self.gen))
+        total = 0.0
+        for batch in order.split(config.batch_size):
+            inputs = xt[batch] + config.noise * torch.randn(xt[batch].shape, generator=self.gen)
+            loss = nn.functional.mse_loss(net(torch.clamp(inputs, -1.0, 1.0)), yt[batch])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            total += loss.item() * len(batch)
+        net.eval()
+        return total / len(xt)
+
+
+def _fingerprint(low: np.ndarray, high: np.ndarray, groups: np.ndarray) -> str:
+    """A hash of the training arrays: a resumed run must see the data its state was trained on."""
+    digest = hashlib.sha1()
+    for array in (low, high, groups):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _save_state(path: Path, loop: _Loop, fingerprint: str) -> None:
+    """Write the loop's state (:data:`STATE_FILE`) atomically: a kill mid-write leaves the previous epoch's."""
+    data = {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(loop.config), "data": fingerprint,
+            "model_state": loop.net.state_dict(), "optimizer_state": loop.opt.state_dict(),
+            "scheduler_state": loop.sched.state_dict(), "generator": loop.gen.get_state(),
+            "best_val": loop.best, "best_state": loop.best_state, "history": list(loop.history)}
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(data, tmp)
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """:func:`_save_state`'s dict (weights-only); :class:`KickspaceError` naming ``path`` if it is not one."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise KickspaceError(f"{path}: not a readable high-band training state ({type(err).__name__}: {first})") \
+            from None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION or "generator" not in data:
+        raise KickspaceError(f"{path}: not a high-band training state of format version {FORMAT_VERSION}")
+    return data
+
+
+def saved_config(out: str | Path) -> HighBandConfig:
+    """The config of the high-band run in the folder ``out`` (its :data:`STATE_FILE`): what ``--resume`` goes on
+    with unless told otherwise. Raises :class:`KickspaceError` when there is no run to resume."""
+    path = Path(out) / STATE_FILE
+    if not path.is_file():
+        raise KickspaceError(f"{out}: nothing to resume (no {STATE_FILE}); drop --resume to start a new run")
+    try:
+        return HighBandConfig.from_dict(_read_state(path)["config"])
+    except ConfigError as err:
+        raise KickspaceError(f"{path}: config: {err}") from None
+
+
+def _restore(path: Path, loop: _Loop, fingerprint: str) -> None:
+    """Load :func:`_save_state`'s file into ``loop``.
+
+    Raises :class:`ConfigError` naming the field when the run's config differs outside :data:`RESUMABLE`, and
+    :class:`KickspaceError` for an unreadable file or other data.
+    """
+    data = _read_state(path)
+    saved = HighBandConfig.from_dict(data["config"])
+    for name in (f.name for f in dataclasses.fields(HighBandConfig) if f.name not in RESUMABLE):
+        require(getattr(saved, name) == getattr(loop.config, name), f"highband.{name}",
+                f"is {getattr(loop.config, name)!r}, the run in {path.parent} has {getattr(saved, name)!r} "
+                f"(a resumed run may change only {', '.join(RESUMABLE)})")
+    if data["data"] != fingerprint:
+        raise KickspaceError(f"{path.parent}: the data differ from those the run was trained on (other files, "
+                             "order or preparation); resume with the same data roots and options")
+    loop.net.load_state_dict(data["model_state"])
+    loop.opt.load_state_dict(data["optimizer_state"])
+    loop.gen.set_state(data["generator"])
+    loop.sched.load_state_dict(data["scheduler_state"])
+    loop.sched.T_max = loop.steps                  # more epochs than the run had: the cosine reaches its end later
+    loop.best, loop.best_state = data["best_val"], data["best_state"]
+    loop.history = list(data["history"])
+
+
 def fit_highband(roots: Sequence[Path], *, out: str | Path, config: HighBandConfig = HighBandConfig(),
-                 preprocess=None, layout: str = "auto", cache_dir: Path | None = None,
-                 use_cache: bool = True) -> tuple[Path, dict[str, Any]]:
-    """``trainer highband``: ingest, train, write ``out/highband.pt`` -> its path and the metrics."""
+                 preprocess=None, layout: str = "auto", cache_dir: Path | None = None, use_cache: bool = True,
+                 resume: bool = False) -> tuple[Path, dict[str, Any]]:
+    """``trainer highband``: ingest, train (saving :data:`STATE_FILE` every epoch), write ``out/highband.pt`` ->
+    its path and the metrics. ``resume`` continues the run in ``out`` (the module docstring).
+
+    Raises :class:`KickspaceError` when ``out`` holds a run and not ``resume``, or ``resume`` finds none.
+    """
     from trainer.data.audio import Preprocess
 
+    out = Path(out)
+    state = out / STATE_FILE
+    if resume and not state.is_file():
+        raise KickspaceError(f"{out}: nothing to resume (no {STATE_FILE}); drop --resume to start a new run")
+    if not resume and state.exists():
+        raise KickspaceError(f"{out} already holds a high-band run ({STATE_FILE}); pass --resume to continue it "
+                             "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (STATE_FILE, HIGHBAND_FILE):       # a killed run's half-written files
+        remove_stale_temporaries(out / name)
     torch.set_num_threads(config.threads)
     low, high, corpus = band_pairs(roots, config, preprocess=preprocess or Preprocess(), layout=layout,
                                     cache_dir=cache_dir, use_cache=use_cache)
     roots = [Path(r) for r in roots]
     groups = np.array([next(i for i, r in enumerate(roots) if Path(p).is_relative_to(r)) for p in corpus.paths])
-    net, history, metrics = train(low, high, config, groups)
+    net, history, metrics = train(low, high, config, groups, state=state, resume=resume)
     metrics.update(kept=len(low), skipped=len(corpus.summary.skipped),
                    parameters=sum(p.numel() for p in net.parameters()))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     return save_highband(out / HIGHBAND_FILE, net, history=history, metrics=metrics), metrics
