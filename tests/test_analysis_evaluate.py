@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from runtime.errors import ConfigError
 from tests.analysis_fixtures import SPEC, tiny_run  # noqa: F401  (session fixture)
 from trainer import cli as trainer_cli
 from trainer.analysis.evaluate import diversity, evaluate, log_spectral_distance, nearest_distances
@@ -138,3 +140,13 @@ def test_cli_bad_prior_data_path_is_one_line_naming_it(tiny_run, tmp_path, capsy
                              "--prior-data", str(missing), "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--prior-data" in err and str(missing) in err
+
+
+def test_prior_posterior_alone_fits_on_the_references_training_part(tiny_run, tmp_path) -> None:  # noqa: F811
+    report = evaluate(tiny_run.run, tiny_run.held_out, out=tmp_path, train=tiny_run.train, reference=tiny_run.train,
+                      posterior=True, samples=8, n_iter=4)
+    n_train = len(tiny_run.train)
+    assert report["posterior"]["sounds"] == n_train and report["posterior"]["in_reference"] == n_train
+    assert report["reference"]["in_training"] == n_train and (tmp_path / "prior.json").is_file()
+    with pytest.raises(ConfigError, match="--prior posterior"):
+        evaluate(tiny_run.run, tiny_run.held_out, out=tmp_path, posterior=True, samples=8, n_iter=4)
