@@ -48,7 +48,7 @@ demo: venv
 # a test render. Intermediate data in out/, the run in runs/kicks, features in $(KCACHE).
 KDATA    ?= ../shared/data/drums
 KCACHE   ?= /tmp/kcache
-KEPOCHS  ?= 90
+KEPOCHS  ?= 100
 KLICENCE := CC0 "Public Domain" Unlicense MIT Apache-2.0 CC-BY --exclude-licence CC-BY-SA
 KITCLASSES := kick snare clap hat tom perc cymbal
 preset-kicks: venv
@@ -61,7 +61,9 @@ preset-kicks: venv
 	$(BIN)/trainer axes runs/kicks --data out/kicks-train/kick --cache $(KCACHE) --anchors 8
 	$(BIN)/trainer cluster runs/kicks --data out/kicks-train/kick --cache $(KCACHE) --components 4
 	$(BIN)/trainer evaluate runs/kicks --data out/kicks-heldout/kick --train-data out/kicks-train/kick \
-	    out/synth-kicks --cache $(KCACHE)
+	    out/synth-kicks --real-data out/kicks-train/kick out/kicks-heldout/kick --prior-data out/kicks-train/kick \
+	    --cache $(KCACHE)
+	$(BIN)/trainer highband out/kicks-train/kick out/synth-kicks --out runs/kicks --cache $(KCACHE)
 	$(BIN)/python -m export onnx runs/kicks --out presets/kicks
 	$(BIN)/runtime render --preset presets/kicks --axes sub=0.8,decay=0.3 --out out/kicks-render.wav
 
@@ -75,7 +77,9 @@ preset-kit: venv
 	$(BIN)/trainer fit out/kit-train out/synth-bank --config configs/kit.toml --out runs/kit --cache $(KCACHE) \
 	    --no-progress --set train.threads=1
 	$(BIN)/trainer axes runs/kit --data out/kit-train out/synth-bank --cache $(KCACHE)
-	$(BIN)/trainer evaluate runs/kit --data out/kit-heldout --train-data out/kit-train out/synth-bank --cache $(KCACHE)
+	$(BIN)/trainer evaluate runs/kit --data out/kit-heldout --train-data out/kit-train out/synth-bank \
+	    --real-data out/kit-train out/kit-heldout --prior-data out/kit-train --cache $(KCACHE)
+	$(BIN)/trainer highband out/kit-train out/synth-bank --out runs/kit --cache $(KCACHE)
 	$(BIN)/python -m export onnx runs/kit --out presets/kit
 	$(BIN)/runtime render --preset presets/kit --midi presets/grooves/kit.mid --out out/demo-kit.wav
 
