@@ -67,6 +67,14 @@ def kick_scores(ckpt: Path, name: str, files: list[str]) -> None:
               + " |", flush=True)
 
 
+def _feed(node, rng: np.random.Generator) -> np.ndarray:
+    """One batch-1 value for a decoder input: a class index for ``label`` ([B] int64), else a normal row (knobs
+    at half their range)."""
+    if node.name == "label":
+        return np.zeros(1, np.int64)
+    return (rng.standard_normal((1, node.shape[1])) * (0.5 if node.name == "controls" else 1.0)).astype(np.float32)
+
+
 def timing(ckpt: Path, folders: list[Path], runs: int) -> None:
     """ms per render of each folder's decoders and of the net alone (the module docstring)."""
     import onnxruntime as ort
@@ -80,8 +88,7 @@ def timing(ckpt: Path, folders: list[Path], runs: int) -> None:
         for name in ("decoder.onnx", "decoder_preview.onnx"):
             key = f"{folder}/{name}"
             sessions[key] = ort.InferenceSession(key, options, providers=["CPUExecutionProvider"])
-            feeds[key] = {i.name: (rng.standard_normal((1, i.shape[1])) * (0.5 if i.name == "controls" else 1.0))
-                          .astype(np.float32) for i in sessions[key].get_inputs()}
+            feeds[key] = {i.name: _feed(i, rng) for i in sessions[key].get_inputs()}
     with tempfile.TemporaryDirectory() as tmp:
         save_onnx(load_highband(ckpt)[0], Path(tmp) / "net.onnx", (torch.zeros(1, 1, 128, 128),),
                   input_names=("low",), output_names=("high",), optimize=True)
