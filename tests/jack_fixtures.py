@@ -349,6 +349,11 @@ def write_test_preset(folder: Path, *, gain: float = 0.4, channels: int = 2, sam
     return path
 
 
+#: How long a player may take to exit after Ctrl-C or ``q``: its shutdown joins threads with timeouts of its own
+#: (status view, MIDI close, control thread, render worker), which a loaded 2-core runner stretches.
+EXIT_TIMEOUT_S = 45.0
+
+
 class PlayerProcess:
     """``python -m runtime play --preset PRESET --quiet`` as a subprocess on the current JACK server.
 
@@ -382,17 +387,26 @@ class PlayerProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def interrupt(self, timeout: float = 20.0) -> tuple[int, dict]:
+    def interrupt(self, timeout: float = EXIT_TIMEOUT_S) -> tuple[int, dict]:
         """SIGINT (Ctrl-C); returns the exit status and the stats it wrote."""
         self.proc.send_signal(signal.SIGINT)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
+        rc = self.wait_exit(timeout)
         self._log.close()
         stats = json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
         return rc, stats
+
+    def wait_exit(self, timeout: float = EXIT_TIMEOUT_S) -> int:
+        """The exit status once the player has exited by itself. A player still running after ``timeout`` seconds
+        is asked for every thread's stack (SIGUSR2: :func:`runtime.scheduling.dump_stacks_on`, into its log), then
+        killed, and the test fails with the end of its log: where it hung, not only that it did."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR2)
+            time.sleep(1.0)
+            self.kill()
+            raise AssertionError(f"runtime play did not exit within {timeout:g} s; its log, with every thread's "
+                                 f"stack at the end:\n{self.output()[-6000:]}") from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:

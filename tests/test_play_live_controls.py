@@ -291,7 +291,7 @@ def test_status_view_keys_learn_save_and_quit_through_a_terminal(jack_server, se
         os.write(leader, b"s")
         assert wait_for(lambda: saved_presets(tmp_path)), player.output()[-2000:]
         os.write(leader, b"q")
-        rc = player.proc.wait(20)
+        rc = player.wait_exit()
     finally:
         probe.close()
         player.kill()
