@@ -183,7 +183,8 @@ def test_pad_plays_a_user_sample_through_the_encoder_as_offline_render_predicts(
     assert rc == 0 and abs(stats["notes"] - len(order)) <= misses
     notes = rig.recorder.note_ons()
     assert len(notes) >= len(order) - misses - jack_server.blamed([rig.recorder_client], log_at)
-    matches = {36: [], 37: []}
+    matches: dict[int, list] = {36: [], 37: []}
+    calm: dict[int, list] = {36: [], 37: []}
     for frame, note, _ in notes:
         corr, gain = best_match(rig.recorder.audio, frame, expected[note], seen=rig.recorder.seen)
         other, _ = best_match(rig.recorder.audio, frame, expected[{36: 37, 37: 36}[note]], seen=rig.recorder.seen)
@@ -194,9 +195,13 @@ def test_pad_plays_a_user_sample_through_the_encoder_as_offline_render_predicts(
               f"{other:.4f}; the offline renders correlate {shape_corr:.4f}; player underflows {stats['underflows']}")
         assert corr > other, f"note {note} sounds more like the other pad: {corr:.4f} vs {other:.4f}"
         matches[note].append((corr, gain))
+        calm[note].append(not rig.recorder.disturbed(frame))
     # Cycles the player's callback missed under load (xruns, counted in its stats; measured once on this loaded
     # 2-core VM: one hit at correlation 0.63, gain 0.37) spoil a hit, not the sound: at least one hit of each pad is
     # the offline render, sample for sample.
+    if stats["underflows"] and not all(any(c) for c in calm.values()):
+        pytest.skip(f"every hit of a pad came near a server xrun and the player missed {stats['underflows']} "
+                    f"cycles: too loaded to judge ({matches})")
     for note, found in matches.items():
         corr, gain = max(found)
         assert corr > 0.9999 and gain == pytest.approx(1.0, rel=1e-3), f"pad {note}: {found}"

@@ -63,7 +63,11 @@ def test_one_kick_per_note_velocity_scaling_and_latency(jack_server, sender, pre
     assert not [f for f in silent if not rig.recorder.disturbed(f)], f"notes at frames {silent} made no sound"
     heard = [(lat, peak, v) for (lat, peak), (_, v) in zip(hits, notes) if lat is not None]
     latency = np.array([lat for lat, _, _ in heard])
-    np.testing.assert_allclose(audio[:, 1], audio[:, 0])  # mono sound on both outputs
+    # mono sound on both outputs, except in cycles near a server xrun (the server may deliver one port's buffer
+    # from another cycle there: seen once on a loaded runner, one period of 128 frames)
+    differ = np.flatnonzero(audio[:, 1] != audio[:, 0])
+    spoilt = [int(f) for f in differ[::PERIOD] if not rig.recorder.disturbed(int(f))]
+    assert not spoilt, f"the outputs differ at frames {spoilt[:8]} with no server xrun near them"
     bound = port_latency + DETECT
     print(f"note->onset latency (frames at 48 kHz, period {PERIOD}, port latency {port_latency}): "
           f"median {np.median(latency):.0f}, max {latency.max()}, all {latency.tolist()}; "
