@@ -1,7 +1,7 @@
 """The one way a schema is checked: unknown keys and invalid values raise :class:`ConfigError` naming the field.
 
 Every contract's loader (preset, exported-model metadata, spectrogram spec, one-shot preparation, training and model
-configs) validates through these two functions, so a bad field reads the same wherever it is met: ``FIELD: PROBLEM``.
+configs) validates through these functions, so a bad field reads the same wherever it is met: ``FIELD: PROBLEM``.
 Torch-free and dependency-free, so the runtime's loaders and the trainer's configs share it.
 """
 
@@ -16,6 +16,15 @@ def require(ok: bool, field: str, problem: str) -> None:
     """Raise ``ConfigError(field, problem)`` unless ``ok``: the single-value check every schema uses."""
     if not ok:
         raise ConfigError(field, problem)
+
+
+def require_positive_ints(obj: object, names: tuple[str, ...], *, where: str) -> None:
+    """Raise ``ConfigError(where.NAME, ...)`` unless each attribute ``NAME`` of ``obj`` is a positive ``int`` (not a
+    bool): sizes also arrive as JSON, where a string or a bool would otherwise surface later as an unrelated error."""
+    for name in names:
+        value = getattr(obj, name)
+        require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"{where}.{name}",
+                f"must be a positive integer, got {value!r}")
 
 
 def check_fields(data: object, cls: type, *, where: str, prefix: str | None = None) -> dict:

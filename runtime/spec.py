@@ -22,7 +22,7 @@ from typing import Any
 
 from runtime.dsp import is_finite_number
 from runtime.errors import ConfigError
-from runtime.schema import check_fields, require
+from runtime.schema import check_fields, require, require_positive_ints
 
 MEL_SCALES = ("slaney", "htk", "linear")
 MEL_NORMS = ("slaney", None)
@@ -134,10 +134,7 @@ def check_spec(spec: SpectrogramSpec, *, where: str) -> None:
     Types are checked as well as ranges, because a spec also arrives as JSON (checkpoints, exported models) where a
     string or a bool in a size would otherwise surface later as an unrelated error.
     """
-    for name in _SIZES:
-        value = getattr(spec, name)
-        require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"{where}.{name}",
-                f"must be a positive integer, got {value!r}")
+    require_positive_ints(spec, _SIZES, where=where)
     for name in ("fmin", "top_db", "headroom_db"):
         value = getattr(spec, name)
         require(is_finite_number(value), f"{where}.{name}", f"must be a finite number, got {value!r}")

@@ -39,7 +39,7 @@ from torch import nn
 
 from runtime.errors import ConfigError, KickspaceError
 from runtime.files import atomic_path, remove_stale_temporaries
-from runtime.schema import check_fields, require
+from runtime.schema import check_fields, require, require_positive_ints
 from runtime.spec import SpectrogramSpec, get_spec
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,7 @@ class HighBandConfig:
     balance_roots: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "kernel", "epochs", "batch_size", "threads"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"highband.{name}",
-                    f"must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("hidden", "layers", "kernel", "epochs", "batch_size", "threads"), where="highband")
         require(self.layers >= 2, "highband.layers", f"must be at least 2, got {self.layers}")
         require(self.kernel % 2 == 1, "highband.kernel", f"must be odd (centred in time), got {self.kernel}")
         require(isinstance(self.lr, (int, float)) and self.lr > 0, "highband.lr", f"must be positive, got {self.lr}")
