@@ -364,8 +364,12 @@ class MagnitudeToAudio(nn.Module):
         self.register_buffer("inverse", (inv[self.gl.stft.gather_in] * self.gl.inv_scale ** 2).contiguous())
         self.shaping = Shaping(spec, rows=self.gl.stft.gather_in.numpy()) if shaping else None
 
-    def magnitude(self, features: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
-        """Unscaled layout magnitude ``[B, K2, 1, N1, T]`` (shaped by ``controls`` when the graph has knobs)."""
+    def magnitude(self, features: torch.Tensor, controls: torch.Tensor | None = None,
+                  terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Unscaled layout magnitude ``[B, K2, 1, N1, T]`` (shaped by ``controls`` when the graph has knobs).
+
+        ``terms``: the sound's :meth:`trainer.shaping.Shaping.envelope_terms` when the caller has them already (a
+        two-band decoder shares them with its second band); None computes them here."""
         if features.dim() == 4:
             features = features[:, 0]
         band_power = features_to_power(features, self.spec)                        # [B, M, T]
@@ -374,15 +378,18 @@ class MagnitudeToAudio(nn.Module):
             if controls is None:
                 raise ConfigError("controls", "this graph shapes its sound: knob values [B, "
                                               f"{len(KNOBS)}] are an input")
-            power = power * self.shaping(controls, band_power)
+            if terms is None:
+                terms = self.shaping.envelope_terms(controls, band_power)
+            power = power * self.shaping.gain(controls, *terms)
         elif controls is not None:
             raise ConfigError("controls", "this graph was built without shaping (shaping=False)")
         mag = torch.sqrt(torch.clamp(power, min=0.0))
         st = self.gl.stft
         return mag.reshape(-1, st.k2, 1, st.n1, self.spec.frames)
 
-    def forward(self, features: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
-        mag = self.magnitude(features, controls)
+    def forward(self, features: torch.Tensor, controls: torch.Tensor | None = None,
+                terms: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        mag = self.magnitude(features, controls, terms)
         return self.gl.iterate(mag, self.gl.initial_angles(mag))
 
 

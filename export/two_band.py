@@ -165,10 +165,10 @@ class TwoBandDecoderGraph(nn.Module):
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None,
                 controls: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         logmel = self.model.decode(z, label)[:, 0]
-        low = self.up(self.low(logmel, controls))
         terms = None
-        if self.low.shaping is not None:
+        if self.low.shaping is not None and controls is not None:  # one sound: both bands get its decay and level
             terms = self.low.shaping.envelope_terms(controls, features_to_power(logmel, self.low_spec))
+        low = self.up(self.low(logmel, controls, terms))
         high = self.high(self.high_net(logmel[:, None])[:, 0], controls, terms)
         return (low + high) * self.envelope, logmel
 
