@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.engine import Engine
 from runtime.scheduling import WORKER_NICE, lower_thread_priority, thread_nice
-from runtime.worker import PadRequest, RenderWorker
+from runtime.worker import KNOB_SETTLE_S, PadRequest, RenderWorker
 
 
 class Timings:
@@ -71,10 +71,13 @@ class LiveWorker(RenderWorker):
         As for :class:`RenderWorker`.
     nice : int or None
         Nice value of the worker thread (None: left as it is).
+    settle_s : float
+        How long a knob rests before the other pads and full-quality renders are rendered
+        (:data:`runtime.worker.KNOB_SETTLE_S`).
     """
 
-    def __init__(self, engine: Engine, *, nice: int | None = WORKER_NICE) -> None:
-        super().__init__(engine, split_pads=True, preview=True)
+    def __init__(self, engine: Engine, *, nice: int | None = WORKER_NICE, settle_s: float = KNOB_SETTLE_S) -> None:
+        super().__init__(engine, split_pads=True, preview=True, settle_s=settle_s)
         self.nice_wanted = nice
         self.nice: int | None = None  # the worker thread's nice value once it runs
         self.render_ms, self.ready_ms, self.final_ms = Timings(), Timings(), Timings()

@@ -14,8 +14,13 @@ fewer Griffin-Lim iterations, ``decoder_preview.onnx``: about 40 % of the render
 pad is rendered again by the full decoder, in this order: the pad played last's preview, its full render, the
 other pads' previews, their full renders. A render in flight is cancelled when a request arrives (onnxruntime
 ``RunOptions.terminate``, :class:`~runtime.model.CancelToken`) and redone for the latest state, except the preview
-of the pad played last (what the next hit plays). While a knob moves, the player hears previews that follow it;
-when it rests, the full quality of the pad being played lands one full render later. Offline render
+of the pad played last (what the next hit plays). With ``settle_s`` (live play: :data:`KNOB_SETTLE_S`), while a
+knob moves (a request came less than ``settle_s`` ago) the worker renders nothing but the previews of the pad played
+last; the other pads and every full render wait until the knob has rested ``settle_s``. A full render costs more
+than the gap between two CCs of a hand-turned knob, so started between them it was mostly cancelled, and each CC
+first waited for the cancellation and shared the cores with it (benchmarks/README.md, "knob settle"). While a knob
+moves, the player hears previews that follow it; when it rests, the full quality of the pad being played lands
+``settle_s`` plus one full render later. Offline render
 (:meth:`RenderWorker.render_now`) always renders at full quality. Each sound is made safe (finite, DC-blocked, a
 short fade-out at its end), resampled from the model rate to the engine rate here, never in the audio callback,
 and swapped into the engine by reference.
@@ -29,6 +34,7 @@ Sanitising and resampling are :mod:`runtime.dsp`'s.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -38,6 +44,8 @@ from runtime.dsp import resample, sanitize
 from runtime.engine import Engine
 from runtime.model import CancelToken, ExportedModel, RenderCancelled
 
+#: Live play: how long a knob must rest before the worker renders anything but the previews of the pad played last.
+KNOB_SETTLE_S = 0.05
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,13 +89,20 @@ class RenderWorker:
         Raised-cosine fade over the end of every buffer (the decoder's last frame may not reach zero).
     dc_cutoff_hz : float
         Corner of the one-pole DC blocker applied to every buffer until its sound ends (:func:`~runtime.dsp.sanitize`).
+    split_pads, preview : bool
+        Live play: one pad per decoder call; new requests rendered by the preview decoder first (module docstring).
+    settle_s : float
+        With ``preview``: seconds without a new request before anything but the pad played last's previews renders
+        (0: no wait).
     """
 
     def __init__(self, engine: Engine, *, fade_out_ms: float = 10.0, dc_cutoff_hz: float = 5.0,
-                 split_pads: bool = False, preview: bool = False) -> None:
+                 split_pads: bool = False, preview: bool = False, settle_s: float = 0.0) -> None:
         self.engine = engine
         self.split_pads = bool(split_pads)
         self.preview = bool(preview)
+        self.settle_s = float(settle_s)
+        self._last_request = float("-inf")  # time.monotonic() of the latest request
         self.fade_out_ms = float(fade_out_ms)
         self.dc_cutoff_hz = float(dc_cutoff_hz)
         self.stats = RenderStats()
@@ -123,6 +138,7 @@ class RenderWorker:
             for req in requests:
                 self._pending[req.note] = req
                 self._refine.pop(req.note, None)
+            self._last_request = time.monotonic()
             if self._token is not None:
                 self._token.cancel()
             self._cond.notify_all()
@@ -171,10 +187,12 @@ class RenderWorker:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
-                self._cond.wait_for(lambda: self._pending or self._refine or self._stopping)
+                picked = None
+                while not self._stopping and (picked := self._take()) is None:
+                    self._cond.wait(self._settle_left())
                 if self._stopping:
                     return
-                batch, preview = self._take()
+                batch, preview = picked
                 generation = self._generation
                 self._busy = True
             try:
@@ -182,21 +200,38 @@ class RenderWorker:
             except Exception as err:  # keep playing the old sounds; the status view shows the error
                 self.stats.errors.append(f"render failed: {err}")
 
-    def _take(self) -> tuple[dict[int, PadRequest], bool]:
-        """The next batch (call under the lock) and whether it is new requests (rendered as previews when live).
+    def _take(self) -> tuple[dict[int, PadRequest], bool] | None:
+        """The next batch (call under the lock) and whether it is new requests (rendered as previews when live);
+        None when nothing may render now.
 
         Live, the pad played last goes alone and first: its new request, then its full-quality render; then the
-        other pads' new requests, then their full renders. Otherwise everything pending in one batch.
+        other pads' new requests, then their full renders. While a knob moves (:meth:`_settle_left`), only the pad
+        played last's new request (before any pad is played: every new request). Otherwise everything pending in one
+        batch.
         """
         if self.preview:
-            for queue, fresh in ((self._pending, True), (self._refine, False)):
-                if self.focus in queue:
-                    return {self.focus: queue.pop(self.focus)}, fresh
+            if self.focus in self._pending:
+                return {self.focus: self._pending.pop(self.focus)}, True
+            if self._settle_left() and not (self.focus is None and self._pending):
+                return None
+            if self.focus in self._refine:
+                return {self.focus: self._refine.pop(self.focus)}, False
         if self._pending:
             batch, self._pending = self._pending, {}
             return batch, self.preview
+        if not self._refine:
+            return None
         batch, self._refine = self._refine, {}
         return batch, False
+
+    def _settle_left(self) -> float | None:
+        """Seconds until the knob counts as resting (call under the lock): 0 when it rests or without ``settle_s``,
+        None when nothing waits (the worker then sleeps until a request)."""
+        if not self._pending and not self._refine:
+            return None
+        if not self.preview:
+            return 0.0
+        return max(0.0, self._last_request + self.settle_s - time.monotonic())
 
     # ------------------------------------------------------------------------------------------------- rendering
 

@@ -201,6 +201,54 @@ def test_new_requests_cancel_every_render_but_the_pad_played_last(tmp_path, monk
     assert worker.stats.cancelled == 1 and not worker.stats.errors
 
 
+class _Clock:
+    """A monotonic clock the test moves by hand (the worker's knob-settle decisions read it)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _wait_heard(worker, count: int, timeout: float = 30.0) -> None:
+    deadline = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if len(worker.heard) >= count:
+            return
+        deadline.wait(0.01)
+    raise AssertionError(f"heard {worker.heard}, waited for {count} swaps")
+
+
+def test_while_a_knob_moves_only_the_pad_played_last_is_previewed(tmp_path, monkeypatch):
+    """With a settle time, the other pads and every full render wait until the knob has rested: a full render
+    started between two CCs would mostly be cancelled and delay the next preview."""
+    clock = _Clock()
+    monkeypatch.setattr(worker_module, "time", clock)
+    quick_model = ExportedModel(fx.linear_kick_model(tmp_path / "m", sample_rate=RATE, preview=True))
+    worker = _Heard(Engine(RATE, 128, channels=1), preview=True, split_pads=True, settle_s=0.05)
+    worker.focus = 36
+    worker.start()
+    try:
+        worker.request(_requests(quick_model, 1.0, notes=(36, 37)))
+        _wait_heard(worker, 1)
+        clock.now += 0.01  # the knob moves on, 10 ms later: the pad played last is previewed again at once
+        worker.request(_requests(quick_model, 0.5, notes=(36, 37)))
+        _wait_heard(worker, 2)
+        threading.Event().wait(0.3)  # real time passes, but the worker's clock says the knob moved 0 ms ago
+        assert [(n, p) for n, p, _ in worker.heard] == [(36, True), (36, True)]
+        assert worker.pending == 2  # 36's full render and 37's new request wait for the knob to rest
+        clock.now += 0.05
+        assert worker.wait_idle(30.0)
+    finally:
+        worker.stop()
+    full = float(np.abs(dc_block(_kick(1.0), RATE)).max())
+    q = fx.PREVIEW_LEVEL * full
+    assert [(n, p) for n, p, _ in worker.heard] == [(36, True), (36, True), (36, False), (37, True), (37, False)]
+    assert [peak for *_, peak in worker.heard] == pytest.approx([q, q / 2, full / 2, q / 2, full / 2], abs=2e-3)
+    assert worker.stats.cancelled == 0 and not worker.stats.errors
+
+
 def test_requests_while_running_end_on_the_latest_state(model):
     engine = Engine(RATE, 128, channels=1)
     worker = RenderWorker(engine)
