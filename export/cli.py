@@ -14,7 +14,7 @@ from runtime.logs import add_log_flags, say
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
     from trainer.phase import DEFAULT_INIT
     from export.preset_folder import DEFAULT_ITERATIONS, DEFAULT_PREVIEW_ITERATIONS
-    from export.two_band import LOW_ITERATIONS
+    from export.two_band import LOW_ITERATIONS, PREVIEW_ITERATIONS
 
     p = sub.add_parser("onnx", help="export a run as ONNX decoder + encoder graphs with a default preset",
                        description="Write OUT/decoder.onnx (z [+ label] + controls -> audio, logmel: the decoder, "
@@ -33,9 +33,9 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None,
                    help=f"Griffin-Lim iterations K in the graph (default {DEFAULT_ITERATIONS}; with a high band "
                         f"{LOW_ITERATIONS} in the low band)")
-    p.add_argument("--preview-iterations", type=int, default=DEFAULT_PREVIEW_ITERATIONS,
+    p.add_argument("--preview-iterations", type=int, default=None,
                    help=f"iterations of OUT/decoder_preview.onnx, the cheaper render played while a knob moves "
-                        f"(default {DEFAULT_PREVIEW_ITERATIONS}; 0 writes none)")
+                        f"(default {DEFAULT_PREVIEW_ITERATIONS}, {PREVIEW_ITERATIONS} with a high band; 0 writes none)")
     p.add_argument("--phase-init", default=DEFAULT_INIT,
                    help=f"initial phase: pghi (from the magnitude, in-graph; default), bin_advance, zero, random "
                         f"(default {DEFAULT_INIT})")
@@ -51,6 +51,12 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
                       help="a `trainer highband` checkpoint: render the band above 11 kHz too, at 44.1 kHz "
                            "(default RUN/highband.pt if present)")
     band.add_argument("--no-highband", action="store_true", help="ignore RUN/highband.pt: the VAE's band alone")
+    prior = p.add_mutually_exclusive_group()
+    prior.add_argument("--prior", type=Path, default=None,
+                       help="prior.json of `trainer evaluate --prior-data` (a Gaussian fitted to real sounds' codes): "
+                            "the runtime's random sounds draw from it (default RUN/analysis/prior.json if present)")
+    prior.add_argument("--no-prior", action="store_true",
+                       help="ship no prior: random sounds draw from the standard normal")
     p.set_defaults(handler=_run_onnx)
 
 
@@ -60,14 +66,16 @@ def _run_onnx(args: argparse.Namespace) -> int:
     result = export_run(args.run, out=args.out, checkpoint=args.checkpoint, n_iter=args.iterations,
                         preview_iterations=args.preview_iterations, phase_init=args.phase_init, axes=args.axes,
                         centroids=args.centroids, optimize=not args.no_optimize, shaping=not args.no_shaping,
-                         highband=False if args.no_highband else args.highband)
+                        highband=False if args.no_highband else args.highband,
+                        prior=False if args.no_prior else args.prior)
     meta = result.metadata
     axes = ", ".join(a.name for a in meta.axes) or "none"
     controls = ", ".join(meta.controls) or "none"
     labels = ", ".join(meta.labels) or "none (VAE)"
     preview = f", preview K={meta.preview_iterations}" if meta.preview_iterations else ""
     say(f"exported {result.folder}: latent {meta.latent}, K={meta.griffin_lim_iterations} ({meta.phase_init})"
-          f"{preview}, controls: {controls}; axes: {axes}; labels: {labels}")
+          f"{preview}, controls: {controls}; axes: {axes}; labels: {labels}; random sounds from "
+          f"{meta.random_prior().describe()}")
     say("parity onnxruntime vs torch (max abs; audio relative to peak): "
           + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()))
     return 0

@@ -27,13 +27,15 @@ from torch import nn
 
 from export.graph import FactorizedLogMel, MagnitudeToAudio
 from export.onnx_file import save_onnx
-from export.two_band import LOW_ITERATIONS, two_band_graphs
+from export.two_band import LOW_ITERATIONS, PREVIEW_ITERATIONS, two_band_graphs
 from trainer.phase import DEFAULT_INIT, DEFAULT_ITERATIONS, make_init
 from runtime import model as fmt
 from runtime.errors import ConfigError, KickspaceError
 from runtime.model import Axis, ModelMetadata
+from runtime.prior import LatentPrior
 from runtime.preset import Pad, default_preset
 from runtime.spec import SpectrogramSpec
+from trainer.analysis.realism import PRIOR_FILE
 from trainer.checkpoint import Checkpoint, load_model, resolve_checkpoint
 from trainer.data.audio import Preprocess
 from trainer.highband import HIGHBAND_FILE
@@ -107,10 +109,10 @@ class ExportResult:
 
 
 def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt", n_iter: int | None = None,
-               preview_iterations: int = DEFAULT_PREVIEW_ITERATIONS, phase_init: str = DEFAULT_INIT,
+               preview_iterations: int | None = None, phase_init: str = DEFAULT_INIT,
                axes: str | Path | None = None, centroids: str | Path | None = None,
                optimize: bool = True, shaping: bool = True,
-               highband: str | Path | bool | None = None) -> ExportResult:
+               highband: str | Path | bool | None = None, prior: str | Path | bool | None = None) -> ExportResult:
     """Export a run's decoder and encoder graphs, metadata and default preset into ``out``.
 
     Parameters
@@ -122,9 +124,10 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     n_iter : int, optional
         Griffin-Lim iterations K inside the decoder graph (default :data:`trainer.phase.DEFAULT_ITERATIONS`, or
         :data:`export.two_band.LOW_ITERATIONS` for the low band of a two-band model).
-    preview_iterations : int
+    preview_iterations : int, optional
         Iterations of the preview decoder (``decoder_preview.onnx``, played while a knob moves); 0, or not fewer
-        than ``n_iter``, writes none.
+        than ``n_iter``, writes none. Default :data:`DEFAULT_PREVIEW_ITERATIONS`, or
+        :data:`export.two_band.PREVIEW_ITERATIONS` for a two-band model.
     phase_init : str
         Initial phase (``trainer.phase.make_init``); must be computable without training audio.
     axes, centroids : path, optional
@@ -141,10 +144,17 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
         checkpoint's net predicts, at 44.1 kHz (:mod:`export.two_band`; the model's spec becomes the net's 44.1
         kHz low spec, the encoder reads 44.1 kHz audio). Default: the run folder's ``highband.pt`` when present;
         False: none.
+    prior : path or bool, optional
+        A ``prior.json`` written by ``trainer evaluate --prior-data`` (a Gaussian fitted to real sounds' codes),
+        stored in the metadata as :class:`runtime.prior.LatentPrior`: the runtime's random sounds draw from it.
+        Default: the run's ``analysis/prior.json`` when present; False: none (random sounds then draw from the
+        standard normal).
     """
     folder = Path(run) if Path(run).is_dir() else Path(run).parent  # the run folder resolve_checkpoint reads
     highband = _optional(highband, folder / HIGHBAND_FILE) if highband is not False else None
     n_iter = (LOW_ITERATIONS if highband else DEFAULT_ITERATIONS) if n_iter is None else n_iter
+    if preview_iterations is None:
+        preview_iterations = PREVIEW_ITERATIONS if highband else DEFAULT_PREVIEW_ITERATIONS
     log.debug(f"exporting {run} ({checkpoint}) to {out}: K={n_iter}, preview K={preview_iterations}, "
               f"phase init {phase_init}" + (f", high band {highband}" if highband else ""))
     path = resolve_checkpoint(run, checkpoint)
@@ -154,6 +164,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
     analysis = path.parent / "analysis"
     axes_path = _optional(axes, analysis / "axes.json")
     centroids_path = _optional(centroids, analysis / "centroids.json")
+    prior_path = _optional(prior, analysis / PRIOR_FILE) if prior is not False else None
     labels = tuple(ckpt.classes) if model.config.n_classes else ()  # a bank's folder name on an unconditioned VAE
     controls = KNOBS if shaping else ()
     spec, decoder, preview = _decoders(model, spec, highband, n_iter=n_iter, preview_iterations=preview_iterations,
@@ -163,6 +174,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
                              griffin_lim_iterations=n_iter,
                              preview_iterations=preview_iterations, phase_init=phase_init,
                              preparation=Preprocess.of_run(ckpt.config).preparation,
+                             prior=_read_prior(prior_path, model),
                              training=training_summary(ckpt, source=path))
     encoder = EncoderGraph(model, spec).eval()
     out = Path(out)
@@ -248,6 +260,29 @@ def _read_axes(path: Path | None, *, latent: int) -> tuple[Axis, ...]:
         raise ConfigError(f"{path}: export", "missing (write the file with `trainer axes`)")
     return tuple(Axis.from_dict(a, where=f"{path.name}: export[{i}]", latent=latent)
                  for i, a in enumerate(report["export"]))
+
+
+def _read_prior(path: Path | None, model: VAE) -> LatentPrior | None:
+    """The latent prior of a ``prior.json`` (``trainer evaluate --prior-data``), checked against ``model``'s code
+    (its size and control columns); a file for another model fails naming the file and field."""
+    if path is None:
+        return None
+    import json
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise KickspaceError(f"{path}: cannot read it as JSON ({err})") from None
+    if not isinstance(report, dict) or report.get("kind") != "gaussian":
+        raise ConfigError(f"{path}: kind", "must be \"gaussian\" (write the file with `trainer evaluate --prior-data`)")
+    if report.get("code_size") != model.code_size:
+        raise ConfigError(f"{path}: code_size", f"{report.get('code_size')!r}, but the model's code has "
+                                                f"{model.code_size} columns (a prior of another run?)")
+    if list(report.get("controls", [])) != list(model.config.controls):
+        raise ConfigError(f"{path}: controls", f"{report.get('controls')!r}, but the model's control columns are "
+                                               f"{list(model.config.controls)}")
+    fields = {k: report[k] for k in ("mean", "cov", "sounds", "method") if k in report}
+    return LatentPrior.from_dict(fields, where=f"{path}: prior", latent=model.code_size)
 
 
 def _beside(axes: tuple[Axis, ...], controls: tuple[str, ...]) -> tuple[Axis, ...]:

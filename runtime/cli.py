@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 from typing import Sequence
 
 from runtime.bounce import DEFAULT_RATE, FORMATS
@@ -67,7 +68,8 @@ def _add_play(sub) -> None:
             "MIDI input CLIENT:midi_in and outputs CLIENT:out_0/out_1 (each note sounds from its own frame in the "
             "cycle that carries it; the latency it adds, none, is reported to JACK); elsewhere PortAudio plays it and "
             "python-rtmidi reads a MIDI input CLIENT-midi:in. The status view shows knobs, notes, render times, xruns "
-            "and the output peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), s = save the "
+            "and the output peak; keys: l = MIDI learn (the next moved CC binds to the chosen axis), r = a new random "
+            "sound on the pad played last (drawn where the model's real training sounds lie), s = save the "
             "current sound (WAV + preset), q = quit. SIGUSR1 saves too; SIGUSR2 prints every thread's stack. "
             "Ctrl-C stops cleanly (exit status 0). If the audio stops under it (the JACK server quits or dies, the "
             "device goes away) it says so and exits with status 1.", 79),
@@ -172,7 +174,9 @@ def _add_render(sub) -> None:
             "kHz unless --rate says otherwise. With --midi, every note-on fires "
             "its pad at its exact sample (the file's tempo map honoured), CC messages move the preset's knobs and "
             "program changes switch presets at their own time; note-offs are ignored (one-shots). With --axes, one "
-            "hit of a pad at the given knob values (shaping controls or latent axes). The same input always gives "
+            "hit of a pad at the given knob values (shaping controls or latent axes). With --random N, N new "
+            "sounds drawn where the model's real training sounds lie (its prior), each with a preset that plays it "
+            "again (--seed makes them reproducible). The same input always gives "
             "identical audio. Without a file name in --out the file names itself after the preset and the knob "
             "state (one-shot) or the MIDI file (groove), e.g. kicks_sub+0.80_decay-0.30_pad36.wav.", 79),
         epilog="examples:\n"
@@ -180,6 +184,8 @@ def _add_render(sub) -> None:
                "  runtime render --preset presets/kicks --axes sub=0.8,decay=0.3 --out kick.wav\n"
                "  runtime render --preset presets/kicks --axes sub=0.8,decay=-0.3 --out bounces/ --format flac\n"
                "      # -> bounces/kicks_sub+0.80_decay-0.30_pad36.flac\n"
+               "  runtime render --preset presets/kicks --random 20 --seed 7 --out pack/\n"
+               "      # -> pack/kicks_random-s7-001_pad36.wav + .json ... (play one: runtime play --preset FILE.json)\n"
                "values are knob values: -1..1 for a shaping control (0 = unshaped), axis units for a latent axis "
                "(-1..1 spans the range measured on the training data).")
     p.add_argument("--preset", required=True, metavar="PATH",
@@ -189,6 +195,10 @@ def _add_render(sub) -> None:
     what.add_argument("--axes", metavar="NAME=VALUE,...",
                       help="render one hit at these knob values (shaping controls or latent axes), e.g. "
                            "sub=0.8,decay=0.3 (others at their default)")
+    what.add_argument("--random", type=int, metavar="N",
+                      help="render N new random sounds (a sample pack), each beside a preset that plays it")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --random: the random seed (default: a new one, printed so the pack can be made again)")
     p.add_argument("--out", default=None, metavar="FILE|DIR",
                    help="output file (.wav or .flac, 24-bit PCM), or a folder (a path without suffix) where the "
                         "file names itself after preset and knobs (default: the current folder)")
@@ -198,8 +208,9 @@ def _add_render(sub) -> None:
                    help=f"output sample rate (default {DEFAULT_RATE}; 44100 and any other rate are resampled "
                         f"from the model's; 0: the model's own rate)")
     p.add_argument("--note", type=int, default=None,
-                   help="with --axes: the pad's MIDI note (default: the preset's first pad)")
-    p.add_argument("--velocity", type=int, default=127, help="with --axes: hit velocity 1-127 (default 127)")
+                   help="with --axes or --random: the pad's MIDI note (default: the preset's first pad)")
+    p.add_argument("--velocity", type=int, default=127,
+                   help="with --axes or --random: hit velocity 1-127 (default 127)")
     p.add_argument("--blocksize", type=int, default=256, help="engine block size in frames (default 256)")
     p.set_defaults(handler=_render)
 
@@ -213,6 +224,8 @@ def _render(args: argparse.Namespace) -> int:
         raise ConfigError("--rate", f"must be a rate in Hz, or 0 for the model's own, got {args.rate}")
     preset = load_preset(args.preset)
     rate = render.output_rate(preset, args.rate)
+    if args.random is not None:
+        return _render_random(args, preset, rate)
     if args.midi is not None:
         out, fmt = output_file(args.out, args.format, groove_name(preset, args.preset, args.midi))
         audio = render.render_midi(preset, args.midi, sample_rate=rate, blocksize=args.blocksize)
@@ -223,6 +236,28 @@ def _render(args: argparse.Namespace) -> int:
         audio = render.render_one_shot(preset, axes, note=note, velocity=args.velocity, sample_rate=rate,
                                        blocksize=args.blocksize)
     say(write_render(out, audio, rate, fmt))
+    return 0
+
+
+def _render_random(args: argparse.Namespace, preset, rate: int) -> int:
+    """``--random N``: N files (and their presets) in the ``--out`` folder, named after preset, seed and number."""
+    import secrets
+
+    from runtime import render
+    from runtime.bounce import output_file, preset_label, write_render
+
+    if args.out is not None and Path(args.out).suffix:
+        raise ConfigError("--out", f"with --random it is a folder (N files go in it), got {args.out}")
+    seed = secrets.randbelow(10**6) if args.seed is None else args.seed
+    note = preset.pads[0].note if args.note is None else args.note
+    sounds, source = render.render_random(preset, args.random, seed=seed, note=note, velocity=args.velocity,
+                                          sample_rate=rate, blocksize=args.blocksize)
+    say(f"{args.random} random sounds on pad {note}, seed {seed}, drawn from {source}")
+    for audio, sound_preset in sounds:
+        stem = f"{preset_label(preset, args.preset)}_{sound_preset.name}_pad{note}"
+        out, fmt = output_file(args.out, args.format, stem)
+        say(write_render(out, audio, rate, fmt))
+        sound_preset.save(out.with_suffix(".json"))
     return 0
 
 

@@ -142,6 +142,19 @@ class ControlState:
             what = "axis or shaping control" if self.metadata.controls else "axis"
             raise ConfigError("axes", f"the model has no {what} named {name!r} (it has: {', '.join(known) or 'none'})")
 
+    def set_anchor(self, note: int, code: np.ndarray) -> None:
+        """Move pad ``note``'s latent point to ``code`` ``[latent]`` (a random sound); the knobs keep acting on it."""
+        code = np.asarray(code, dtype=np.float64).reshape(-1)
+        if note not in self._anchors:
+            raise ConfigError("pad", f"the preset has no pad on note {note}")
+        if code.shape != (self.metadata.latent,) or not np.all(np.isfinite(code)):
+            raise ConfigError("anchor", f"must be {self.metadata.latent} finite numbers (the model's latent size)")
+        self._anchors[note] = code
+
+    def anchor(self, note: int) -> np.ndarray:
+        """Pad ``note``'s latent point ``[latent]`` (a copy), before the knobs."""
+        return self._anchors[note].copy()
+
     @property
     def layers(self) -> int:
         """Velocity layers per pad (1 unless velocity moves an axis or a shaping control)."""
@@ -276,6 +289,8 @@ class Controller:
         self.preset = preset
         self.model = self._model(preset)
         self.state = ControlState(preset, self.model.metadata, encode_samples(preset, self.model))
+        self._rng = np.random.default_rng()
+        self._randomized: set[int] = set()  # pads whose latent point a random sound replaced
         self._apply_preset()
 
     def _model(self, preset: Preset) -> ExportedModel:
@@ -337,11 +352,28 @@ class Controller:
 
     def current_preset(self, name: str) -> Preset:
         """The current state as a preset named ``name``: the knobs' current values (clamped to their ranges) as
-        their defaults, learned bindings included; what "save current sound" writes beside the WAV."""
+        their defaults, learned bindings included, and the pads a random sound replaced (:meth:`randomize`) at
+        their new latent point; what "save current sound" writes beside the WAV."""
         values = self.state.values
         knobs = tuple(dataclasses.replace(k, default=_clamp(values.get(k.axis, k.default), k.min, k.max))
                       for k in self.preset.knobs)
-        return dataclasses.replace(self.preset, knobs=knobs, name=name)
+        pads = tuple(dataclasses.replace(p, anchor=tuple(self.state.anchor(p.note).tolist()), sample=None)
+                     if p.note in self._randomized else p for p in self.preset.pads)
+        return dataclasses.replace(self.preset, knobs=knobs, pads=pads, name=name)
+
+    def randomize(self, note: int | None = None, *, rng: np.random.Generator | None = None,
+                  stamp: float | None = None) -> str:
+        """Give pad ``note`` (default: the preset's first) a new random sound: a code drawn from the model's prior
+        (:meth:`~runtime.model.ModelMetadata.random_prior`: fitted to real sounds when the export shipped one),
+        its label and the knobs as they are; request its render (``stamp`` as in :meth:`handle`). Returns one line
+        for the user."""
+        note = self.preset.pads[0].note if note is None or self.preset.pad(note) is None else note
+        prior = self.model.metadata.random_prior()
+        self.state.set_anchor(note, prior.sample(1, rng if rng is not None else self._rng)[0])
+        self._randomized.add(note)
+        self.worker.request([r for r in self.state.requests(self.model) if r.note == note], stamp=stamp)
+        return f"pad {note}: a new random sound, drawn from {prior.describe()}"
+
 
     def set_axes(self, values: dict[str, float]) -> None:
         """Set knob values (latent axes or shaping controls) directly and request the new sounds."""
@@ -371,6 +403,7 @@ class Controller:
         for number, path in self.preset.programs.items():
             merged.setdefault(number, path)  # keep the way back to the presets we came from
         self.preset, self.model, self.state = dataclasses.replace(preset, programs=merged), model, state
+        self._randomized = set()
         self._apply_preset(stamp)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from runtime.dsp import Preparation
 from runtime.errors import ConfigError, KickspaceError
+from runtime.prior import LatentPrior, standard_prior
 from runtime.schema import check_fields, require
 from runtime.spec import SpectrogramSpec
 
@@ -106,6 +107,9 @@ class ModelMetadata:
         :attr:`sample_rate` and :attr:`n_samples`. Metadata without it reads as :data:`LEGACY_PREPARATION`.
     training : dict
         Training summary (data, epochs, losses, ...).
+    prior : LatentPrior or None
+        Where random codes come from (:mod:`runtime.prior`): a Gaussian fitted to real sounds' codes, or None for a
+        model exported without one (random codes then come from the standard normal: :meth:`random_prior`).
     """
 
     spec: SpectrogramSpec
@@ -118,6 +122,7 @@ class ModelMetadata:
     preview_iterations: int = 0
     preparation: Preparation = LEGACY_PREPARATION
     training: dict[str, Any] = field(default_factory=dict)
+    prior: LatentPrior | None = None
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -134,6 +139,10 @@ class ModelMetadata:
     @property
     def conditional(self) -> bool:
         return bool(self.labels)
+
+    def random_prior(self) -> LatentPrior:
+        """The prior random codes are drawn from: :attr:`prior`, else the standard normal."""
+        return self.prior if self.prior is not None else standard_prior(self.latent)
 
     def knob_names(self) -> tuple[str, ...]:
         """Every name a knob may move: the shaping controls, then the latent axes."""
@@ -191,7 +200,10 @@ class ModelMetadata:
                    griffin_lim_iterations=int(data.get("griffin_lim_iterations", 0)),
                    phase_init=str(data.get("phase_init", "")),
                    preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})),
-                   preparation=_preparation(data.get("preparation")))
+                   preparation=_preparation(data.get("preparation")),
+                   prior=None if data.get("prior") is None else LatentPrior.from_dict(data["prior"],
+                                                                                      where="metadata.prior",
+                                                                                      latent=latent))
 
 
 def _controls(data: Any, axes: tuple[Axis, ...]) -> tuple[str, ...]:

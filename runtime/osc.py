@@ -11,10 +11,12 @@
 - ``/kickspace/learn/<axis>``: arms learn for the axis, as the ``l`` key or ``--learn`` do; the next moved control,
   a MIDI CC or an OSC address of your own, then moves that axis. ``/kickspace/learn/off`` disarms it.
 - ``/kickspace/save``: save the current sound (WAV + preset), as the ``s`` key or SIGUSR1.
+- ``/kickspace/random``: a new random sound on the pad played last, as the ``r`` key (drawn from the model's prior:
+  :mod:`runtime.prior`).
 - any other address carrying one number (a TouchOSC fader's ``/1/fader1``, an Open Stage Control widget's
   ``/fader_1``): moves the knob whose ``osc`` field (the preset) names that address, as a position 0..1; while
   learn is armed, the first such address is bound to the axis (and kept in a saved preset). Addresses ending in
-  ``/z`` (TouchOSC's touch on/off) are ignored. Buttons (learn, save) act on a value other than 0, or on none.
+  ``/z`` (TouchOSC's touch on/off) are ignored. Buttons (learn, save, random) act on a value other than 0, or on none.
 
 Threads: python-osc's :class:`~pythonosc.osc_server.BlockingOSCUDPServer` serves in one thread of its own
 (``kickspace-osc``): it takes the datagrams one by one in their order of arrival (a knob sweep must not reach the
@@ -82,7 +84,8 @@ class PadHit:
 
 @dataclass(frozen=True)
 class Button:
-    """``/kickspace/learn/<axis>`` (``argument`` the axis, None for ``off``) or ``/kickspace/save``."""
+    """``/kickspace/learn/<axis>`` (``argument`` the axis, None for ``off``), ``/kickspace/save`` or
+    ``/kickspace/random``."""
 
     name: str
     argument: str | None = None
@@ -133,8 +136,8 @@ def decode(address: str, params: list[Any]) -> object:
             return velocity if not isinstance(velocity, int) else PadHit(int(name), velocity)
         if kind == "learn" and name:
             return Button("learn", None if name == "off" else name) if _pressed(params) else None
-        if kind == "save" and not name:
-            return Button("save") if _pressed(params) else None
+        if kind in ("save", "random") and not name:
+            return Button(kind) if _pressed(params) else None
         return "unknown /kickspace address"
     if address.endswith("/z"):
         return None

@@ -177,7 +177,8 @@ class Player:
         self._stop.set()
 
     def command(self, name: str, argument: str | None = None) -> None:
-        """Queue an action for the control thread: ``save``, ``learn`` (argument: axis or None = off), ``quit``."""
+        """Queue an action for the control thread: ``save``, ``learn`` (argument: axis or None = off), ``random``
+        (a new random sound on the pad played last), ``quit``."""
         self.events.put_nowait((name, argument))
 
     def run(self) -> dict:
@@ -340,6 +341,8 @@ class Player:
         elif name == "learn":
             self.learn_axis = argument
             self.messages.append(f"learn: move a knob to bind it to {argument}" if argument else "learn: off")
+        elif name == "random":
+            self.messages.append(self.controller.randomize(self.last_note))
         elif name == "quit":
             self.stop()
 

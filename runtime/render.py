@@ -144,13 +144,51 @@ def render_one_shot(preset: Preset | str | Path, axes: dict[str, float] | None =
     return play_hit(engine, note, velocity)
 
 
+def render_random(preset: Preset | str | Path, count: int, *, seed: int, note: int | None = None,
+                  velocity: int = 127, sample_rate: int | None = None,
+                  blocksize: int = 256) -> tuple[list[tuple[np.ndarray, Preset]], str]:
+    """``count`` random sounds on one pad (default: the preset's first): codes drawn from the model's prior
+    (:meth:`~runtime.controls.Controller.randomize`; ``seed`` makes them reproducible), the pad's label and the
+    knobs at their defaults, one hit each.
+
+    Returns
+    -------
+    sounds : list of (ndarray, Preset)
+        Per sound, ``[frames, channels]`` float32 (as :func:`render_one_shot`) and the preset that plays it again
+        (the pad at its drawn latent point: what "save current sound" writes).
+    source : str
+        Where the codes came from, one line (:meth:`runtime.prior.LatentPrior.describe`).
+    """
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError("--random", f"must be a positive number of sounds, got {count!r}")
+    instrument = offline_instrument(preset, sample_rate=sample_rate, blocksize=blocksize)
+    controller, engine, worker = instrument.controller, instrument.engine, instrument.worker
+    note = controller.preset.pads[0].note if note is None else note
+    if controller.preset.pad(note) is None:
+        notes = ", ".join(str(p.note) for p in controller.preset.pads)
+        raise ConfigError("--note", f"the preset has no pad on note {note} (it has: {notes})")
+    rng = np.random.default_rng(seed)
+    sounds = []
+    for i in range(count):
+        controller.randomize(note, rng=rng)
+        render_pending(worker)
+        sounds.append((play_hit(engine, note, velocity), controller.current_preset(f"random-s{seed}-{i + 1:03d}")))
+    return sounds, controller.model.metadata.random_prior().describe()
+
+
 def play_hit(engine: Engine, note: int, velocity: int) -> np.ndarray:
     """Play one note on an idle engine until every voice has ended: ``[frames, channels]`` float32, the pad's length.
 
-    What the output hears: the velocity gain, the limiter and the output stage included.
+    What the output hears: the velocity gain, the limiter and the output stage included. A limiter still
+    recovering from an earlier hit is first run on silence until it has released (at most 10 s), so each hit
+    sounds as on a fresh engine (:func:`render_random` plays many in a row).
     """
-    engine.note_on(note, velocity)
     block = np.zeros((engine.blocksize, engine.channels), dtype=np.float32)
+    for _ in range(int(10 * engine.sample_rate / engine.blocksize)):
+        if engine.limiter_gain == 1.0:
+            break
+        engine.process(block)
+    engine.note_on(note, velocity)
     chunks = []
     while engine.pending_events or engine.active_voices:
         engine.process(block)

@@ -8,7 +8,8 @@ With ``--quiet`` there is no view. At exit the player gathers the run's figures 
 This module imports only the standard library at its top: the drawing process imports it too, and stays small.
 
 Keys (when stdin is a terminal): ``l`` MIDI learn (cycles through the model's axes, then off: the next moved CC
-binds to the chosen axis), ``s`` save the current sound (WAV + preset), ``q`` quit.
+binds to the chosen axis), ``r`` a new random sound on the pad played last, ``s`` save the current sound
+(WAV + preset), ``q`` quit.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def histogram_summary(counts: list[int], width: float) -> dict:
 
 
 def key_command(key: str, axes: list[str], learning: str | None) -> tuple[str, str | None] | None:
-    """The player command a key stands for: ``s`` save, ``q`` quit, ``l`` MIDI learn on the next axis.
+    """The player command a key stands for: ``s`` save, ``r`` random sound, ``q`` quit, ``l`` MIDI learn on the
+    next axis.
 
     Parameters
     ----------
@@ -136,6 +138,8 @@ def key_command(key: str, axes: list[str], learning: str | None) -> tuple[str, s
     key = key.lower()
     if key == "s":
         return ("save", None)
+    if key == "r":
+        return ("random", None)
     if key == "q":
         return ("quit", None)
     if key == "l" and axes:
@@ -296,7 +300,7 @@ def render(snap: dict):
              f"MIDI in {snap['midi']}   {'OSC in ' + snap['osc'] + '   ' if snap.get('osc') else ''}audio thread "
              f"{snap.get('audio_thread', '-')}",
              *problem_lines(snap),
-             "keys: l learn   s save sound   q quit   (Ctrl-C quits too)", *snap["messages"]]
+             "keys: l learn   r random sound   s save sound   q quit   (Ctrl-C quits too)", *snap["messages"]]
     return Group(Text(snap["title"], style="bold"), knobs, notes, Text("\n".join(lines)))
 
 

@@ -118,7 +118,7 @@ PREVIEW_LEVEL = 0.5
 
 def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, labels: tuple[str, ...] = (),
                       encoder: bool = False, preview: bool = False, preview_level: float = PREVIEW_LEVEL,
-                      slow: int = 0, controls: tuple[str, ...] = ()) -> Path:
+                      slow: int = 0, controls: tuple[str, ...] = (), prior: M.LatentPrior | None = None) -> Path:
     """A model folder whose decoder plays ``z[0] * kick + z[1] * click + z[2] * tone`` (latent 3).
 
     Axes: ``sub`` along latent 0 with scale 0.5 (the kick's amplitude), ``click`` along latent 1. Spec: ``samples``
@@ -126,6 +126,7 @@ def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, l
     ``preview`` the folder also has a preview decoder playing ``preview_level`` times the same sound; ``slow``
     makes the full decoder take longer (see :func:`write_decoder`). ``controls``: names of shaping controls; control
     ``k``'s value ``c`` adds ``(k + 1) * c * tone`` (a sound no latent point of the pads' anchors makes alone).
+    ``prior``: the metadata's latent prior (random sounds' codes).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,8 @@ def linear_kick_model(folder, *, sample_rate: int = 8000, samples: int = 1024, l
                                n_fft=max(SPEC.n_fft, hop), win_length=max(SPEC.win_length, hop))
     axes = tuple(a for a in (M.Axis("sub", (1.0, 0.0, 0.0), 0.5), M.Axis("click", (0.0, 1.0, 0.0), 1.0))
                  if a.name not in controls)
-    meta = metadata(spec=spec, labels=labels, preview_iterations=2 if preview else 0, axes=axes, controls=controls)
+    meta = metadata(spec=spec, labels=labels, preview_iterations=2 if preview else 0, axes=axes, controls=controls,
+                    prior=prior)
     offsets = tuple(0.0 for _ in labels) or (0.0,)
     shaping = np.stack([(k + 1) * tone for k in range(len(controls))]) if controls else None
     write_decoder(folder / M.DECODER_FILE, meta.to_json(), weights=weights, conditional=bool(labels),

@@ -279,3 +279,29 @@ def test_exported_tiny_model_renders_silence_at_the_floor_and_starts_and_ends_si
     assert np.all(peak > 0) and np.all(audio[:, 0] == 0.0)
     tail = audio[:, -TINY.n_samples // 64:]
     assert np.all(10 * np.log10(np.mean(tail.astype(np.float64) ** 2, axis=1) / peak ** 2) < -60.0)
+
+
+def _prior_file(run, *, code_size: int = 4, **changes) -> None:
+    (run / "analysis").mkdir(exist_ok=True)
+    report = {"kind": "gaussian", "code_size": code_size, "latent": code_size, "controls": [],
+              "mean": [0.5] * code_size, "cov": np.diag([0.1] * code_size).tolist(), "sounds": 12,
+              "fitted_on": ["real"], "checkpoint": "best.pt", "method": "a Gaussian fitted to encoder means"}
+    (run / "analysis" / "prior.json").write_text(json.dumps({**report, **changes}))
+
+
+def test_export_ships_the_runs_prior_for_random_sounds(tmp_path, capsys):
+    """trainer evaluate --prior-data writes analysis/prior.json; the exported model carries it (the runtime's
+    random sounds draw from it), and a prior of another model fails naming the file and field."""
+    run = _run(tmp_path)
+    _prior_file(run)
+    assert export_cli.main(["onnx", str(run), "--out", str(tmp_path / "p"), "--iterations", "0"]) == 0
+    assert "random sounds from a Gaussian fitted to 12 real sounds' codes" in capsys.readouterr().out
+    prior = ExportedModel(tmp_path / "p").metadata.prior
+    assert prior.mean == (0.5,) * 4 and prior.sounds == 12
+    assert export_run(run, out=tmp_path / "q", n_iter=0, optimize=False, prior=False).metadata.prior is None
+    _prior_file(run, code_size=6)
+    with pytest.raises(ConfigError, match=r"prior.json: code_size"):
+        export_run(run, out=tmp_path / "r", n_iter=0, optimize=False)
+    _prior_file(run, cov=[[1.0, 2.0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    with pytest.raises(ConfigError, match=r"prior.json: prior.cov: must be symmetric"):
+        export_run(run, out=tmp_path / "r", n_iter=0, optimize=False)

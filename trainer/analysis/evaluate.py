@@ -31,7 +31,8 @@ import torch
 
 from runtime.spec import SpectrogramSpec
 from trainer.analysis import plots
-from trainer.analysis.realism import GaussianPrior, draw, fit_posterior, realism, standardised_descriptors, write_prior
+from trainer.analysis.realism import (PRIOR_FILE, GaussianPrior, draw, fit_posterior, realism, standardised_descriptors,
+                                      write_prior)
 from trainer.analysis.run import Run, conditions, decode, describe_audio, encode, pairwise_distances, to_audio
 from trainer.analysis.reports import fmt, table, write_json, write_text
 from trainer.data.ingest import Corpus
@@ -151,7 +152,7 @@ def _samplers(run: Run, reference: Corpus, train: Corpus | None, prior_data: Cor
         prior, roots = fit_posterior(run, reference, rows), _roots(reference)
         in_reference = int(rows.sum())
     return ({"standard": None, "posterior": prior},
-            {"fitted_on": roots, "sounds": prior.sounds, "in_reference": in_reference, "file": "prior.json"})
+            {"fitted_on": roots, "sounds": prior.sounds, "in_reference": in_reference, "file": PRIOR_FILE})
 
 
 def evaluate(run: Run, corpus: Corpus, *, out: Path, train: Corpus | None = None, reference: Corpus | None = None,
@@ -194,7 +195,7 @@ def evaluate(run: Run, corpus: Corpus, *, out: Path, train: Corpus | None = None
         if train is not None:
             report["memorisation"][name] = memorisation(generated, corpus.features, train, run.spec)
     if fitted is not None:
-        write_prior(out / "prior.json", samplers["posterior"], run, fitted["fitted_on"])
+        write_prior(out / PRIOR_FILE, samplers["posterior"], run, fitted["fitted_on"])
     if train is not None:
         mem = report["memorisation"]
         plots.histogram_png(out / "memorisation.png",

@@ -35,6 +35,8 @@ from trainer.descriptors import DESCRIPTORS, control_units
 #: Random half/half splits (and matched generated draws) the small-sample figures are averaged over.
 SPLITS = 50
 SAMPLERS = ("standard", "posterior")
+#: The posterior sampler's file in a run's ``analysis/`` folder; ``python -m export onnx`` ships it in the model.
+PRIOR_FILE = "prior.json"
 
 
 # ================================================================================================ realism

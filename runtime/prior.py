@@ -1,0 +1,124 @@
+"""Where a random sound's code comes from: the exported model's latent prior (part of its metadata).
+
+A VAE's decoder is trained on codes of the aggregate posterior, which is not ``N(0, I)`` in practice: the shipped
+kick model's standard-normal draws are a descriptor Fréchet distance of about 4 x real-vs-real from real kicks (they
+decay too long, because the control columns' prior comes from procedural kicks), while a Gaussian fitted to the
+encoder means of the real training sounds draws at about 1.5 x (ex-post density estimation, Ghosh et al. 2020,
+"From Variational to Deterministic Autoencoders", section 4; ``trainer evaluate --prior-data`` fits and measures
+it, ``presets/kicks/MODEL_CARD.md`` quotes the figures). ``python -m export onnx`` copies that fit (the run's
+``analysis/prior.json``) into the model's metadata as :class:`LatentPrior`, so the runtime's random sounds
+(``runtime render --random``, the ``r`` key and ``/kickspace/random`` in live play) draw where real sounds lie.
+A model exported without one draws from ``N(0, I)`` (:func:`standard_prior`) and says so.
+
+Numpy only; the covariance is factored once per model (eigendecomposition, so a rank-deficient fit from fewer sounds
+than code columns draws within the span its sounds cover).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from runtime.schema import check_fields, require
+
+#: How far from symmetric, or below zero in its eigenvalues (relative to the largest), a covariance may be.
+COV_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class LatentPrior:
+    """A Gaussian over the decoder's code (its ``z`` input, ``[latent]``).
+
+    Parameters
+    ----------
+    mean : tuple of float
+        ``[latent]``.
+    cov : tuple of tuple of float
+        ``[latent, latent]``, symmetric positive semi-definite.
+    sounds : int
+        How many sounds it was fitted on (0: not fitted, the standard normal).
+    method : str
+        How it was obtained, one line (shown to the user beside random sounds).
+    """
+
+    mean: tuple[float, ...]
+    cov: tuple[tuple[float, ...], ...]
+    sounds: int = 0
+    method: str = ""
+
+    @cached_property
+    def _scale(self) -> np.ndarray:
+        """``[latent, latent]``: codes are ``mean + scale @ noise`` (factored once)."""
+        values, vectors = np.linalg.eigh(np.asarray(self.cov, dtype=np.float64))
+        return vectors * np.sqrt(np.maximum(values, 0.0))
+
+    @property
+    def latent(self) -> int:
+        return len(self.mean)
+
+    @property
+    def fitted(self) -> bool:
+        """Whether it was fitted to real sounds (False: the standard normal)."""
+        return self.sounds > 0
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` codes ``[n, latent]`` float32."""
+        noise = rng.standard_normal((int(n), self.latent))
+        return (np.asarray(self.mean) + noise @ self._scale.T).astype(np.float32)
+
+    def describe(self) -> str:
+        """One line for the user: where random sounds come from."""
+        if not self.fitted:
+            return "the standard normal (the model ships no fitted prior)"
+        return f"a Gaussian fitted to {self.sounds} real sounds' codes"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "cov": [list(row) for row in self.cov], "sounds": self.sounds,
+                "method": self.method}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str, latent: int) -> "LatentPrior":
+        """Typed and checked: ``mean`` ``[latent]`` and ``cov`` ``[latent, latent]`` of finite numbers, ``cov``
+        symmetric and positive semi-definite (within :data:`COV_TOLERANCE`); a bad field raises
+        :class:`~runtime.errors.ConfigError` naming ``where.FIELD``."""
+        data = check_fields(data, cls, where=where)
+        for name in ("mean", "cov"):
+            require(name in data, f"{where}.{name}", "missing")
+        mean = _numbers(data["mean"], f"{where}.mean", latent)
+        rows = data["cov"]
+        require(isinstance(rows, list) and len(rows) == latent, f"{where}.cov",
+                f"must be {latent} rows (the model's latent size)")
+        cov = np.array([_numbers(row, f"{where}.cov[{i}]", latent) for i, row in enumerate(rows)])
+        _check_covariance(cov, f"{where}.cov")
+        sounds = data.get("sounds", 0)
+        require(isinstance(sounds, int) and not isinstance(sounds, bool) and sounds >= 0, f"{where}.sounds",
+                f"must be a non-negative integer, got {sounds!r}")
+        method = data.get("method", "")
+        require(isinstance(method, str), f"{where}.method", f"must be a string, got {type(method).__name__}")
+        return cls(mean=tuple(mean), cov=tuple(tuple(row) for row in cov.tolist()), sounds=sounds, method=method)
+
+
+def standard_prior(latent: int) -> LatentPrior:
+    """``N(0, I)`` over ``latent`` dimensions: what a model exported without a fitted prior draws from."""
+    return LatentPrior(mean=(0.0,) * latent, cov=tuple(tuple(float(i == j) for j in range(latent))
+                                                      for i in range(latent)))
+
+
+def _numbers(values: Any, where: str, size: int) -> list[float]:
+    require(isinstance(values, list) and len(values) == size, where,
+            f"must be a list of {size} numbers (the model's latent size)")
+    for i, v in enumerate(values):
+        require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), f"{where}[{i}]",
+                f"must be a finite number, got {v!r}")
+    return [float(v) for v in values]
+
+
+def _check_covariance(cov: np.ndarray, where: str) -> None:
+    top = max(float(np.abs(cov).max()), 1e-12)
+    require(float(np.abs(cov - cov.T).max()) <= COV_TOLERANCE * top, where, "must be symmetric")
+    require(float(np.linalg.eigvalsh(cov).min()) >= -COV_TOLERANCE * top, where,
+            "must be positive semi-definite (a covariance)")
