@@ -5,7 +5,8 @@
 Renders, through the runtime's own render path (``runtime.worker.render_sounds``: the decoder graph, DC blocker
 until the sound ends, 10 ms fade-out at the buffer end), every pad of the preset at its knob defaults, every
 pad with each knob at its minimum (CC 0) and maximum (CC 127), and ``--latents`` random latents (standard normal
-in the model's code units; for a class-conditioned model, each class in turn), and measures them beside the real
+in the model's code units; for a class-conditioned model, each class in turn) and as many draws from the model's
+prior when it ships one (what ``runtime render --random`` and the ``r`` key play), and measures them beside the real
 sounds of ``--class`` (default: kick, or each class of a class-conditioned model) in ``--real``'s ``MANIFEST.tsv``
 (the files as they are, mono, resampled to 44.1 kHz). The measures are written here, in numpy/scipy, apart from
 the project's descriptors, so they are an outside check:
@@ -196,6 +197,10 @@ def preset_groups(folder: Path, n_latents: int, seed: int = 0) -> list[Group]:
         what = f" class {model.metadata.labels[label]}" if label is not None else ""
         sounds = [s for i in range(0, n_latents, 50) for s in _render(PadRequest(0, model, z[i:i + 50], label))]
         groups.append(Group(f"{n_latents} random latents{what}", rate, sounds, [f"z{i}" for i in range(n_latents)]))
+        if model.metadata.prior is not None:  # what the runtime's random sounds draw from (runtime.prior)
+            z = model.metadata.prior.sample(n_latents, rng)
+            sounds = [s for i in range(0, n_latents, 50) for s in _render(PadRequest(0, model, z[i:i + 50], label))]
+            groups.append(Group(f"{n_latents} prior draws{what}", rate, sounds, [f"p{i}" for i in range(n_latents)]))
     return groups
 
 
@@ -217,14 +222,14 @@ def report(groups: list[Group]) -> tuple[str, dict]:
     figures = {g.name: {n: measure(s, g.rate) for n, s in zip(g.names, g.sounds)} for g in groups}
     head = ("group | tail dB >1 kHz 0.35-0.6 s (median / p90) | tail flatness (median / p90) | first / peak "
             "(median / p90) | max first | attack 10-90 ms (median [IQR]) | end dB (median / p90) | max end dB | "
-            "band kHz (median [IQR])")
+            "band kHz (median [IQR]; renders past 11 kHz)")
     lines = [head, "|".join(["---"] * 9)]
     for g in groups:
         rows = list(figures[g.name].values())
         col = {m: [r[m] for r in rows] for m in MEASURES}
         cells = [g.name, summarise(col["tail_db"], "p90"), summarise(col["flatness"], "p90"),
                  summarise(col["first"], "p90"), f"{max(col['first']):.3g}", summarise(col["attack_ms"], "iqr"),
-                 summarise(col["end_db"], "p90"), f"{max(col['end_db']):.1f}", summarise(col["band_khz"], "iqr")]
+                 summarise(col["end_db"], "p90"), f"{max(col['end_db']):.1f}", summarise(col["band_khz"], "iqr") + f"; {sum(b > 11.0 for b in col['band_khz'])} of {len(rows)}"]
         lines.append(" | ".join(cells))
     return "\n".join(lines), figures
 
