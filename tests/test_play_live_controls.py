@@ -276,7 +276,8 @@ def test_a_lagging_drawing_process_reads_only_the_newest_snapshot():
 
 
 def test_status_view_keys_learn_save_and_quit_through_a_terminal(jack_server, sender, preset, tmp_path):
-    """The keys of the status view: ``l`` arms MIDI learn on the model's first axis, ``s`` saves, ``q`` quits."""
+    """The keys of the status view: ``l`` arms MIDI learn on the model's first axis, ``r`` gives the first pad (none
+    played yet) a new random sound, ``s`` saves, ``q`` quits."""
     import jack
 
     leader, follower = pty.openpty()
@@ -293,6 +294,8 @@ def test_status_view_keys_learn_save_and_quit_through_a_terminal(jack_server, se
         time.sleep(0.5)
         sender.cc(71, 32)  # learn: CC 71 -> sub (the model's first axis)
         time.sleep(0.5)
+        os.write(leader, b"r")
+        time.sleep(0.5)
         os.write(leader, b"s")
         assert wait_for(lambda: saved_presets(tmp_path)), player.output()[-2000:]
         os.write(leader, b"q")
@@ -304,7 +307,11 @@ def test_status_view_keys_learn_save_and_quit_through_a_terminal(jack_server, se
     assert rc == 0, player.output()[-2000:]
     stats = json.loads(player.stats_path.read_text())
     assert "learned: CC 71 -> sub" in stats["messages"] and any(m.startswith("saved ") for m in stats["messages"])
+    first = json.loads(Path(preset).read_text())["pads"][0]
+    assert f"pad {first['note']}: a new random sound, drawn from the standard normal (the model ships no fitted " \
+           f"prior)" in stats["messages"]
     saved = json.loads(saved_presets(tmp_path)[0].read_text())
+    assert saved["pads"][0]["note"] == first["note"] and saved["pads"][0]["anchor"] != first.get("anchor")
     assert [(k["cc"], k["axis"]) for k in saved["knobs"]] == [(71, "sub")]
     assert saved["knobs"][0]["default"] == pytest.approx(-1.0 + 2.0 * 32 / 127)
 
