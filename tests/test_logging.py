@@ -25,8 +25,8 @@ from trainer import cli as trainer_cli
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trainer", "export", "runtime")
 # the command-line edges, which print a command's result (and runtime.logs.say, the one status-line printer)
-CLI_MODULES = {"trainer/cli.py", "trainer/__main__.py", "export/cli.py", "export/__main__.py", "runtime/cli.py",
-               "runtime/__main__.py", "runtime/logs.py"}
+CLI_MODULES = {"trainer/cli.py", "trainer/analysis/commands.py", "trainer/__main__.py", "export/cli.py",
+               "export/__main__.py", "runtime/cli.py", "runtime/__main__.py", "runtime/logs.py"}
 # designated output functions in library modules: what a command prints as its result
 OUTPUT_FUNCTIONS = {("trainer/data/ingest.py", "_print_summary"),  # trainer ingest's table (stdout)
                     ("runtime/fallback.py", "render_instead")}  # make play's file and the live-play command (stdout)

@@ -18,6 +18,7 @@ module           job
 ``sweep``        one model per latent size, PCA share of the top components (``trainer sweep-latent``)
 ``plots``        matplotlib (Agg) figures and a self-contained HTML scatter
 ``reports``      atomic JSON / Markdown / WAV writing
+``commands``     the analysis subcommands' flags, bound to these functions (``trainer.cli`` adds them)
 ===============  ==========================================================================================
 
 Outputs go to ``RUN/analysis/<job>/`` unless an explicit folder is given.

@@ -1,14 +1,16 @@
 """The training data container: a corpus as plain arrays, and the train / validation split over it.
 
 :class:`TrainingArrays` is what :func:`trainer.fit.fit` consumes, so tests and benchmarks feed synthetic arrays and
-only the command edge runs ingestion. Arrays in, arrays out: no torch, so the split can be reused by analysis code
-that never trains.
+only the command edges run ingestion (:func:`training_arrays`, which imports the ingestion and torch-side modules
+when called). Arrays in, arrays out: no torch at import, so the split can be reused by analysis code that never
+trains.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -85,3 +87,33 @@ def split_indices(n: int, label_ids: np.ndarray | None, *, val_fraction: float,
     if not val:
         val.append(train.pop())
     return np.sort(np.asarray(train)), np.sort(np.asarray(val))
+
+
+def training_arrays(roots: Sequence[Path], *, run: Any, spec: Any, cache_dir: Path | None,
+                    use_cache: bool = True) -> TrainingArrays:
+    """The arrays ``trainer fit`` (and ``trainer sweep-latent``) train on: one ``.npz`` of features, or the data
+    ``roots`` ingested with ``run``'s (a :class:`trainer.config.RunConfig`) preprocessing at ``spec``, with each
+    sound's descriptors when the model is conditioned on them. Under torchrun, rank 0 ingests first (it fills the
+    feature cache the other ranks then read)."""
+    from trainer import distributed
+    from trainer.data.audio import Preprocess
+    from trainer.data.ingest import ingest
+
+    roots = [Path(r) for r in roots]
+    if len(roots) == 1 and roots[0].suffix == ".npz":
+        return load_npz(roots[0])
+    ctx = distributed.setup(run.train.device)
+    if not ctx.is_main:
+        distributed.barrier(ctx)
+    corpus = ingest(roots, spec=spec, preprocess=Preprocess(loudness=run.data.loudness), layout=run.data.layout,
+                    cache_dir=cache_dir, use_cache=use_cache, progress=ctx.is_main and run.train.progress)
+    if ctx.is_main:
+        distributed.barrier(ctx)
+    descriptors = None
+    if run.model.get("controls"):  # the decoder is conditioned on descriptors of the prepared audio
+        from trainer.descriptors import describe_batch
+
+        descriptors = describe_batch(corpus.audio, spec.sample_rate)
+    labelled = bool(corpus.classes)
+    return TrainingArrays(corpus.features, corpus.label_ids if labelled else None, corpus.pitch,
+                          tuple(corpus.classes), descriptors)
