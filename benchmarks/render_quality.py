@@ -193,14 +193,13 @@ def preset_groups(folder: Path, n_latents: int, seed: int = 0) -> list[Group]:
     rng = np.random.default_rng(seed)
     labels = list(range(len(model.metadata.labels))) or [None]
     for label in labels:
-        z = rng.standard_normal((n_latents, model.metadata.latent)).astype(np.float32)
         what = f" class {model.metadata.labels[label]}" if label is not None else ""
-        sounds = [s for i in range(0, n_latents, 50) for s in _render(PadRequest(0, model, z[i:i + 50], label))]
-        groups.append(Group(f"{n_latents} random latents{what}", rate, sounds, [f"z{i}" for i in range(n_latents)]))
+        samplers = [("random latents", "z", rng.standard_normal((n_latents, model.metadata.latent)).astype(np.float32))]
         if model.metadata.prior is not None:  # what the runtime's random sounds draw from (runtime.prior)
-            z = model.metadata.prior.sample(n_latents, rng)
+            samplers.append(("prior draws", "p", model.metadata.prior.sample(n_latents, rng)))
+        for kind, tag, z in samplers:
             sounds = [s for i in range(0, n_latents, 50) for s in _render(PadRequest(0, model, z[i:i + 50], label))]
-            groups.append(Group(f"{n_latents} prior draws{what}", rate, sounds, [f"p{i}" for i in range(n_latents)]))
+            groups.append(Group(f"{n_latents} {kind}{what}", rate, sounds, [f"{tag}{i}" for i in range(n_latents)]))
     return groups
 
 
@@ -229,7 +228,8 @@ def report(groups: list[Group]) -> tuple[str, dict]:
         col = {m: [r[m] for r in rows] for m in MEASURES}
         cells = [g.name, summarise(col["tail_db"], "p90"), summarise(col["flatness"], "p90"),
                  summarise(col["first"], "p90"), f"{max(col['first']):.3g}", summarise(col["attack_ms"], "iqr"),
-                 summarise(col["end_db"], "p90"), f"{max(col['end_db']):.1f}", summarise(col["band_khz"], "iqr") + f"; {sum(b > 11.0 for b in col['band_khz'])} of {len(rows)}"]
+                 summarise(col["end_db"], "p90"), f"{max(col['end_db']):.1f}",
+                 f"{summarise(col['band_khz'], 'iqr')}; {sum(b > 11.0 for b in col['band_khz'])} of {len(rows)}"]
         lines.append(" | ".join(cells))
     return "\n".join(lines), figures
 

@@ -374,7 +374,6 @@ class Controller:
         self.worker.request([r for r in self.state.requests(self.model) if r.note == note], stamp=stamp)
         return f"pad {note}: a new random sound, drawn from {prior.describe()}"
 
-
     def set_axes(self, values: dict[str, float]) -> None:
         """Set knob values (latent axes or shaping controls) directly and request the new sounds."""
         for name, value in values.items():

@@ -10,15 +10,15 @@ it, ``presets/kicks/MODEL_CARD.md`` quotes the figures). ``python -m export onnx
 (``runtime render --random``, the ``r`` key and ``/kickspace/random`` in live play) draw where real sounds lie.
 A model exported without one draws from ``N(0, I)`` (:func:`standard_prior`) and says so.
 
-Numpy only; the covariance is factored once per model (eigendecomposition, so a rank-deficient fit from fewer sounds
-than code columns draws within the span its sounds cover).
+Numpy only; the covariance is factored once per model (:func:`covariance_factor`; the trainer's posterior sampler,
+``trainer.analysis.realism.GaussianPrior``, draws through the same two functions).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -50,11 +50,10 @@ class LatentPrior:
     sounds: int = 0
     method: str = ""
 
-    @cached_property
+    @functools.cached_property
     def _scale(self) -> np.ndarray:
-        """``[latent, latent]``: codes are ``mean + scale @ noise`` (factored once)."""
-        values, vectors = np.linalg.eigh(np.asarray(self.cov, dtype=np.float64))
-        return vectors * np.sqrt(np.maximum(values, 0.0))
+        """``[latent, latent]`` (:func:`covariance_factor`, factored once)."""
+        return covariance_factor(np.asarray(self.cov, dtype=np.float64))
 
     @property
     def latent(self) -> int:
@@ -67,8 +66,7 @@ class LatentPrior:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` codes ``[n, latent]`` float32."""
-        noise = rng.standard_normal((int(n), self.latent))
-        return (np.asarray(self.mean) + noise @ self._scale.T).astype(np.float32)
+        return draw_codes(np.asarray(self.mean), self._scale, int(n), rng).astype(np.float32)
 
     def describe(self) -> str:
         """One line for the user: where random sounds come from."""
@@ -102,8 +100,24 @@ class LatentPrior:
         return cls(mean=tuple(mean), cov=tuple(tuple(row) for row in cov.tolist()), sounds=sounds, method=method)
 
 
+def covariance_factor(cov: np.ndarray) -> np.ndarray:
+    """``scale [L, L]`` with ``scale @ scale.T == cov``, through the eigendecomposition: a rank-deficient covariance
+    (fitted on fewer sounds than code columns) draws within the span its sounds cover instead of failing a Cholesky
+    factorisation."""
+    values, vectors = np.linalg.eigh(cov)
+    return vectors * np.sqrt(np.maximum(values, 0.0))
+
+
+def draw_codes(mean: np.ndarray, scale: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` Gaussian codes ``[n, L]`` (float64): ``mean [L]`` plus standard normal noise through ``scale``
+    (:func:`covariance_factor`)."""
+    return mean + rng.standard_normal((n, len(mean))) @ scale.T
+
+
+@functools.lru_cache(maxsize=8)
 def standard_prior(latent: int) -> LatentPrior:
-    """``N(0, I)`` over ``latent`` dimensions: what a model exported without a fitted prior draws from."""
+    """``N(0, I)`` over ``latent`` dimensions: what a model exported without a fitted prior draws from (one per
+    size, so its factor is computed once)."""
     return LatentPrior(mean=(0.0,) * latent, cov=tuple(tuple(float(i == j) for j in range(latent))
                                                       for i in range(latent)))
 

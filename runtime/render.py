@@ -134,10 +134,7 @@ def render_one_shot(preset: Preset | str | Path, axes: dict[str, float] | None =
     """
     instrument = offline_instrument(preset, sample_rate=sample_rate, blocksize=blocksize)
     controller, engine, worker = instrument.controller, instrument.engine, instrument.worker
-    note = controller.preset.pads[0].note if note is None else note
-    if controller.preset.pad(note) is None:
-        notes = ", ".join(str(p.note) for p in controller.preset.pads)
-        raise ConfigError("--note", f"the preset has no pad on note {note} (it has: {notes})")
+    note = _pad_note(controller.preset, note)
     if axes:
         controller.set_axes(axes)
         render_pending(worker)
@@ -163,10 +160,7 @@ def render_random(preset: Preset | str | Path, count: int, *, seed: int, note: i
         raise ConfigError("--random", f"must be a positive number of sounds, got {count!r}")
     instrument = offline_instrument(preset, sample_rate=sample_rate, blocksize=blocksize)
     controller, engine, worker = instrument.controller, instrument.engine, instrument.worker
-    note = controller.preset.pads[0].note if note is None else note
-    if controller.preset.pad(note) is None:
-        notes = ", ".join(str(p.note) for p in controller.preset.pads)
-        raise ConfigError("--note", f"the preset has no pad on note {note} (it has: {notes})")
+    note = _pad_note(controller.preset, note)
     rng = np.random.default_rng(seed)
     sounds = []
     for i in range(count):
@@ -174,6 +168,15 @@ def render_random(preset: Preset | str | Path, count: int, *, seed: int, note: i
         render_pending(worker)
         sounds.append((play_hit(engine, note, velocity), controller.current_preset(f"random-s{seed}-{i + 1:03d}")))
     return sounds, controller.model.metadata.random_prior().describe()
+
+
+def _pad_note(preset: Preset, note: int | None) -> int:
+    """``note``, or the preset's first pad's when None; ConfigError (``--note``) when the preset has no such pad."""
+    note = preset.pads[0].note if note is None else note
+    if preset.pad(note) is None:
+        notes = ", ".join(str(p.note) for p in preset.pads)
+        raise ConfigError("--note", f"the preset has no pad on note {note} (it has: {notes})")
+    return note
 
 
 def play_hit(engine: Engine, note: int, velocity: int) -> np.ndarray:

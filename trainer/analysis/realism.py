@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import linalg
 
+from runtime.prior import covariance_factor, draw_codes
 from trainer.analysis.reports import write_json
 from trainer.analysis.run import Run, conditions, decode, encode
 from trainer.data.ingest import Corpus
@@ -108,11 +109,9 @@ class GaussianPrior:
         return cls(mean=codes.mean(axis=0), cov=np.atleast_2d(np.cov(codes, rowvar=False)), sounds=len(codes))
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` codes ``[n, L]``; through the eigendecomposition, so a rank-deficient covariance (fewer sounds than
-        code columns) draws within the span the sounds cover instead of failing a Cholesky factorisation."""
-        values, vectors = np.linalg.eigh(self.cov)
-        scale = vectors * np.sqrt(np.maximum(values, 0.0))
-        return self.mean + rng.standard_normal((n, len(self.mean))) @ scale.T
+        """``n`` codes ``[n, L]``, as the runtime draws them from the exported prior
+        (:func:`runtime.prior.covariance_factor`: a rank-deficient covariance draws within the span of its sounds)."""
+        return draw_codes(self.mean, covariance_factor(self.cov), n, rng)
 
 
 def fit_posterior(run: Run, corpus: Corpus, rows: np.ndarray | None = None) -> GaussianPrior:
