@@ -9,6 +9,7 @@ from typing import Sequence
 
 from runtime.command import run_command
 from runtime.logs import add_log_flags, say
+from runtime.model import ModelMetadata
 
 
 def _add_onnx(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +61,12 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_onnx)
 
 
+def _per_class(meta: ModelMetadata) -> str:
+    """`` (per class: kick, snare)`` when the prior has a Gaussian per class, else nothing."""
+    names = [name for name, _ in meta.prior.classes] if meta.prior is not None else []
+    return f" (per class: {', '.join(names)})" if names else ""
+
+
 def _run_onnx(args: argparse.Namespace) -> int:
     from export.preset_folder import export_run
 
@@ -75,7 +82,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     preview = f", preview K={meta.preview_iterations}" if meta.preview_iterations else ""
     say(f"exported {result.folder}: latent {meta.latent}, K={meta.griffin_lim_iterations} ({meta.phase_init})"
           f"{preview}, controls: {controls}; axes: {axes}; labels: {labels}; random sounds from "
-          f"{meta.random_prior().describe()}")
+          f"{meta.random_prior().describe()}{_per_class(meta)}")
     say("parity onnxruntime vs torch (max abs; audio relative to peak): "
           + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()))
     return 0

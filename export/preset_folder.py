@@ -19,7 +19,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -174,7 +174,7 @@ def export_run(run: str | Path, *, out: str | Path, checkpoint: str = "best.pt",
                              griffin_lim_iterations=n_iter,
                              preview_iterations=preview_iterations, phase_init=phase_init,
                              preparation=Preprocess.of_run(ckpt.config).preparation,
-                             prior=_read_prior(prior_path, model),
+                             prior=_read_prior(prior_path, model, labels),
                              training=training_summary(ckpt, source=path))
     encoder = EncoderGraph(model, spec).eval()
     out = Path(out)
@@ -262,9 +262,10 @@ def _read_axes(path: Path | None, *, latent: int) -> tuple[Axis, ...]:
                  for i, a in enumerate(report["export"]))
 
 
-def _read_prior(path: Path | None, model: VAE) -> LatentPrior | None:
+def _read_prior(path: Path | None, model: VAE, classes: Sequence[str]) -> LatentPrior | None:
     """The latent prior of a ``prior.json`` (``trainer evaluate --prior-data``), checked against ``model``'s code
-    (its size and control columns); a file for another model fails naming the file and field."""
+    (its size and control columns) and its ``classes`` (the per-class Gaussians'); a file for another model fails
+    naming the file and field."""
     if path is None:
         return None
     import json
@@ -281,8 +282,8 @@ def _read_prior(path: Path | None, model: VAE) -> LatentPrior | None:
     if list(report.get("controls", [])) != list(model.config.controls):
         raise ConfigError(f"{path}: controls", f"{report.get('controls')!r}, but the model's control columns are "
                                                f"{list(model.config.controls)}")
-    fields = {k: report[k] for k in ("mean", "cov", "sounds", "method") if k in report}
-    return LatentPrior.from_dict(fields, where=f"{path}: prior", latent=model.code_size)
+    fields = {k: report[k] for k in ("mean", "cov", "sounds", "method", "classes") if k in report}
+    return LatentPrior.from_dict(fields, where=f"{path}: prior", latent=model.code_size, labels=tuple(classes))
 
 
 def _beside(axes: tuple[Axis, ...], controls: tuple[str, ...]) -> tuple[Axis, ...]:

@@ -364,15 +364,16 @@ class Controller:
     def randomize(self, note: int | None = None, *, rng: np.random.Generator | None = None,
                   stamp: float | None = None) -> str:
         """Give pad ``note`` (default: the preset's first) a new random sound: a code drawn from the model's prior
-        (:meth:`~runtime.model.ModelMetadata.random_prior`: fitted to real sounds when the export shipped one),
-        its label and the knobs as they are; request its render (``stamp`` as in :meth:`handle`). Returns one line
-        for the user."""
+        (:meth:`~runtime.model.ModelMetadata.random_prior`: fitted to real sounds when the export shipped one; the
+        Gaussian of the pad's class when the prior has one), its label and the knobs as they are; request its
+        render (``stamp`` as in :meth:`handle`). Returns one line for the user."""
         note = self.preset.pads[0].note if note is None or self.preset.pad(note) is None else note
+        label = self.preset.pad(note).label
         prior = self.model.metadata.random_prior()
-        self.state.set_anchor(note, prior.sample(1, rng if rng is not None else self._rng)[0])
+        self.state.set_anchor(note, prior.for_label(label).sample(1, rng if rng is not None else self._rng)[0])
         self._randomized.add(note)
         self.worker.request([r for r in self.state.requests(self.model) if r.note == note], stamp=stamp)
-        return f"pad {note}: a new random sound, drawn from {prior.describe()}"
+        return f"pad {note}: a new random sound, drawn from {prior.describe(label)}"
 
     def set_axes(self, values: dict[str, float]) -> None:
         """Set knob values (latent axes or shaping controls) directly and request the new sounds."""

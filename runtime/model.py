@@ -140,9 +140,10 @@ class ModelMetadata:
     def conditional(self) -> bool:
         return bool(self.labels)
 
-    def random_prior(self) -> LatentPrior:
-        """The prior random codes are drawn from: :attr:`prior`, else the standard normal."""
-        return self.prior if self.prior is not None else standard_prior(self.latent)
+    def random_prior(self, label: str | None = None) -> LatentPrior:
+        """The prior random codes (of class ``label``) are drawn from: :attr:`prior` (its class's Gaussian when it
+        has one, :meth:`~runtime.prior.LatentPrior.for_label`), else the standard normal."""
+        return self.prior.for_label(label) if self.prior is not None else standard_prior(self.latent)
 
     def knob_names(self) -> tuple[str, ...]:
         """Every name a knob may move: the shaping controls, then the latent axes."""
@@ -160,7 +161,10 @@ class ModelMetadata:
         raise ConfigError("axis", f"the model has no axis named {name!r} (it has: {known})")
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        data = dataclasses.asdict(self)
+        if self.prior is not None:  # its classes as a name -> prior object, as from_json reads them
+            data["prior"] = self.prior.to_dict()
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "model") -> "ModelMetadata":
@@ -201,9 +205,8 @@ class ModelMetadata:
                    phase_init=str(data.get("phase_init", "")),
                    preview_iterations=int(data.get("preview_iterations", 0)), training=dict(data.get("training", {})),
                    preparation=_preparation(data.get("preparation")),
-                   prior=None if data.get("prior") is None else LatentPrior.from_dict(data["prior"],
-                                                                                      where="metadata.prior",
-                                                                                      latent=latent))
+                   prior=None if data.get("prior") is None else LatentPrior.from_dict(
+                       data["prior"], where="metadata.prior", latent=latent, labels=tuple(data.get("labels", ()))))
 
 
 def _controls(data: Any, axes: tuple[Axis, ...]) -> tuple[str, ...]:

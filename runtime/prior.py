@@ -43,12 +43,18 @@ class LatentPrior:
         How many sounds it was fitted on (0: not fitted, the standard normal).
     method : str
         How it was obtained, one line (shown to the user beside random sounds).
+    classes : tuple of (str, LatentPrior)
+        For a class-conditioned model, one Gaussian per class (its real sounds' codes), in the model's label
+        order; empty when the model has no classes or the fit had too few sounds of each. A class's codes sit
+        apart from the others' (the kit's kicks and hats do not share a code region), so a random snare is drawn
+        where real snares encode (:meth:`for_label`), not from the pooled Gaussian.
     """
 
     mean: tuple[float, ...]
     cov: tuple[tuple[float, ...], ...]
     sounds: int = 0
     method: str = ""
+    classes: tuple[tuple[str, "LatentPrior"], ...] = ()
 
     @functools.cached_property
     def _scale(self) -> np.ndarray:
@@ -68,22 +74,34 @@ class LatentPrior:
         """``n`` codes ``[n, latent]`` float32."""
         return draw_codes(np.asarray(self.mean), self._scale, int(n), rng).astype(np.float32)
 
-    def describe(self) -> str:
-        """One line for the user: where random sounds come from."""
+    def for_label(self, label: str | None) -> "LatentPrior":
+        """The prior of class ``label`` when this one has it, else this (pooled) one."""
+        return dict(self.classes).get(label, self) if label is not None else self
+
+    def describe(self, label: str | None = None) -> str:
+        """One line for the user: where random sounds (of class ``label``) come from."""
         if not self.fitted:
             return "the standard normal (the model ships no fitted prior)"
+        if label is not None and label in dict(self.classes):
+            return f"a Gaussian fitted to {self.for_label(label).sounds} real {label} sounds' codes"
         return f"a Gaussian fitted to {self.sounds} real sounds' codes"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": list(self.mean), "cov": [list(row) for row in self.cov], "sounds": self.sounds,
-                "method": self.method}
+        out = {"mean": list(self.mean), "cov": [list(row) for row in self.cov], "sounds": self.sounds,
+               "method": self.method}
+        if self.classes:
+            out["classes"] = {name: prior.to_dict() for name, prior in self.classes}
+        return out
 
     @classmethod
-    def from_dict(cls, data: Any, *, where: str, latent: int) -> "LatentPrior":
+    def from_dict(cls, data: Any, *, where: str, latent: int, labels: tuple[str, ...] | None = None) -> "LatentPrior":
         """Typed and checked: ``mean`` ``[latent]`` and ``cov`` ``[latent, latent]`` of finite numbers, ``cov``
-        symmetric and positive semi-definite (within :data:`COV_TOLERANCE`); a bad field raises
-        :class:`~runtime.errors.ConfigError` naming ``where.FIELD``."""
+        symmetric and positive semi-definite (within :data:`COV_TOLERANCE`); ``classes``, when present, maps
+        each of the model's ``labels`` (some or all) to such a Gaussian (none of them nested further). A bad field
+        raises :class:`~runtime.errors.ConfigError` naming ``where.FIELD``."""
         data = check_fields(data, cls, where=where)
+        classes = _classes(data.get("classes", {}), where=f"{where}.classes", latent=latent,
+                           labels=() if labels is None else labels)
         for name in ("mean", "cov"):
             require(name in data, f"{where}.{name}", "missing")
         mean = _numbers(data["mean"], f"{where}.mean", latent)
@@ -97,7 +115,22 @@ class LatentPrior:
                 f"must be a non-negative integer, got {sounds!r}")
         method = data.get("method", "")
         require(isinstance(method, str), f"{where}.method", f"must be a string, got {type(method).__name__}")
-        return cls(mean=tuple(mean), cov=tuple(tuple(row) for row in cov.tolist()), sounds=sounds, method=method)
+        return cls(mean=tuple(mean), cov=tuple(tuple(row) for row in cov.tolist()), sounds=sounds, method=method,
+                   classes=classes)
+
+
+def _classes(data: Any, *, where: str, latent: int, labels: tuple[str, ...]) -> tuple[tuple[str, LatentPrior], ...]:
+    """``classes`` of a prior: ``{label: prior}`` for labels of the model, in the model's label order."""
+    require(isinstance(data, dict), where, f"must be an object of class name -> prior, got {type(data).__name__}")
+    for name in data:
+        require(name in labels, f"{where}.{name}",
+                f"not a class of the model (its classes: {', '.join(labels) or 'none'})")
+    out = []
+    for name in (n for n in labels if n in data):
+        require(not (isinstance(data[name], dict) and data[name].get("classes")), f"{where}.{name}.classes",
+                "a class's prior has no classes of its own")
+        out.append((name, LatentPrior.from_dict(data[name], where=f"{where}.{name}", latent=latent)))
+    return tuple(out)
 
 
 def covariance_factor(cov: np.ndarray) -> np.ndarray:

@@ -167,7 +167,7 @@ def render_random(preset: Preset | str | Path, count: int, *, seed: int, note: i
         controller.randomize(note, rng=rng)
         render_pending(worker)
         sounds.append((play_hit(engine, note, velocity), controller.current_preset(f"random-s{seed}-{i + 1:03d}")))
-    return sounds, controller.model.metadata.random_prior().describe()
+    return sounds, controller.model.metadata.random_prior().describe(controller.preset.pad(note).label)
 
 
 def _pad_note(preset: Preset, note: int | None) -> int:

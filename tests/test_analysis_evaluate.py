@@ -11,7 +11,7 @@ from runtime.errors import ConfigError
 from tests.analysis_fixtures import SPEC, tiny_run  # noqa: F401  (session fixture)
 from trainer import cli as trainer_cli
 from trainer.analysis.evaluate import diversity, evaluate, log_spectral_distance, nearest_distances
-from trainer.analysis.realism import GaussianPrior, fit_posterior, frechet_distance, realism
+from trainer.analysis.realism import GaussianPrior, class_priors, fit_posterior, frechet_distance, realism
 from trainer.analysis.run import encode
 from trainer.descriptors import DESCRIPTORS
 
@@ -110,6 +110,26 @@ def test_posterior_sampler_is_the_gaussian_of_the_encoded_means(tiny_run) -> Non
     # Fewer sounds than code columns: a rank-deficient covariance still draws, within the sounds' span.
     few = GaussianPrior.of_codes(mu[:3]).sample(5, np.random.default_rng(0))
     assert few.shape == (5, mu.shape[1]) and np.isfinite(few).all()
+
+
+def test_class_priors_draw_each_class_near_its_own_sounds() -> None:
+    rng = np.random.default_rng(0)
+    kicks = rng.normal([3.0, 0, 0, 0], 0.5, size=(40, 4))
+    claps = rng.normal([-3.0, 1.0, 0, 0], 0.5, size=(3, 4))  # fewer sounds than code columns
+    codes = np.concatenate([kicks, claps])
+    names = np.array(["kick"] * 40 + ["clap"] * 3)
+    pooled = GaussianPrior.of_codes(codes)
+    classes = class_priors(codes, names, order=("kick", "snare", "clap"))
+    assert [name for name, _ in classes] == ["kick", "clap"]  # no snare sounds: the pooled Gaussian serves it
+    own = dict(classes)
+    assert np.allclose(own["clap"].mean, claps.mean(axis=0)) and own["clap"].sounds == 3
+    assert np.linalg.matrix_rank(own["clap"].cov) == 4  # shrunk towards the within-class spread: full rank
+    assert np.allclose(own["kick"].cov, np.cov(kicks, rowvar=False), atol=0.1)  # many sounds: nearly its own
+    prior = GaussianPrior(pooled.mean, pooled.cov, pooled.sounds, classes)
+    labels = ["clap"] * 2000 + ["snare"] * 2000
+    draws = prior.sample(4000, np.random.default_rng(1), labels)
+    assert np.allclose(draws[:2000].mean(axis=0), claps.mean(axis=0), atol=0.1)
+    assert np.allclose(draws[2000:].mean(axis=0), pooled.mean, atol=0.3)
 
 
 def test_cli_flags_name_reference_and_samplers_and_write_prior(tiny_run, tmp_path, capsys) -> None:  # noqa: F811

@@ -117,3 +117,47 @@ def test_the_r_key_and_the_osc_address_ask_for_a_random_sound():
     assert key_command("r", ["sub"], None) == ("random", None)
     assert decode("/kickspace/random", []) == Button("random")
     assert decode("/kickspace/random", [1.0]) == Button("random") and decode("/kickspace/random", [0]) is None
+
+
+def _class_prior() -> LatentPrior:
+    snare = LatentPrior(mean=(-1.0, 2.0, 0.0), cov=((0.01, 0, 0), (0, 0.01, 0), (0, 0, 0.01)), sounds=12)
+    return dataclasses.replace(_prior(), classes=(("snare", snare),))
+
+
+def test_a_class_prior_draws_each_class_where_its_real_sounds_lie():
+    meta = fx.metadata(labels=("kick", "snare"), prior=_class_prior())
+    again = M.ModelMetadata.from_json(meta.to_json())
+    assert again == meta
+    snares = again.random_prior("snare").sample(5000, np.random.default_rng(0))
+    np.testing.assert_allclose(snares.mean(axis=0), [-1.0, 2.0, 0.0], atol=0.01)
+    kicks = again.random_prior("kick").sample(5000, np.random.default_rng(0))  # no Gaussian of its own: pooled
+    np.testing.assert_allclose(kicks.mean(axis=0), [1.0, 0.5, 0.0], atol=0.01)
+    assert again.prior.describe("snare") == "a Gaussian fitted to 12 real snare sounds' codes"
+    assert again.prior.describe("kick") == "a Gaussian fitted to 48 real sounds' codes"
+
+
+@pytest.mark.parametrize("classes, message", [
+    ({"clap": {"mean": [0, 0, 0], "cov": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}}, r"metadata.prior.classes.clap"),
+    ({"snare": {"mean": [0, 0], "cov": [[1, 0], [0, 1]]}}, r"metadata.prior.classes.snare.mean"),
+    ({"snare": {**_prior().to_dict(), "classes": {"snare": _prior().to_dict()}}}, r"classes.snare.classes"),
+    ([1, 2], r"metadata.prior.classes"),
+])
+def test_a_bad_class_prior_fails_naming_the_class_and_field(classes, message):
+    data = json.loads(fx.metadata(labels=("kick", "snare"), prior=_prior()).to_json())
+    data["prior"]["classes"] = classes
+    with pytest.raises(ConfigError, match=message):
+        M.ModelMetadata.from_json(json.dumps(data), source="decoder.onnx")
+
+
+def test_a_random_sound_on_a_labelled_pad_comes_from_its_class(tmp_path):
+    folder = fx.linear_kick_model(tmp_path / "m", sample_rate=RATE, labels=("kick", "snare"), prior=_class_prior())
+    meta = M.read_metadata(folder / M.DECODER_FILE)
+    pads = (Pad(36, anchor=(1.0, 0.0, 0.0), label="kick"), Pad(38, anchor=(1.0, 0.0, 0.0), label="snare"))
+    preset = dataclasses.replace(default_preset(meta, folder), pads=pads)
+    engine = Engine(RATE, 128, channels=preset.output.channels)
+    controller = Controller(preset, engine, RenderWorker(engine))
+    line = controller.randomize(38, rng=np.random.default_rng(3))
+    assert line == "pad 38: a new random sound, drawn from a Gaussian fitted to 12 real snare sounds' codes"
+    np.testing.assert_allclose(controller.state.anchor(38), [-1.0, 2.0, 0.0], atol=0.4)
+    controller.randomize(36, rng=np.random.default_rng(3))
+    np.testing.assert_allclose(controller.state.anchor(36), _prior().sample(1, np.random.default_rng(3))[0], rtol=1e-6)

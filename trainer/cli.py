@@ -233,6 +233,41 @@ def _run_subset(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+# ---------------------------------------------------------------------------------------------------- augment
+def _add_augment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("augment", help="write treated copies of a few real one-shots (repitch, tilt, fade, drive)",
+                       description="For every audio file under the sources, write COPIES copies, each played "
+                                   "faster or slower as a sampler does, tilted above 2 kHz and, at random, faded "
+                                   "and saturated (trainer/data/augment.py), plus augment.csv naming each copy's "
+                                   "source and treatment. A few real kicks then train like many: add OUT as a "
+                                   "data root of trainer fit. Augment the training split only.")
+    p.add_argument("sources", type=Path, nargs="+", help="audio files or folders (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    p.add_argument("--copies", type=int, default=8, help="copies per source (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(handler=_run_augment)
+
+
+def _run_augment(args: argparse.Namespace) -> int:
+    from trainer.data import augment
+    from trainer.data.layouts import is_audio_name
+
+    files = []
+    for source in args.sources:
+        if source.is_dir():
+            files += [f for f in sorted(source.rglob("*")) if is_audio_name(f.name) and not f.is_dir()]
+        elif source.exists():
+            files.append(source)
+        else:
+            raise KickspaceError(f"{source}: no such file or folder")
+    csv_path, skipped = augment.write_augmented(files, args.out, copies=args.copies, seed=args.seed)
+    for path, reason in skipped:
+        say(f"skipped {path}: {reason}")
+    say(f"wrote {args.copies} copies of {len(files) - len(skipped)} files to {args.out} ({csv_path.name}); "
+        f"skipped {len(skipped)}")
+    return 0 if len(files) > len(skipped) else 1
+
+
 # --------------------------------------------------------------------------------------------------- highband
 def _add_highband(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("highband", help="train the band above 11 kHz of a 22.05 kHz model (RUN/highband.pt)",
@@ -278,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``trainer`` argument parser (one subcommand per job)."""
     parser = argparse.ArgumentParser(prog="trainer", description="Kickspace trainer: data, training, analysis.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_synth, _add_ingest, _add_fit, *analysis_commands.COMMANDS, _add_subset, _add_spectrogram,
+    for add in (_add_synth, _add_ingest, _add_fit, *analysis_commands.COMMANDS, _add_subset, _add_augment, _add_spectrogram,
                 _add_highband):
         add(sub)
     for command in sub.choices.values():

@@ -96,11 +96,16 @@ def realism(generated: np.ndarray, real: np.ndarray, *, seed: int = 0, splits: i
 # ================================================================================================ samplers
 @dataclass(frozen=True)
 class GaussianPrior:
-    """A Gaussian over the decoder code ``[code_size]``: ``mean [L]``, ``cov [L, L]``, fitted on ``sounds`` codes."""
+    """A Gaussian over the decoder code ``[code_size]``: ``mean [L]``, ``cov [L, L]``, fitted on ``sounds`` codes.
+
+    ``classes``: for a class-conditioned model, one Gaussian per class name (:func:`fit_posterior`); a draw for a
+    class it holds comes from that class's Gaussian, any other from the pooled one.
+    """
 
     mean: np.ndarray
     cov: np.ndarray
     sounds: int
+    classes: tuple[tuple[str, "GaussianPrior"], ...] = ()
 
     @classmethod
     def of_codes(cls, codes: np.ndarray) -> "GaussianPrior":
@@ -108,14 +113,24 @@ class GaussianPrior:
         codes = np.asarray(codes, dtype=np.float64)
         return cls(mean=codes.mean(axis=0), cov=np.atleast_2d(np.cov(codes, rowvar=False)), sounds=len(codes))
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, n: int, rng: np.random.Generator, labels: Sequence[str | None] | None = None) -> np.ndarray:
         """``n`` codes ``[n, L]``, as the runtime draws them from the exported prior
-        (:func:`runtime.prior.covariance_factor`: a rank-deficient covariance draws within the span of its sounds)."""
-        return draw_codes(self.mean, covariance_factor(self.cov), n, rng)
+        (:func:`runtime.prior.covariance_factor`: a rank-deficient covariance draws within the span of its sounds);
+        row ``i`` from the Gaussian of class ``labels[i]`` when given and held."""
+        if labels is None or not self.classes:
+            return draw_codes(self.mean, covariance_factor(self.cov), n, rng)
+        own = dict(self.classes)
+        z = np.empty((n, len(self.mean)))
+        for name in dict.fromkeys(labels):
+            rows = np.array([label == name for label in labels])
+            prior = own.get(name, self)
+            z[rows] = draw_codes(prior.mean, covariance_factor(prior.cov), int(rows.sum()), rng)
+        return z
 
 
 def fit_posterior(run: Run, corpus: Corpus, rows: np.ndarray | None = None) -> GaussianPrior:
-    """Fit :class:`GaussianPrior` to the encoder means of ``corpus`` (only ``rows`` when given), whole code.
+    """Fit :class:`GaussianPrior` to the encoder means of ``corpus`` (only ``rows`` when given), whole code; for a
+    class-conditioned model also one per class with at least two sounds (:func:`class_priors`).
 
     Raises
     ------
@@ -126,18 +141,50 @@ def fit_posterior(run: Run, corpus: Corpus, rows: np.ndarray | None = None) -> G
 
     labels, pitch = conditions(run, corpus)
     mu, _ = encode(run.model, corpus.features, labels=labels, pitch=pitch)
+    names = np.array([run.classes[i] if i >= 0 else "" for i in labels]) if labels is not None else None
     if rows is not None:
         mu = mu[rows]
+        names = None if names is None else names[rows]
     if len(mu) < 2:
         raise KickspaceError(f"posterior sampler: needs at least 2 real sounds to fit on, got {len(mu)}")
-    return GaussianPrior.of_codes(mu)
+    pooled = GaussianPrior.of_codes(mu)
+    if names is None:
+        return pooled
+    return GaussianPrior(pooled.mean, pooled.cov, pooled.sounds, class_priors(mu, names, order=run.classes))
+
+
+def class_priors(codes: np.ndarray, names: np.ndarray, *, order: Sequence[str]) -> tuple[tuple[str, GaussianPrior], ...]:
+    """One Gaussian per class in ``order`` with at least two codes: the class's mean, and its covariance shrunk
+    towards the pooled within-class covariance ``W`` by ``L / (n - 1 + L)`` (``L`` the code size, ``n`` the class's
+    sounds; regularised discriminant analysis, Friedman 1989), so a class of 6 real claps draws near its own
+    sounds without collapsing onto the 5-dimensional span they cover.
+
+    Parameters
+    ----------
+    codes : np.ndarray [N, L]
+    names : np.ndarray [N] of str
+        Each code's class name ("" for none).
+    """
+    groups = [(name, codes[names == name]) for name in order if np.count_nonzero(names == name) >= 2]
+    if not groups:
+        return ()
+    scatter = sum((len(g) - 1) * np.atleast_2d(np.cov(g, rowvar=False)) for _, g in groups)
+    within = scatter / sum(len(g) - 1 for _, g in groups)
+    size = codes.shape[1]
+    out = []
+    for name, g in groups:
+        weight = size / (len(g) - 1 + size)
+        cov = (1 - weight) * np.atleast_2d(np.cov(g, rowvar=False)) + weight * within
+        out.append((name, GaussianPrior(mean=g.mean(axis=0), cov=cov, sounds=len(g))))
+    return tuple(out)
 
 
 def draw(run: Run, reference: Corpus, n: int, *, prior: GaussianPrior | None, seed: int) -> np.ndarray:
     """``n`` generated sounds' features ``[n, C, M, T]``: codes from ``N(0, I)`` (``prior`` None) or ``prior``.
 
     A CVAE draws its classes (and a pitch-conditioned model its pitches) like the ``reference`` set: its rows'
-    conditions, cycled through in a random order, so every class appears in the reference's proportions (+-1).
+    conditions, cycled through in a random order, so every class appears in the reference's proportions (+-1);
+    each code then comes from its class's Gaussian when ``prior`` has one.
     """
     rng = np.random.default_rng(seed)
     rows = np.resize(rng.permutation(len(reference)), n)
@@ -147,7 +194,8 @@ def draw(run: Run, reference: Corpus, n: int, *, prior: GaussianPrior | None, se
     if prior is None:
         z = rng.standard_normal((n, run.model.code_size))
     else:
-        z = prior.sample(n, rng)
+        names = None if labels is None else [run.classes[i] if i >= 0 else None for i in labels]
+        z = prior.sample(n, rng, names)
     return decode(run.model, z, labels=labels, pitch=pitch)
 
 
@@ -156,11 +204,14 @@ def write_prior(path: str | Path, prior: GaussianPrior, run: Run, roots: Sequenc
 
     Keys: ``kind`` ("gaussian"), ``code_size``, ``latent``, ``controls`` (the names of the control columns that
     follow the latent ones), ``mean [code_size]``, ``cov [code_size][code_size]``, ``sounds`` and ``fitted_on``
-    (the data it was fitted on), ``checkpoint``.
+    (the data it was fitted on), ``checkpoint``; ``classes`` (class name -> ``mean``, ``cov``, ``sounds``) when
+    the prior has a Gaussian per class.
     """
     config = run.model.config
     return write_json(path, {"kind": "gaussian", "code_size": run.model.code_size, "latent": config.latent,
                              "controls": list(config.controls), "mean": prior.mean, "cov": prior.cov,
                              "sounds": prior.sounds, "fitted_on": list(roots), "checkpoint": str(run.path),
+                             **({"classes": {name: {"mean": c.mean, "cov": c.cov, "sounds": c.sounds}
+                                             for name, c in prior.classes}} if prior.classes else {}),
                              "method": "ex-post density estimation: a Gaussian fitted to the encoder means of real "
                                        "sounds (Ghosh et al. 2020, section 4)"})
