@@ -289,6 +289,19 @@ def _prior_file(run, *, code_size: int = 4, **changes) -> None:
     (run / "analysis" / "prior.json").write_text(json.dumps({**report, **changes}))
 
 
+def test_export_ships_a_prior_per_class_and_refuses_a_class_the_model_lacks(tmp_path, capsys):
+    run = _run(tmp_path, classes=["kick", "snare"])
+    snare = {"mean": [-1.0] * 4, "cov": np.diag([0.05] * 4).tolist(), "sounds": 9}
+    _prior_file(run, classes={"snare": snare})
+    assert export_cli.main(["onnx", str(run), "--out", str(tmp_path / "p"), "--iterations", "0"]) == 0
+    assert "(per class: snare)" in capsys.readouterr().out
+    meta = ExportedModel(tmp_path / "p").metadata
+    assert meta.random_prior("snare").mean == (-1.0,) * 4 and meta.random_prior("kick").mean == (0.5,) * 4
+    _prior_file(run, classes={"clap": snare})
+    with pytest.raises(ConfigError, match=r"prior.json: prior.classes.clap: not a class of the model"):
+        export_run(run, out=tmp_path / "r", n_iter=0, optimize=False)
+
+
 def test_export_ships_the_runs_prior_for_random_sounds(tmp_path, capsys):
     """trainer evaluate --prior-data writes analysis/prior.json; the exported model carries it (the runtime's
     random sounds draw from it), and a prior of another model fails naming the file and field."""

@@ -233,7 +233,8 @@ def _realism_markdown(report: dict[str, Any]) -> list[str]:
     return [
         "## Realism (Fréchet distance of standardised descriptor distributions; lower is better)",
         _reference_line(report) + " Samplers: `standard` draws codes from N(0, I); `posterior` from a Gaussian "
-        "fitted to the encoder means of real sounds.",
+        "fitted to the encoder means of real sounds (for a class-conditioned model, one per class: "
+        "`trainer.analysis.realism.class_priors`).",
         table(["sampler", f"real half vs half ({half} vs {other})", f"generated vs real ({half} vs {other})",
                "ratio", f"generated ({first['generated']}) vs real ({first['real']})"], rows),
         f"Means ± sd over {first['splits']} random splits and draws at the same sizes, so both carry the same "
