@@ -61,6 +61,31 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_onnx)
 
 
+def _add_prior(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prior", help="refit an exported model's random-sound prior to real sounds, via its encoder",
+                       description="Encode every one-shot under DATA with MODEL/encoder.onnx (prepared as a pad's "
+                                   "own sample is) and store the Gaussian of the codes, and one per class for a "
+                                   "class-conditioned model (a bank: one folder per class), as the model's prior: "
+                                   "random sounds (runtime render --random, the r key, /kickspace/random) then lie "
+                                   "where those sounds encode. Rewrites the graphs' metadata only.",
+                       epilog="example: python -m export prior presets/kit out/kit-train")
+    p.add_argument("model", type=Path, help="exported model folder (e.g. presets/kit)")
+    p.add_argument("data", type=Path, nargs="+", help="data roots (flat folder; a bank for a class-conditioned model)")
+    p.set_defaults(handler=_run_prior)
+
+
+def _run_prior(args: argparse.Namespace) -> int:
+    from export.refit_prior import refit
+
+    prior, skipped = refit(args.model, args.data)
+    for path, reason in skipped:
+        say(f"skipped {path}: {reason}")
+    classes = ", ".join(f"{name} {p.sounds}" for name, p in prior.classes)
+    say(f"{args.model}: random sounds from {prior.describe()}" + (f" (per class: {classes})" if classes else "")
+        + f"; skipped {len(skipped)}")
+    return 0
+
+
 def _per_class(meta: ModelMetadata) -> str:
     """`` (per class: kick, snare)`` when the prior has a Gaussian per class, else nothing."""
     names = [name for name, _ in meta.prior.classes] if meta.prior is not None else []
@@ -93,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description="Kickspace exporter: runs -> ONNX models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_onnx(sub)
+    _add_prior(sub)
     for command in sub.choices.values():
         add_log_flags(command)
     return parser

@@ -318,3 +318,36 @@ def test_export_ships_the_runs_prior_for_random_sounds(tmp_path, capsys):
     _prior_file(run, cov=[[1.0, 2.0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
     with pytest.raises(ConfigError, match=r"prior.json: prior.cov: must be symmetric"):
         export_run(run, out=tmp_path / "r", n_iter=0, optimize=False)
+
+
+def test_export_prior_refits_a_models_prior_through_its_encoder_per_class(tmp_path, capsys):
+    """python -m export prior MODEL DATA: the codes of a bank's sounds through encoder.onnx become the pooled and
+    per-class Gaussians in every graph's metadata; a multi-hit file and a class the model lacks are skipped."""
+    from tests import badfiles
+
+    run = _run(tmp_path, classes=["kick", "snare"])
+    export_run(run, out=tmp_path / "m", n_iter=0, optimize=False)
+    bank = tmp_path / "bank"
+    for name in ("kick", "snare", "clap"):
+        (bank / name).mkdir(parents=True)
+    for i in range(3):
+        badfiles.write(bank / "kick" / f"k{i}.wav", badfiles.kick(TINY.sample_rate, seed=i), TINY.sample_rate)
+        badfiles.write(bank / "snare" / f"s{i}.wav", 0.5 * badfiles.kick(TINY.sample_rate, seed=10 + i),
+                       TINY.sample_rate)
+    badfiles.write(bank / "kick" / "loop.wav", badfiles.four_kicks(TINY.sample_rate), TINY.sample_rate)
+    badfiles.write(bank / "clap" / "c.wav", badfiles.kick(TINY.sample_rate), TINY.sample_rate)
+    assert export_cli.main(["prior", str(tmp_path / "m"), str(bank)]) == 0
+    out = capsys.readouterr().out
+    assert "loop.wav: multi-hit" in out and "c.wav: class 'clap'" in out and "skipped 2" in out
+    assert "per class: kick 3, snare 3" in out
+    model = ExportedModel(tmp_path / "m")
+    prior = model.metadata.prior
+    assert prior.sounds == 6 and [name for name, _ in prior.classes] == ["kick", "snare"]
+    from runtime.controls import read_sample
+
+    codes = [model.encode(read_sample(bank / "snare" / f"s{i}.wav", model.metadata)[None], label=1)[0][0]
+             for i in range(3)]
+    np.testing.assert_allclose(prior.for_label("snare").mean, np.mean(codes, axis=0), atol=1e-5)
+    (tmp_path / "m" / "encoder.onnx").unlink()
+    assert export_cli.main(["prior", str(tmp_path / "m"), str(bank)]) == 2
+    assert "encoder.onnx: missing" in capsys.readouterr().err
