@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.errors import ConfigError, KickspaceError
 from runtime.files import atomic_path
-from runtime.model import METADATA_KEY, ExportedModel
+from runtime.model import METADATA_KEY, ExportedModel, ModelMetadata
 from runtime.prior import LatentPrior
 
 GRAPHS = ("decoder.onnx", "decoder_preview.onnx", "encoder.onnx")
@@ -94,8 +94,6 @@ def write_prior(folder: Path, prior: LatentPrior) -> list[Path]:
         props = {p.key: p.value for p in graph.metadata_props}
         if METADATA_KEY not in props:
             raise ConfigError(f"{path}: metadata", "not a Kickspace model (no kickspace metadata)")
-        from runtime.model import ModelMetadata
-
         meta = ModelMetadata.from_json(props[METADATA_KEY], source=str(path))
         props[METADATA_KEY] = dataclasses.replace(meta, prior=prior).to_json()
         del graph.metadata_props[:]
