@@ -192,5 +192,6 @@ def test_every_knob_of_a_tiny_conditioned_model_turns_its_cited_descriptor_up(fi
     figures = report["validation"]["figures"]
     for knob in CONTROLS:  # from the mean, 3 encoded kicks and 2 random latents: never the wrong way
         assert min(figures["own"]["knobs"][knob]["rho"]) > 0.0, (knob, figures["own"]["knobs"][knob])
-        assert figures["own"]["knobs"][knob]["median"] >= 0.8, (knob, figures["own"]["knobs"][knob])
+        # rho of 5 points moves in steps of 0.1; 0.8 (one swap) may come out as 0.7999999999999999
+        assert figures["own"]["knobs"][knob]["median"] >= 0.8 - 1e-9, (knob, figures["own"]["knobs"][knob])
         assert figures["librosa"]["knobs"][knob]["median"] >= 0.5, (knob, figures["librosa"]["knobs"][knob])
