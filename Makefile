@@ -43,21 +43,23 @@ demo: venv
 	    --title "presets/kit playing presets/grooves/kit.mid (CC 22 decay falls, CC 24 brightness rises)"
 
 # The shipped kick preset, end to end (presets/kicks/MODEL_CARD.md): licence-filtered real kicks (every 8th held
-# out for evaluation) + 1500 procedural kicks -> fit (kick spec, decoder conditioned on the five descriptors, one CPU
-# thread) -> axes (the five knobs checked by sweeps from pads, real kicks, random latents), cluster, evaluate -> export ->
-# a test render. Intermediate data in out/, the run in runs/kicks, features in $(KCACHE).
+# out for evaluation), 16 treated copies of each (trainer augment: repitch, tilt, fade, drive) and 1500 procedural
+# kicks -> fit (kick spec, decoder conditioned on the five descriptors, one CPU thread) -> axes (the five knobs checked
+# by sweeps from pads, real kicks, random latents), cluster, evaluate -> export -> a test render. Intermediate data in
+# out/, the run in runs/kicks, features in $(KCACHE).
 KDATA    ?= ../shared/data/drums
 KCACHE   ?= /tmp/kcache
-KEPOCHS  ?= 100
+KEPOCHS  ?= 75
 KLICENCE := CC0 "Public Domain" Unlicense MIT Apache-2.0 CC-BY --exclude-licence CC-BY-SA
 KITCLASSES := kick snare clap hat tom perc cymbal
 preset-kicks: venv
-	rm -rf out/kicks-train out/kicks-heldout out/synth-kicks runs/kicks
+	rm -rf out/kicks-train out/kicks-heldout out/kicks-aug out/synth-kicks runs/kicks
 	$(BIN)/trainer subset $(KDATA) --class kick --licence $(KLICENCE) --every 8 --drop 0 --out out/kicks-train
 	$(BIN)/trainer subset $(KDATA) --class kick --licence $(KLICENCE) --every 8 --keep 0 --out out/kicks-heldout
+	$(BIN)/trainer augment out/kicks-train/kick --out out/kicks-aug --copies 16 --seed 0
 	$(BIN)/trainer synth out/synth-kicks --n 1500 --seed 7
-	$(BIN)/trainer fit out/kicks-train/kick out/synth-kicks --config configs/kick-controls.toml --out runs/kicks \
-	    --cache $(KCACHE) --no-progress --set train.threads=1 train.epochs=$(KEPOCHS)
+	$(BIN)/trainer fit out/kicks-train/kick out/kicks-aug out/synth-kicks --config configs/kick-controls.toml \
+	    --out runs/kicks --cache $(KCACHE) --no-progress --set train.threads=1 train.epochs=$(KEPOCHS)
 	$(BIN)/trainer axes runs/kicks --data out/kicks-train/kick --cache $(KCACHE) --anchors 8
 	$(BIN)/trainer cluster runs/kicks --data out/kicks-train/kick --cache $(KCACHE) --components 4
 	$(BIN)/trainer evaluate runs/kicks --data out/kicks-heldout/kick --train-data out/kicks-train/kick \
